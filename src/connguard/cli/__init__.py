@@ -1,0 +1,1 @@
+"""The ``connguard`` command: one module per subcommand, registered in ``main``."""

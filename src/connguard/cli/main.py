@@ -1,0 +1,29 @@
+"""Entry point of the ``connguard`` command.
+
+Each subcommand lives in its own module and is registered here explicitly.
+"""
+
+from __future__ import annotations
+
+import click
+
+from connguard import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="connguard")
+def cli() -> None:
+    """Connection-abuse protection for cloud VMs (nftables + conntrack)."""
+
+
+def _register() -> None:
+    from connguard.cli import lab
+
+    cli.add_command(lab.lab)
+
+
+_register()
+
+
+def main() -> None:
+    cli()
