@@ -1,0 +1,63 @@
+"""Shared field types and validators for the model."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+Direction = Literal["ingress", "egress"]
+DirectionAny = Literal["ingress", "egress", "any"]
+Protocol = Literal["tcp", "udp", "sctp"]
+Ethertype = Literal["IPv4", "IPv6"]
+Scope = Literal["port", "remote_ip"]
+Enforcement = Literal["enforce", "monitor"]
+
+L4Port = Annotated[int, Field(ge=1, le=65535)]
+
+# Linux interface names: at most 15 bytes, no '/', whitespace or ':'; we are stricter
+# (the names reach the kernel inside nft sets and chain names).
+_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,14}$")
+
+
+def _check_ifname(value: str) -> str:
+    if not _IFNAME.match(value):
+        raise ValueError(
+            "must be 1-15 characters of letters, digits, '_', '.', '-', starting with a letter or digit"
+        )
+    return value
+
+
+def _check_prefix(value: str) -> str:
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address or CIDR prefix") from None
+    # Host bits set (10.0.0.5/24) are almost always a typo; refuse instead of guessing.
+    if "/" in value and net.network_address != ipaddress.ip_interface(value).ip:
+        raise ValueError(f"{value!r} has host bits set; did you mean {net}?")
+    return str(net)
+
+
+def _check_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
+
+
+InterfaceName = Annotated[str, AfterValidator(_check_ifname)]
+IPPrefix = Annotated[str, AfterValidator(_check_prefix)]
+IPAddress = Annotated[str, AfterValidator(_check_address)]
+
+
+class Frozen(BaseModel):
+    """Base of every value object: immutable, unknown fields rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+def prefix_version(prefix: str) -> int:
+    return ipaddress.ip_network(prefix).version

@@ -1,0 +1,68 @@
+"""Policies, ports, allowlist entries and bans."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+
+from connguard.model.common import Enforcement, Frozen, InterfaceName, IPAddress, IPPrefix
+from connguard.model.rules import Rule
+
+Name = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class Policy(Frozen):
+    name: Name
+    description: Annotated[str, Field(max_length=1024)] = ""
+    enforcement: Enforcement = "enforce"
+    rules: tuple[Rule, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_rules(self) -> "Policy":
+        seen: dict[tuple, int] = {}
+        for i, rule in enumerate(self.rules):
+            k = rule.key()
+            if k in seen:
+                raise ValueError(
+                    f"rules[{i}] duplicates rules[{seen[k]}]: one {rule.type} rule per direction, scope and match"
+                )
+            seen[k] = i
+        return self
+
+
+class Port(Frozen):
+    interface_name: InterfaceName
+    fixed_ips: tuple[IPAddress, ...] = ()
+    policy: Name | None = None
+    name: Annotated[str, Field(max_length=255)] = ""
+
+    @field_validator("fixed_ips", mode="before")
+    @classmethod
+    def _plain_addresses(cls, value: Any) -> Any:
+        # The API's form ({"ip_address": ..., "subnet_id": ...}) and plain strings both work.
+        if isinstance(value, (list, tuple)):
+            return [v.get("ip_address") if isinstance(v, dict) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _unique_ips(self) -> "Port":
+        if len(set(self.fixed_ips)) != len(self.fixed_ips):
+            raise ValueError("fixed_ips lists an address twice")
+        return self
+
+
+class AllowlistEntry(Frozen):
+    remote_ip_prefix: IPPrefix
+    description: Annotated[str, Field(max_length=1024)] = ""
+
+
+class Ban(Frozen):
+    """A ban as the dataplane knows it: the remote (``ip_address``, an address or, for
+    manual and shared bans, a prefix) may not talk to ``interface_name`` (None: any
+    protected port on the host) for ``seconds`` more."""
+
+    ip_address: IPPrefix
+    interface_name: InterfaceName | None = None
+    seconds: Annotated[int, Field(ge=1, le=365 * 86400)] | None = None  # None: until removed
+    reason: Annotated[str, Field(max_length=255)] = ""

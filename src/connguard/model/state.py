@@ -1,0 +1,135 @@
+"""The desired state of one host, and the YAML state file of standalone mode."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from connguard.exceptions import ValidationFailed
+from connguard.model.common import Frozen
+from connguard.model.objects import AllowlistEntry, Ban, Policy, Port
+
+
+class HostState(Frozen):
+    policies: tuple[Policy, ...] = ()
+    ports: tuple[Port, ...] = ()
+    default_policy: Annotated[str, Field(min_length=1)] | None = None
+    allowlist: tuple[AllowlistEntry, ...] = ()
+    bans: tuple[Ban, ...] = ()
+
+    @model_validator(mode="after")
+    def _references(self) -> "HostState":
+        names: dict[str, int] = {}
+        for i, pol in enumerate(self.policies):
+            if pol.name in names:
+                raise _at(("policies", i, "name"), f"duplicate policy name {pol.name!r}")
+            names[pol.name] = i
+        if self.default_policy is not None and self.default_policy not in names:
+            raise _at(("default_policy",), f"no policy named {self.default_policy!r}")
+        ifnames: dict[str, int] = {}
+        owners: dict[str, int] = {}
+        for i, port in enumerate(self.ports):
+            if port.interface_name in ifnames:
+                raise _at(("ports", i, "interface_name"), f"duplicate interface {port.interface_name!r}")
+            ifnames[port.interface_name] = i
+            if port.policy is not None and port.policy not in names:
+                raise _at(("ports", i, "policy"), f"no policy named {port.policy!r}")
+            for ip in port.fixed_ips:
+                if ip in owners:
+                    raise _at(("ports", i, "fixed_ips"), f"{ip} is already on ports[{owners[ip]}]")
+                owners[ip] = i
+        for i, ban in enumerate(self.bans):
+            if ban.interface_name is not None and ban.interface_name not in ifnames:
+                raise _at(("bans", i, "interface_name"), f"no port with interface {ban.interface_name!r}")
+        return self
+
+    def policy_of(self, port: Port) -> Policy | None:
+        """Effective policy: the port's own, else the host's default."""
+        name = port.policy or self.default_policy
+        if name is None:
+            return None
+        return next(p for p in self.policies if p.name == name)
+
+
+class _FieldError(ValueError):
+    def __init__(self, loc: tuple, reason: str):
+        self.loc = loc
+        self.reason = reason
+        super().__init__(f"{format_loc(loc)}: {reason}")
+
+
+def _at(loc: tuple, reason: str) -> _FieldError:
+    return _FieldError(loc, reason)
+
+
+_UNION_TAGS = {"connection_rate_limit", "connection_limit", "syn_flood", "brute_force"}
+
+
+def format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _UNION_TAGS or part.startswith("function-"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """Turn pydantic's errors into (field, reason) pairs that name the field precisely."""
+    errors = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, _FieldError):
+            errors.append((format_loc(loc + ctx_err.loc), ctx_err.reason))
+            continue
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        errors.append((format_loc(loc) or "(state)", msg))
+    return errors
+
+
+def parse_state(data: Any, *, source: str = "state") -> HostState:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValidationFailed([(source, "must be a mapping with policies, ports, default_policy, allowlist")])
+    try:
+        return HostState.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(validation_errors(exc)) from None
+
+
+def load_state_file(path: str | Path) -> HostState:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValidationFailed([(str(path), f"cannot read: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ValidationFailed([(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    return parse_state(data, source=str(path))
+
+
+def normalise_remote(ip: str) -> str:
+    """Key under which a remote address is accounted: IPv4 /32, IPv6 /64."""
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False).network_address)
+    return str(addr)
