@@ -1,0 +1,40 @@
+"""connection_limit: concurrent connections (conntrack count) per port or per remote.
+
+``direction: any`` compiles into both chains against the same set, so both directions share
+the port's quota. The set keeps a conncount list per key; the kernel prunes closed connections.
+Refusal is a TCP reset so clients fail fast instead of retrying a dropped SYN.
+"""
+
+from __future__ import annotations
+
+from connguard.compiler import fragments as f
+from connguard.compiler.common import hits, match_exprs, new_connection_variants, offender, port_key, refuse, remote_key, rule_ports, versions_for
+from connguard.compiler.context import PORT_SET_SIZE, REMOTE_SET_SIZE, Contribution, RuleContext, Stage
+from connguard.compiler.rate_limit import ADDR_TYPE, hit_set
+from connguard.compiler.ruleset import NftSet, Rule
+from connguard.model.rules import ConnectionLimitRule
+
+
+def compile_conn_limit(ctx: RuleContext) -> Contribution:
+    rule: ConnectionLimitRule = ctx.rule
+    out = Contribution(sets=[hit_set(ctx.rid)])
+    directions = ("ingress", "egress") if rule.direction == "any" else (rule.direction,)
+    per_remote = rule.scope == "remote_ip"
+    stage = Stage.CONN_PER_REMOTE if per_remote else Stage.CONN_PER_PORT
+    count = f.ct_count(rule.max_connections)
+    if not per_remote:
+        out.sets.append(NftSet(f"c{ctx.rid}", ("ifname",), size=PORT_SET_SIZE))
+    for v in versions_for(ctx, rule, keyed=per_remote):
+        if per_remote:
+            out.sets.append(NftSet(f"c{ctx.rid}{v}", ("ifname", ADDR_TYPE[v]), size=REMOTE_SET_SIZE))
+        for d in directions:
+            if per_remote:
+                name, key = f"c{ctx.rid}{v}", f.concat(port_key(d), remote_key(d, v))
+            else:
+                name, key = f"c{ctx.rid}", port_key(d)
+            for pred, ack in new_connection_variants(ctx, d, v, rule.protocol, rule_ports(rule)):
+                base = pred + match_exprs(rule, d, v)
+                for pre, verdict in refuse(ctx, rule.protocol, gentle=True, ack_stage=ack):
+                    stmts = [f.dynset("add", name, key, count), hits(f"h{ctx.rid}", d)]
+                    out.add(d, stage, Rule(tuple(base + pre + stmts + offender(ctx, d, v) + verdict), ctx.origin(d)))
+    return out

@@ -1,0 +1,98 @@
+"""Base chains, dispatch maps and the host-wide sets: bans, allowlist, synproxy services.
+
+Dispatch is by verdict map on the interface name, in both directions (O(1) in the number of
+ports; one linear rule per port cost 36-80% of throughput, DESIGN.md "Dataplane"). Bans are
+dropped before ``ct state established,related accept``, so a ban also cuts established flows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from connguard.compiler import fragments as f
+from connguard.compiler.common import ALLOW, BAN, HOST_BAN, OFFENDERS, SYNPROXY
+from connguard.compiler.context import BAN_SET_SIZE, OFFENDER_TIMEOUT, PORT_SET_SIZE, REMOTE_SET_SIZE
+from connguard.compiler.ruleset import Chain, Element, Hook, NftSet, Rule
+from connguard.model.objects import AllowlistEntry, Ban
+from connguard.model.state import normalise_remote
+
+FROM_VM = "from_vm"   # iifname -> jump out_<policy>: flows the VM starts
+TO_VM = "to_vm"       # oifname -> jump in_<policy>: flows towards the VM
+PORTS = "ports"
+BANNED = "banned"     # named counter of packets dropped by bans
+
+RAW_PRIORITY = -300
+FILTER_PRIORITY = -10  # before the usual filter chains, so bans win over their accepts
+
+ADDR = {4: "ipv4_addr", 6: "ipv6_addr"}
+
+
+def _ban_rules() -> list[Rule]:
+    rules = []
+    for v in (4, 6):
+        for port, side in (("oifname", "saddr"), ("iifname", "daddr")):
+            rules.append(Rule((f.in_set(f.concat(f.meta(port), f.remote_key(v, side)), BAN[v]),
+                               f.counter(BANNED), f.drop()), f"ban {port} ipv{v}"))
+            rules.append(Rule((f.in_set(f.meta(port), PORTS), f.in_set(f.addr(v, side), HOST_BAN[v]),
+                               f.counter(BANNED), f.drop()), f"host ban {port} ipv{v}"))
+    return rules
+
+
+def base_chains() -> list[Chain]:
+    established = Rule((f.ct_state("established", "related"), f.accept()), "established")
+    raw = Chain("raw_pre", tuple(
+        Rule((f.nfproto(v), f.l4proto("tcp"), f.tcp_flags_syn_only(),
+              f.in_set(f.concat(f.addr(v, "daddr"), f.payload("tcp", "dport")), SYNPROXY[v]), f.notrack()),
+             f"synproxy notrack ipv{v}")
+        for v in (4, 6)), Hook("prerouting", RAW_PRIORITY))
+    forward = Chain("forward", tuple(_ban_rules() + [
+        established,
+        Rule((f.vmap(f.meta("iifname"), FROM_VM),), "dispatch from VM"),
+        Rule((f.vmap(f.meta("oifname"), TO_VM),), "dispatch to VM"),
+    ]), Hook("forward", FILTER_PRIORITY))
+    # VM -> host services (DHCP, DNS, metadata) traverse input, not forward.
+    host_in = Chain("host_in", (established, Rule((f.vmap(f.meta("iifname"), FROM_VM),), "dispatch from VM")),
+                    Hook("input", FILTER_PRIORITY))
+    return [raw, forward, host_in]
+
+
+def _collapse(prefixes: list[str], version: int) -> list[str]:
+    nets = [ipaddress.ip_network(p) for p in prefixes if ipaddress.ip_network(p).version == version]
+    return [str(n) for n in ipaddress.collapse_addresses(nets)]  # type: ignore[arg-type]
+
+
+def host_sets(*, allowlist: tuple[AllowlistEntry, ...], ports: list[str],
+              synproxy: dict[int, list[tuple[str, int, int]]],
+              to_vm: dict[str, str], from_vm: dict[str, str]) -> list[NftSet]:
+    sets: list[NftSet] = []
+    for v in (4, 6):
+        remote = ("ifname", ADDR[v])
+        sets.append(NftSet(BAN[v], remote, flags=("timeout",), size=BAN_SET_SIZE))
+        sets.append(NftSet(HOST_BAN[v], (ADDR[v],), flags=("interval", "timeout"), size=BAN_SET_SIZE))
+        sets.append(NftSet(OFFENDERS[v], remote, flags=("timeout",), size=REMOTE_SET_SIZE,
+                           timeout=OFFENDER_TIMEOUT))
+        allowed = _collapse([e.remote_ip_prefix for e in allowlist], v)
+        sets.append(NftSet(ALLOW[v], (ADDR[v],), flags=("interval",),
+                           elements=tuple(Element(f.prefix(p)) for p in allowed)))
+        proxied = sorted(set(synproxy.get(v, [])))
+        sets.append(NftSet(SYNPROXY[v], (ADDR[v], "inet_service"), flags=("interval",), elements=tuple(
+            Element(f.concat(ip, lo if lo == hi else {"range": [lo, hi]})) for ip, lo, hi in proxied)))
+    sets.append(NftSet(PORTS, ("ifname",), size=PORT_SET_SIZE, elements=tuple(Element(p) for p in sorted(ports))))
+    for name, targets in ((TO_VM, to_vm), (FROM_VM, from_vm)):
+        sets.append(NftSet(name, ("ifname",), map="verdict", size=PORT_SET_SIZE, elements=tuple(
+            Element(port, f.jump(chain)) for port, chain in sorted(targets.items()))))
+    return sets
+
+
+def ban_elements(bans: tuple[Ban, ...]) -> dict[str, list[Element]]:
+    """State-file bans as elements to add (if missing) to the long-lived ban sets."""
+    out: dict[str, list[Element]] = {}
+    for ban in bans:
+        net = ipaddress.ip_network(ban.ip_address)
+        v = net.version
+        if ban.interface_name is not None:
+            remote = normalise_remote(str(net.network_address))
+            out.setdefault(BAN[v], []).append(Element(f.concat(ban.interface_name, remote), timeout=ban.seconds))
+        else:
+            out.setdefault(HOST_BAN[v], []).append(Element(f.prefix(str(net)), timeout=ban.seconds))
+    return out

@@ -1,0 +1,78 @@
+"""connection_rate_limit: new connections per second, per port (aggregate) or per remote.
+
+Per-remote buckets live in a dynamic set keyed ``ifname . remote`` (IPv6 per /64) that is never
+flushed by an apply. When the set is full the kernel skips the rest of the rule and the packet
+passes (fail-open); the canary rule right below counts those bypasses in ``set_full``, and a
+port-scope rule in the same policy bounds the damage. Aggregates use named limit objects (no
+set), so they cannot fill up (fail-closed).
+"""
+
+from __future__ import annotations
+
+from connguard.compiler import fragments as f
+from connguard.compiler.common import (
+    SET_FULL,
+    hits,
+    match_exprs,
+    new_connection_variants,
+    offender,
+    port_key,
+    refuse,
+    remote_key,
+    rule_ports,
+    versions_for,
+)
+from connguard.compiler.context import (
+    PORT_SET_SIZE,
+    RATE_SET_TIMEOUT,
+    REMOTE_SET_SIZE,
+    Contribution,
+    PortLimit,
+    RuleContext,
+    Stage,
+    short_id,
+)
+from connguard.compiler.ruleset import NftSet, Rule
+from connguard.model.rules import ConnectionRateLimitRule
+
+ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
+
+
+def hit_set(rid: str) -> NftSet:
+    return NftSet(f"h{rid}", ("ifname",), size=PORT_SET_SIZE, counter=True)
+
+
+def compile_rate_limit(ctx: RuleContext) -> Contribution:
+    rule: ConnectionRateLimitRule = ctx.rule
+    d = rule.direction
+    out = Contribution(sets=[hit_set(ctx.rid)])
+    hit = hits(f"h{ctx.rid}", d)
+    origin = ctx.origin(d)
+    bucket = f.limit(rule.max_cps, "second", rule.max_burst_cps)  # type: ignore[arg-type]
+
+    if rule.scope == "remote_ip":
+        for v in versions_for(ctx, rule, keyed=True):
+            name = f"r{ctx.rid}{v}"
+            out.sets.append(NftSet(name, ("ifname", ADDR_TYPE[v]), flags=("timeout",), size=REMOTE_SET_SIZE))
+            key = f.concat(port_key(d), remote_key(d, v))
+            for pred, ack in new_connection_variants(ctx, d, v, rule.protocol, rule_ports(rule)):
+                base = pred + match_exprs(rule, d, v)
+                for pre, verdict in refuse(ctx, rule.protocol, gentle=False, ack_stage=ack):
+                    stmts = [f.dynset("add", name, key, bucket, timeout=RATE_SET_TIMEOUT), hit]
+                    out.add(d, Stage.RATE_PER_REMOTE,
+                            Rule(tuple(base + pre + stmts + offender(ctx, d, v) + verdict), origin))
+                out.add(d, Stage.RATE_PER_REMOTE,
+                        Rule(tuple(base + [f.in_set(key, name, negate=True), f.counter(SET_FULL)]), origin + " set-full"))
+        return out
+
+    limit = PortLimit(f"a{ctx.rid}{short_id(rule.max_cps, rule.max_burst_cps, n=4)}",
+                      rule.max_cps, "second", rule.max_burst_cps)  # type: ignore[arg-type]
+    out.port_limits.append(limit)
+    for v in versions_for(ctx, rule, keyed=False):
+        for pred, ack in new_connection_variants(ctx, d, v, rule.protocol, rule_ports(rule)):
+            base = pred + match_exprs(rule, d, v)
+            for pre, verdict in refuse(ctx, rule.protocol, gentle=False, ack_stage=ack):
+                stmts = [f.limit_map(port_key(d), limit.map), hit]
+                out.add(d, Stage.RATE_PER_PORT,
+                        Rule(tuple(base + pre + stmts + offender(ctx, d, v) + verdict), origin))
+    return out

@@ -1,0 +1,8 @@
+"""The nftables backend: JSON rendering, the atomic applier, and kernel read-back."""
+
+from connguard.nft.applier import Applier, ApplyResult
+from connguard.nft.executor import Executor, FakeExecutor, NftCli, NftFailure
+from connguard.nft.observe import KernelBan, Observation, observe
+
+__all__ = ["Applier", "ApplyResult", "Executor", "FakeExecutor", "KernelBan", "NftCli", "NftFailure",
+           "Observation", "observe"]

@@ -1,0 +1,238 @@
+"""The applier: make the kernel's ``inet connguard`` table match a compiled ruleset, in one
+atomic batch per apply.
+
+- First apply (or after ``invalidate()``): *full sync*. The table is inventoried (names only),
+  owned chains and sets are flushed and refilled, long-lived sets are created only if missing,
+  and whatever is ours but no longer wanted is deleted.
+- Later applies: *delta* against what the last successful apply put there: changed chains are
+  flushed and refilled, owned sets and maps change element by element, new limit objects are
+  added and unused ones deleted. Adding one port to 10,000 is a handful of elements.
+- Bookkeeping (``self.applied``) changes only after the kernel accepted the batch. A rejected
+  batch changes nothing in the kernel; ``ApplyError`` says which port or rule it came from.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from connguard.compiler.common import SYNPROXY
+from connguard.compiler.ruleset import FAMILY, TABLE, Element, NftSet, Ruleset
+from connguard.exceptions import ApplyError
+from connguard.nft import render as r
+from connguard.nft.executor import Executor, NftFailure
+from connguard.nft.render import Cmd
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    mode: str         # "full", "delta" or "noop"
+    commands: int
+    seconds: float
+
+
+@dataclass
+class Inventory:
+    """What of ours is in the kernel, by name (no elements: ``nft -t``)."""
+
+    exists: bool
+    sets: dict[str, dict]
+    limits: set[str]
+    counters: set[str]
+    chains: set[str]
+
+
+def read_inventory(executor: Executor) -> Inventory:
+    try:
+        data = executor.query("list", "table", FAMILY, TABLE, terse=True)
+    except NftFailure as exc:
+        if "No such file or directory" in exc.message:
+            return Inventory(False, {}, set(), set(), set())
+        raise
+    inv = Inventory(True, {}, set(), set(), set())
+    for item in data.get("nftables", []):
+        if "set" in item or "map" in item:
+            body = item.get("set") or item.get("map")
+            inv.sets[body["name"]] = body
+        elif "limit" in item:
+            inv.limits.add(item["limit"]["name"])
+        elif "counter" in item:
+            inv.counters.add(item["counter"]["name"])
+        elif "chain" in item:
+            inv.chains.add(item["chain"]["name"])
+    return inv
+
+
+def _same_declaration(s: NftSet, kernel: dict) -> bool:
+    ktype = kernel.get("type")
+    ktype = tuple(ktype) if isinstance(ktype, list) else (ktype,)
+    return (ktype == s.type and kernel.get("map") == s.map
+            and set(kernel.get("flags", [])) - {"dynamic"} == set(s.flags))
+
+
+def _by_ident(elements) -> dict[str, Element]:
+    return {e.ident(): e for e in elements or ()}
+
+
+class Applier:
+    def __init__(self, executor: Executor):
+        self.executor = executor
+        self.applied: Ruleset | None = None
+
+    def invalidate(self) -> None:
+        """Forget what we applied; the next apply is a full sync (after drift, on restart)."""
+        self.applied = None
+
+    # ---- planning -------------------------------------------------------------------------
+    def plan(self, desired: Ruleset) -> tuple[str, list[Cmd]]:
+        if self.applied is None:
+            return "full", self._full(desired, read_inventory(self.executor))
+        if self.applied == desired:
+            return "noop", []
+        return "delta", self._delta(self.applied, desired)
+
+    def _full(self, new: Ruleset, inv: Inventory) -> list[Cmd]:
+        head: list[Cmd] = [r.table()]
+        fill: list[Cmd] = []
+        tail: list[Cmd] = []
+        for s in new.sets:
+            kernel = inv.sets.get(s.name)
+            if kernel is not None and not _same_declaration(s, kernel):
+                # A set of ours with another shape (an older connguard): replace it. This is the
+                # one case where a long-lived set's contents are lost.
+                head.insert(0, r.delete_set(s.name, "map" if kernel.get("map") else "set"))
+                head.insert(0, r.table())
+                kernel = None
+            if kernel is None:
+                head.append(r.add_set(s))
+            if not s.long_lived:
+                if kernel is not None:
+                    fill.append(r.flush_set(s))
+                if s.elements:
+                    fill.extend(self._element_cmds(s, s.elements, new))
+        head += [r.add_limit(o, self._origin_of_object(o.name, new)) for o in new.limits if o.name not in inv.limits]
+        head += [r.add_counter(c) for c in new.counters if c not in inv.counters]
+        rules: list[Cmd] = []
+        for c in new.chains:
+            head.append(r.add_chain(c))
+            if c.name in inv.chains:
+                rules.append(r.flush_chain(c.name))
+            rules += [r.add_rule(c.name, rule) for rule in c.rules]
+        fill += self._seed_cmds(new, new.seeds)
+        wanted_chains = {c.name for c in new.chains}
+        stale = sorted(inv.chains - wanted_chains)
+        tail += [r.flush_chain(n) for n in stale] + [r.delete_chain(n) for n in stale]
+        wanted_sets = {s.name for s in new.sets}
+        tail += [r.delete_set(n, "map" if b.get("map") else "set") for n, b in sorted(inv.sets.items()) if n not in wanted_sets]
+        tail += [r.delete_limit(n) for n in sorted(inv.limits - {o.name for o in new.limits})]
+        return head + rules + fill + tail
+
+    def _delta(self, old: Ruleset, new: Ruleset) -> list[Cmd]:
+        old_sets = {s.name: s for s in old.sets}
+        new_sets = {s.name: s for s in new.sets}
+        for name, s in new_sets.items():
+            o = old_sets.get(name)
+            if o is not None and (o.type, o.flags, o.map, o.size, o.counter) != (s.type, s.flags, s.map, s.size, s.counter):
+                return self._full(new, read_inventory(self.executor))
+        head: list[Cmd] = [r.table()]
+        rules: list[Cmd] = []
+        fill: list[Cmd] = []
+        tail: list[Cmd] = []
+        for name, s in new_sets.items():
+            if name not in old_sets:
+                head.append(r.add_set(s))
+        old_limits = {o.name for o in old.limits}
+        head += [r.add_limit(o, self._origin_of_object(o.name, new)) for o in new.limits if o.name not in old_limits]
+        head += [r.add_counter(c) for c in new.counters if c not in old.counters]
+        old_chains = {c.name: c for c in old.chains}
+        for c in new.chains:
+            before = old_chains.get(c.name)
+            if before is None:
+                head.append(r.add_chain(c))
+            elif before.rules == c.rules and before.hook == c.hook:
+                continue
+            else:
+                if before.hook != c.hook:
+                    head.append(r.add_chain(c))
+                rules.append(r.flush_chain(c.name))
+            rules += [r.add_rule(c.name, rule) for rule in c.rules]
+        deletes: list[Cmd] = []
+        for name, s in new_sets.items():
+            if s.long_lived:
+                continue
+            was = _by_ident(old_sets[name].elements if name in old_sets else ())
+            now = _by_ident(s.elements)
+            gone = [e for k, e in was.items() if k not in now or now[k] != e]
+            added = [e for k, e in now.items() if k not in was or was[k] != e]
+            if gone:
+                deletes.append(r.delete_elements(s, gone))
+            if added:
+                fill.extend(self._element_cmds(s, added, new))
+        old_seeds = set(old.seeds)
+        fill += self._seed_cmds(new, [sd for sd in new.seeds if sd not in old_seeds])
+        stale = sorted(set(old_chains) - {c.name for c in new.chains})
+        tail += [r.flush_chain(n) for n in stale] + [r.delete_chain(n) for n in stale]
+        tail += [r.delete_set(n, "map" if o.map else "set") for n, o in sorted(old_sets.items()) if n not in new_sets]
+        tail += [r.delete_limit(n) for n in sorted(old_limits - {o.name for o in new.limits})]
+        return head + rules + deletes + fill + tail
+
+    @staticmethod
+    def _origin_of_object(name: str, rs: Ruleset) -> str:
+        ifname = name.rsplit("_", 1)[-1]
+        return f"port {ifname} (policy {rs.port_policy.get(ifname, '?')})"
+
+    def _element_cmds(self, s: NftSet, elements, rs: Ruleset) -> list[Cmd]:
+        # One command per set, except the per-port maps, which get one per port so that a
+        # rejected element names its port.
+        if s.key_is_port():
+            return [r.add_elements(s, [e], self._origin_of_object(f"x_{e.key}", rs)) for e in elements] \
+                if len(elements) <= 64 else [r.add_elements(s, elements)]
+        return [r.add_elements(s, elements)]
+
+    @staticmethod
+    def _seed_cmds(rs: Ruleset, seeds) -> list[Cmd]:
+        by_set: dict[str, list[Element]] = {}
+        for name, e in seeds:
+            by_set.setdefault(name, []).append(e)
+        sets = {s.name: s for s in rs.sets}
+        return [r.add_elements(sets[n], es, f"bans in {n}") for n, es in sorted(by_set.items())]
+
+    # ---- applying -------------------------------------------------------------------------
+    def apply(self, desired: Ruleset, *, check: bool = False) -> ApplyResult:
+        start = time.monotonic()
+        mode, cmds = self.plan(desired)
+        if not cmds:
+            return ApplyResult("noop", 0, time.monotonic() - start)
+        try:
+            self.executor.batch({"nftables": [c for c, _ in cmds]}, check=check)
+        except NftFailure as exc:
+            where = self._locate(cmds)
+            raise ApplyError("the kernel rejected the ruleset; nothing was changed",
+                             kernel_message=exc.message, where=where) from None
+        if not check:
+            self.applied = desired
+            if any(desired.set(SYNPROXY[v]).elements for v in (4, 6)):
+                # synproxy needs the handshake's ACK to be "invalid", not picked up mid-stream.
+                self.executor.sysctl("net.netfilter.nf_conntrack_tcp_loose", "0")
+        return ApplyResult(mode, len(cmds), time.monotonic() - start)
+
+    def _locate(self, cmds: list[Cmd]) -> str | None:
+        """Find the first command whose prefix of the batch the kernel rejects (nft --check),
+        and name where it came from."""
+        if self._ok(cmds):
+            return None
+        lo, hi = 1, len(cmds)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._ok(cmds[:mid]):
+                lo = mid + 1
+            else:
+                hi = mid
+        return cmds[lo - 1][1]
+
+    def _ok(self, cmds: list[Cmd]) -> bool:
+        try:
+            self.executor.batch({"nftables": [c for c, _ in cmds]}, check=True)
+            return True
+        except NftFailure:
+            return False
