@@ -1,0 +1,259 @@
+"""``connguard lab``: build namespace topologies and run real attacks against them."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import click
+
+from connguard.exceptions import LabError
+
+ATTACKS = ("flood", "flood-many", "bruteforce", "egress-flood", "syn-flood")
+DEFAULT_PORTS = {"flood": 80, "flood-many": 80, "egress-flood": 80, "bruteforce": 22,
+                 "syn-flood": 80}
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    out = [line, "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |", line]
+    out += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
+    out.append(line)
+    return "\n".join(out)
+
+
+def _lab_rows(lab: Any) -> list[list[Any]]:
+    rows = [["host", lab.host, ", ".join(v.tap for v in lab.vms)
+             + ("; " if lab.clients else "") + ", ".join(c.ext for c in lab.clients), "", ""]]
+    rows += [[f"vm{v.index}", v.netns, v.tap, v.ipv4, v.ipv6] for v in lab.vms]
+    for c in lab.clients:
+        extra = f" (+{len(c.extra_ipv4)} sources)" if c.extra_ipv4 else ""
+        rows.append([f"client{c.index}", c.netns, c.ext, c.ipv4 + extra, c.ipv6])
+    return rows
+
+
+def _print_lab(lab: Any, fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(lab.to_dict(), indent=2))
+        return
+    click.echo(lab.prefix)
+    click.echo(_table(["node", "netns", "interface (host ns)", "ipv4", "ipv6"], _lab_rows(lab)))
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+@click.group("lab")
+def lab() -> None:
+    """Network-namespace lab: VMs, clients and a routing host, with real traffic."""
+
+
+@lab.command("up")
+@click.option("--vms", type=click.IntRange(1, 200), default=2, show_default=True)
+@click.option("--clients", type=click.IntRange(0, 200), default=2, show_default=True)
+@click.option("--sources", type=click.IntRange(0, 240), default=32, show_default=True,
+              help="extra source addresses per client (IPv4, and IPv6 in distinct /64s)")
+@click.option("--prefix", default=None, help="cglab + 6 hex digits (default: random)")
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def up_cmd(vms: int, clients: int, sources: int, prefix: str | None, fmt: str) -> None:
+    """Build a lab and print its namespaces, interfaces and addresses."""
+    from connguard.lab import Lab
+
+    try:
+        the_lab = Lab.up(vms=vms, clients=clients, sources=sources, prefix=prefix)
+    except LabError as exc:
+        raise _fail(exc) from None
+    _print_lab(the_lab, fmt)
+
+
+@lab.command("list")
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def list_cmd(fmt: str) -> None:
+    """List the labs on this machine."""
+    from connguard.lab import Lab
+
+    labs = Lab.list()
+    if fmt == "json":
+        click.echo(json.dumps([lb.to_dict() for lb in labs], indent=2))
+        return
+    rows = [[lb.prefix, len(lb.vms), len(lb.clients), lb.sources, lb.host] for lb in labs]
+    click.echo(_table(["prefix", "vms", "clients", "sources", "host netns"], rows))
+
+
+@lab.command("down")
+@click.argument("prefix", required=False)
+@click.option("--all", "all_", is_flag=True, help="remove every cglab* namespace and lab file")
+def down_cmd(prefix: str | None, all_: bool) -> None:
+    """Remove a lab (every namespace it created), or all of them with --all."""
+    from connguard.lab import netns as nsx
+    from connguard.lab.topology import remove, remove_all
+
+    if bool(prefix) == all_:
+        raise click.UsageError("give a lab PREFIX or --all")
+    try:
+        nsx.require_root()
+        if all_:
+            removed = remove_all()
+        else:
+            if not nsx.LAB_NAME_RE.match(prefix or ""):
+                raise LabError(f"bad lab prefix {prefix!r}: expected 'cglab' and 6 hex digits")
+            removed = remove(prefix)  # type: ignore[arg-type]
+    except LabError as exc:
+        raise _fail(exc) from None
+    click.echo(f"removed {len(removed)} namespaces" + (f": {' '.join(removed)}" if removed else ""))
+
+
+def _find_lab(prefix: str | None) -> Any:
+    from connguard.lab import Lab
+
+    if prefix:
+        return Lab.load(prefix)
+    labs = Lab.list()
+    if len(labs) != 1:
+        raise LabError("give --prefix (there are %d labs; see 'connguard lab list')" % len(labs))
+    return labs[0]
+
+
+def _pick(seq: list[Any], i: int, what: str) -> Any:
+    if not 0 <= i < len(seq):
+        raise LabError(f"no {what} {i} in this lab (it has {len(seq)})")
+    return seq[i]
+
+
+def _progress(t: int, s: dict[str, int]) -> None:
+    click.echo(f"  {t:>3}s  admitted {s['admitted']:>7}  refused {s['refused']:>7}  "
+               f"timeout {s['timeout']:>7}", err=True)
+
+
+def _print_series(rows: list[dict[str, Any]], totals: dict[str, Any], fmt: str,
+                  extra: dict[str, Any]) -> None:
+    if fmt == "json":
+        click.echo(json.dumps({**extra, **totals, "series": rows}, indent=2))
+        return
+    cols = ["t", "admitted", "refused", "timeout"]
+    if any(r.get("error") for r in rows):
+        cols.append("error")
+    click.echo(_table(["second"] + cols[1:], [[r.get(c, 0) for c in cols] for r in rows]))
+    click.echo("  ".join(f"{k} {v}" for k, v in {**extra, **totals}.items()))
+
+
+@lab.command("attack")
+@click.argument("kind", type=click.Choice(ATTACKS))
+@click.option("--prefix", default=None, help="the lab (default: the only one)")
+@click.option("--vm", "vm_index", type=int, default=0, show_default=True)
+@click.option("--client", "client_index", type=int, default=0, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="service port (default 80; 22 for bruteforce)")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="new connections/s (flood), attempts/s (bruteforce), packets/s (syn-flood; "
+                   "default: as fast as possible)")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True)
+@click.option("--sources", type=click.IntRange(1, 240), default=None,
+              help="flood-many: how many of the client's extra addresses (default all)")
+@click.option("--ipv6", is_flag=True, help="attack over IPv6")
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def attack_cmd(kind: str, prefix: str | None, vm_index: int, client_index: int,
+               port: int | None, rate: float | None, duration: float, sources: int | None,
+               ipv6: bool, fmt: str) -> None:
+    """Run an attack in a lab and print admitted/refused connections per second.
+
+    KIND: flood (one source), flood-many (many sources), bruteforce (against a login
+    service), egress-flood (from a VM to a client's server), syn-flood (hping3, random
+    sources).
+    """
+    try:
+        from connguard.lab import netns as nsx
+
+        nsx.require_root()
+        the_lab = _find_lab(prefix)
+        vm = _pick(the_lab.vms, vm_index, "vm")
+        client = _pick(the_lab.clients, client_index, "client")
+        port = port or DEFAULT_PORTS[kind]
+        if kind in ("flood", "flood-many", "egress-flood"):
+            _attack_flood(kind, vm, client, port, rate or 200.0, duration, sources, ipv6, fmt)
+        elif kind == "bruteforce":
+            _attack_bruteforce(vm, client, port, rate, duration, ipv6, fmt)
+        else:
+            _attack_syn(the_lab, vm, client, port, rate, duration, ipv6, fmt)
+    except LabError as exc:
+        raise _fail(exc) from None
+
+
+def _attack_flood(kind: str, vm: Any, client: Any, port: int, rate: float, duration: float,
+                  sources: int | None, ipv6: bool, fmt: str) -> None:
+    if kind == "egress-flood":
+        server, attacker, target = client, vm, client
+        srcs = None
+    else:
+        server, attacker, target = vm, client, vm
+        srcs = None
+        if kind == "flood-many":
+            srcs = sources or len(client.extra_ipv4)
+            if srcs < 1:
+                raise LabError("this lab's clients have no extra source addresses "
+                               "(lab up --sources N)")
+    click.echo(f"{kind}: {attacker.netns} -> {target.address(ipv6)}:{port} at {rate:g}/s for "
+               f"{duration:g}s" + (f" from {srcs} sources" if srcs else ""), err=True)
+    with server.serve(tcp=[port]):
+        r = attacker.flood(target, port, rate, duration, sources=srcs, ipv6=ipv6,
+                           progress=_progress)
+    skip = 1 if duration >= 3 else 0
+    totals = {"attempted": r.attempted, "admitted": r.admitted, "refused": r.refused,
+              "timeout": r.timeout}
+    if r.error:
+        totals["error"] = r.error
+    extra = {"offered_rate": round(r.offered_rate, 1),
+             f"admitted_rate(skip={skip}s)": round(r.admitted_rate(skip=skip), 1)}
+    _print_series([s.__dict__ for s in r.series], totals, fmt, extra)
+
+
+def _attack_bruteforce(vm: Any, client: Any, port: int, rate: float | None, duration: float,
+                       ipv6: bool, fmt: str) -> None:
+    rate = rate or 5.0
+    attempts = max(1, int(round(rate * duration)))
+    with vm.login_service(port) as svc:
+        click.echo(f"bruteforce: {client.netns} -> {vm.address(ipv6)}:{port} ({svc.kind}), "
+                   f"{attempts} attempts at {rate:g}/s", err=True)
+        r = client.bruteforce(vm, port, attempts=attempts, interval=1.0 / rate, ipv6=ipv6)
+    nsec = max(1, math.ceil(max((a.start for a in r.attempts), default=0) + 1e-9))
+    rows = [{"t": t, "admitted": 0, "refused": 0, "timeout": 0, "error": 0} for t in range(nsec)]
+    for a in r.attempts:
+        row = rows[min(nsec - 1, int(a.start))]
+        row["admitted" if a.outcome == "connected" else a.outcome] += 1
+    totals = {"attempted": len(r.attempts), "admitted": r.connected, "refused": r.refused,
+              "timeout": r.timeout, "banners_seen": r.banners}
+    _print_series(rows, totals, fmt, {})
+
+
+def _attack_syn(the_lab: Any, vm: Any, client: Any, port: int, rate: float | None,
+                duration: float, ipv6: bool, fmt: str) -> None:
+    if ipv6:
+        raise LabError("syn-flood over IPv6 is not supported: hping3 has no IPv6")
+    from connguard.lab import netns as nsx
+
+    nsx.require_tool("hping3")
+    before = _ct(the_lab)
+    click.echo(f"syn-flood: {client.netns} -> {vm.address(ipv6)}:{port} "
+               f"{'at %g pps' % rate if rate else 'as fast as possible'} for {duration:g}s, "
+               "random sources", err=True)
+    with vm.serve(tcp=[port]):
+        r = client.syn_flood(vm, port, duration, rate_pps=int(rate) if rate else None, ipv6=ipv6)
+    after = _ct(the_lab)
+    out = {"packets_sent": r.sent, "pps": round(r.sent / duration) if r.sent else None,
+           "host_conntrack_before": before, "host_conntrack_after": after}
+    if fmt == "json":
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(_table(list(out), [list(out.values())]))
+
+
+def _ct(the_lab: Any) -> int | str:
+    try:
+        return the_lab.conntrack_count()
+    except LabError:
+        return "n/a"
