@@ -17,8 +17,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from connguard.cli import lab
+    from connguard.cli import agent, apply, lab, status
 
+    cli.add_command(apply.apply_cmd)
+    cli.add_command(agent.agent_cmd)
+    cli.add_command(status.status_cmd)
     cli.add_command(lab.lab)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
@@ -66,3 +67,13 @@ class Ban(Frozen):
     interface_name: InterfaceName | None = None
     seconds: Annotated[int, Field(ge=1, le=365 * 86400)] | None = None  # None: until removed
     reason: Annotated[str, Field(max_length=255)] = ""
+
+    @model_validator(mode="after")
+    def _port_ban_is_one_remote(self) -> "Ban":
+        # Port bans live in a set keyed ifname . address (IPv6 per /64): no prefixes there.
+        if self.interface_name is not None:
+            net = ipaddress.ip_network(self.ip_address)
+            if net.prefixlen < (32 if net.version == 4 else 64):
+                raise ValueError("a ban on one port takes one address (IPv6: at most a /64); "
+                                 "leave interface_name out to ban a prefix host-wide")
+        return self

@@ -14,7 +14,7 @@ atomic batch per apply.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from connguard.compiler.common import SYNPROXY
 from connguard.compiler.ruleset import FAMILY, TABLE, Element, NftSet, Ruleset
@@ -40,6 +40,7 @@ class Inventory:
     limits: set[str]
     counters: set[str]
     chains: set[str]
+    rules: dict[str, list[str]] = field(default_factory=dict)  # chain -> rule comments
 
 
 def read_inventory(executor: Executor) -> Inventory:
@@ -60,7 +61,25 @@ def read_inventory(executor: Executor) -> Inventory:
             inv.counters.add(item["counter"]["name"])
         elif "chain" in item:
             inv.chains.add(item["chain"]["name"])
+        elif "rule" in item:
+            inv.rules.setdefault(item["rule"]["chain"], []).append(item["rule"].get("comment", ""))
     return inv
+
+
+def drift(applied: Ruleset, inv: Inventory) -> list[str]:
+    """What differs between what we applied and what the kernel has, by name and rule origin
+    (cheap: no set elements are read). Empty when in step."""
+    if not inv.exists:
+        return [f"table {FAMILY} {TABLE} is missing"]
+    problems = []
+    for c in applied.chains:
+        if c.name not in inv.chains:
+            problems.append(f"chain {c.name} is missing")
+        elif inv.rules.get(c.name, []) != [rule.origin[:127] for rule in c.rules]:
+            problems.append(f"chain {c.name} has other rules than applied")
+    problems += [f"set {s.name} is missing" for s in applied.sets if s.name not in inv.sets]
+    problems += [f"limit {o.name} is missing" for o in applied.limits if o.name not in inv.limits]
+    return problems
 
 
 def _same_declaration(s: NftSet, kernel: dict) -> bool:

@@ -1,0 +1,171 @@
+"""The standalone agent: keeps a state file applied.
+
+Level-triggered: every tick it (1) reloads the state file if it changed (a bad file is
+reported and the last good state stays enforced), (2) applies the compiled state (a no-op
+when nothing changed), (3) folds the kernel's bans into the ban book, lengthening repeat
+offences and restoring bans the kernel lost, and (4) every ``drift_interval`` compares the
+kernel with what it applied and repairs by a full sync. See DESIGN.md beside this file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from connguard.agent.banbook import BanBook
+from connguard.compiler import compile_host
+from connguard.compiler.ruleset import Ruleset
+from connguard.exceptions import ApplyError, ValidationFailed
+from connguard.model import BruteForceRule, HostState, load_state_file
+from connguard.nft import Applier, observe
+from connguard.nft.applier import drift, read_inventory
+from connguard.nft.bans import add_ban, replace_ban
+from connguard.nft.executor import Executor, NftFailure
+
+log = logging.getLogger("connguard.agent")
+
+
+@dataclass
+class _Loaded:
+    stamp: tuple
+    state: HostState
+    ruleset: Ruleset
+
+
+class StandaloneAgent:
+    def __init__(self, state_file: str | Path, executor: Executor, workdir: Path, *,
+                 interval: float = 1.0, drift_interval: float = 10.0, clock=time.time):
+        self.state_file = Path(state_file)
+        self.executor = executor
+        self.workdir = workdir
+        self.interval = interval
+        self.drift_interval = drift_interval
+        self.clock = clock
+        self.applier = Applier(executor)
+        self.book = BanBook(workdir / "bans.json")
+        self.loaded: _Loaded | None = None
+        self.last_error: str | None = None
+        self.last_apply: dict | None = None
+        self._next_drift = 0.0
+        self._stop = threading.Event()
+
+    # ---- state file ---------------------------------------------------------------------
+    def _stamp(self) -> tuple:
+        try:
+            st = self.state_file.stat()
+        except OSError:
+            return ("missing",)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def reload(self) -> bool:
+        stamp = self._stamp()
+        if self.loaded is not None and stamp == self.loaded.stamp:
+            return False
+        try:
+            state = load_state_file(self.state_file)
+            ruleset = compile_host(state)
+        except ValidationFailed as exc:
+            self._error(f"state file rejected, still enforcing the last good state: {exc}")
+            if self.loaded is not None:
+                self.loaded.stamp = stamp  # do not re-report every tick
+            return False
+        self.loaded = _Loaded(stamp, state, ruleset)
+        log.info("loaded %s: %d policies, %d ports", self.state_file, len(state.policies), len(state.ports))
+        return True
+
+    # ---- one reconciliation pass --------------------------------------------------------
+    def tick(self) -> None:
+        self.reload()
+        if self.loaded is None:
+            return
+        now = self.clock()
+        if now >= self._next_drift and self.applier.applied is not None:
+            self._next_drift = now + self.drift_interval
+            problems = drift(self.applier.applied, read_inventory(self.executor))
+            if problems:
+                log.warning("drift: %s; repairing with a full sync", "; ".join(problems[:5]))
+                self.applier.invalidate()
+        try:
+            result = self.applier.apply(self.loaded.ruleset)
+        except ApplyError as exc:
+            self._error(str(exc))
+            return
+        if result.mode != "noop":
+            self.last_apply = {"mode": result.mode, "commands": result.commands,
+                               "seconds": round(result.seconds, 4), "at": now}
+            log.info("applied (%s): %d commands in %.0f ms", result.mode, result.commands, result.seconds * 1000)
+        self.last_error = None
+        self._bans(now)
+        self._write_status(now)
+
+    def _bans(self, now: float) -> None:
+        kernel = observe(self.executor, bans_only=True).bans
+        state = self.loaded.state  # type: ignore[union-attr]
+        manual = {(b.interface_name, b.ip_address) for b in state.bans}
+        escalations = self.book.sync(kernel, now, manual=manual, ban_for=self._ban_for)
+        cmds: list[dict] = []
+        for e in escalations:
+            log.warning("repeat offence %d by %s on %s: ban lengthened to %d s",
+                        e.offence, e.ip_address, e.interface_name, e.seconds)
+            cmds += replace_ban(e.ip_address, e.interface_name, e.seconds)
+        for ban in self.book.missing_from(kernel, now):
+            remaining = ban.remaining(now)
+            log.warning("restoring ban of %s on %s (%s s left)", ban.ip_address, ban.interface_name or "all ports",
+                        "no expiry" if remaining is None else int(remaining))
+            cmds.append(add_ban(ban.ip_address, ban.interface_name, None if remaining is None else int(remaining)))
+        if cmds:
+            try:
+                self.executor.batch({"nftables": cmds})
+            except NftFailure as exc:
+                self._error(f"could not update bans: {exc.message}")
+        self.book.save()
+
+    def _ban_for(self, ifname: str, offence: int) -> int | None:
+        """Escalated ban for a port: its policy's most severe brute-force rule decides (the
+        kernel does not say which rule banned)."""
+        state = self.loaded.state  # type: ignore[union-attr]
+        port = next((p for p in state.ports if p.interface_name == ifname), None)
+        policy = state.policy_of(port) if port else None
+        rules = [r for r in (policy.rules if policy else ()) if isinstance(r, BruteForceRule)]
+        if not rules:
+            return None
+        return max(r.ban_for(offence) for r in rules)
+
+    def _error(self, message: str) -> None:
+        if message != self.last_error:
+            log.error("%s", message)
+        self.last_error = message
+
+    def _write_status(self, now: float) -> None:
+        assert self.loaded is not None
+        rs = self.loaded.ruleset
+        status = {
+            "pid": os.getpid(), "state_file": str(self.state_file.resolve()), "netns": self.executor.netns,
+            "updated_at": now, "last_apply": self.last_apply, "last_error": self.last_error,
+            "ports": rs.port_policy, "hit_sets": rs.hit_sets,
+            "policies": {p.name: {"enforcement": p.enforcement,
+                                  "rules": [r.model_dump(exclude_none=True) for r in p.rules]}
+                         for p in self.loaded.state.policies},
+        }
+        tmp = self.workdir / ".status.json.tmp"
+        tmp.write_text(json.dumps(status, indent=1))
+        os.replace(tmp, self.workdir / "status.json")
+
+    # ---- loop ---------------------------------------------------------------------------
+    def run(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.tick()
+            except NftFailure as exc:
+                self._error(f"nft: {exc.message}")
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def stop(self) -> None:
+        self._stop.set()

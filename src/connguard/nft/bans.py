@@ -1,0 +1,32 @@
+"""Commands that add, lengthen or remove ban elements in the long-lived ban sets."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from connguard.compiler import fragments as f
+from connguard.compiler.common import BAN, HOST_BAN
+from connguard.compiler.ruleset import FAMILY, TABLE
+
+
+def _target(ip: str, ifname: str | None):
+    net = ipaddress.ip_network(ip)
+    if ifname is None:
+        return HOST_BAN[net.version], f.prefix(str(net))
+    return BAN[net.version], f.concat(ifname, str(net.network_address))
+
+
+def add_ban(ip: str, ifname: str | None, seconds: int | None) -> dict:
+    name, key = _target(ip, ifname)
+    elem = key if seconds is None else {"elem": {"val": key, "timeout": int(seconds)}}
+    return {"add": {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": [elem]}}}
+
+
+def delete_ban(ip: str, ifname: str | None) -> dict:
+    name, key = _target(ip, ifname)
+    return {"delete": {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": [key]}}}
+
+
+def replace_ban(ip: str, ifname: str | None, seconds: int | None) -> list[dict]:
+    """Delete and re-add in one batch: re-adding an existing element keeps its old expiry."""
+    return [delete_ban(ip, ifname), add_ban(ip, ifname, seconds)]

@@ -1,0 +1,170 @@
+"""Compiler: whole-structure comparisons (golden file) and the layout's invariants."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from connguard.compiler import COMPILERS, compile_host
+from connguard.model import RULE_TYPES, load_state_file, parse_state
+from connguard.nft import Applier, FakeExecutor
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def full_batch(state) -> list[dict]:
+    _, cmds = Applier(FakeExecutor()).plan(compile_host(state))
+    return [c for c, _ in cmds]
+
+
+def texts(chain) -> list[str]:
+    return [json.dumps(r.expr) for r in chain.rules]
+
+
+def test_every_rule_type_has_a_compiler_and_back():
+    assert set(COMPILERS) == set(RULE_TYPES.values())
+
+
+def test_example_matches_golden():
+    batch = full_batch(load_state_file("examples/state.yaml"))
+    path = GOLDEN / "example_state.json"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(json.dumps(batch, indent=1, sort_keys=True) + "\n")
+    assert batch == json.loads(path.read_text())
+
+
+def test_compile_is_deterministic():
+    state = load_state_file("examples/state.yaml")
+    assert compile_host(state) == compile_host(state)
+    assert full_batch(state) == full_batch(state)
+
+
+def state(rules, enforcement="enforce", ports=("tapa",), **extra):
+    return parse_state({
+        "policies": [{"name": "p", "enforcement": enforcement, "rules": rules}],
+        "ports": [{"interface_name": p, "fixed_ips": [f"10.0.0.{i + 1}", f"fd00::{i + 1}"], "policy": "p"}
+                  for i, p in enumerate(ports)],
+        **extra,
+    })
+
+
+RATE_REMOTE = {"type": "connection_rate_limit", "direction": "ingress", "scope": "remote_ip", "max_cps": 20}
+RATE_PORT = {"type": "connection_rate_limit", "direction": "ingress", "scope": "port", "max_cps": 500}
+
+
+def test_dispatch_is_by_verdict_map_not_per_port_rules():
+    rs = compile_host(state([RATE_REMOTE, RATE_PORT], ports=[f"tap{i}" for i in range(50)]))
+    forward = rs.chain("forward")
+    assert len(forward.rules) == 11  # independent of the number of ports
+    assert len(rs.set("to_vm").elements) == len(rs.set("from_vm").elements) == 50
+    # no per-port chains or sets: every chain and set name is port-free
+    assert not [n for n in [c.name for c in rs.chains] + [s.name for s in rs.sets] if "tap" in n]
+    # per-port state is one limit object per port for the aggregate rule
+    assert len(rs.limits) == 50 and all(o.rate == 500 and o.burst == 500 for o in rs.limits)
+
+
+def test_bans_come_before_established_accept():
+    forward = compile_host(state([RATE_REMOTE])).chain("forward")
+    origins = [r.origin for r in forward.rules]
+    first_established = origins.index("established")
+    assert all(o.startswith(("ban", "host ban")) for o in origins[:first_established])
+    assert len(origins[:first_established]) == 8
+
+
+def test_per_remote_limiter_sits_above_port_aggregate_with_canary():
+    rs = compile_host(state([RATE_PORT, RATE_REMOTE]))  # order in the policy does not matter
+    chain = next(c for c in rs.chains if c.name.startswith("in_"))
+    origins = [r.origin for r in chain.rules]
+    assert origins[:2] == ["allowlist", "allowlist"]
+    remote = [i for i, o in enumerate(origins) if "rule 1" in o]
+    aggregate = [i for i, o in enumerate(origins) if "rule 0" in o]
+    assert max(remote) < min(aggregate)
+    assert sum("set-full" in o for o in origins) == 2  # one canary per family
+    canary = json.dumps(chain.rules[origins.index("policy p rule 1 connection_rate_limit ingress set-full")].expr)
+    assert '"!="' in canary and '"set_full"' in canary
+
+
+def test_ipv6_remotes_are_accounted_per_64():
+    chain = next(c for c in compile_host(state([RATE_REMOTE])).chains if c.name.startswith("in_"))
+    v6 = [t for t in texts(chain) if '"ip6"' in t and "saddr" in t and '"add"' in t]
+    assert v6 and all("ffff:ffff:ffff:ffff::" in t for t in v6)
+
+
+def test_monitor_mode_never_drops_or_bans():
+    rules = [RATE_REMOTE, RATE_PORT,
+             {"type": "connection_limit", "max_connections": 5},
+             {"type": "syn_flood", "port_range_min": 80, "max_syn_rate": 10},
+             {"type": "brute_force", "profile": "ssh"}]
+    rs = compile_host(state(rules, enforcement="monitor"))
+    for c in rs.chains:
+        if c.name.startswith(("in_", "out_")):
+            for t in texts(c):
+                assert '"drop"' not in t and '"reject"' not in t and "synproxy" not in t
+                assert "@ban" not in t
+            for r in c.rules:
+                # every would-be refusal remembers the offender, except SYN budgets (spoofed sources)
+                if r.origin != "allowlist" and "set-full" not in r.origin and "syn_flood" not in r.origin:
+                    assert "@offenders" in json.dumps(r.expr), r.origin
+    assert not rs.set("synproxy4").elements
+
+
+def test_enforce_brute_force_bans_for_ban_seconds():
+    rs = compile_host(state([{"type": "brute_force", "profile": "ssh", "max_attempts": 6, "window": 60,
+                              "ban_seconds": 600}]))
+    chain = next(c for c in rs.chains if c.name.startswith("in_"))
+    bf = [r for r in chain.rules if "brute_force" in r.origin]
+    assert len(bf) == 2  # IPv4 and IPv6
+    v4 = bf[0].expr
+    meter = next(e for e in v4 if "set" in e and e["set"]["op"] == "update" and e["set"]["set"].startswith("@b"))
+    assert meter["set"]["stmt"] == [{"limit": {"rate": 6, "per": "minute", "burst": 6, "burst_unit": "packets",
+                                               "inv": True}}]
+    ban = next(e for e in v4 if "set" in e and e["set"]["set"] == "@ban4")
+    assert ban["set"]["elem"]["elem"]["timeout"] == 600
+    assert v4[-1] == {"drop": None}
+
+
+def test_allowlist_is_collapsed_and_exempts_first():
+    rs = compile_host(state([RATE_REMOTE], allowlist=[{"remote_ip_prefix": "192.0.2.0/25"},
+                                                      {"remote_ip_prefix": "192.0.2.128/25"}]))
+    assert [e.key for e in rs.set("allow4").elements] == [{"prefix": {"addr": "192.0.2.0", "len": 24}}]
+
+
+def test_synproxy_services_per_port_address():
+    rs = compile_host(state([{"type": "syn_flood", "port_range_min": 80, "port_range_max": 443, "max_syn_rate": 100}],
+                            ports=["tapa", "tapb"]))
+    assert [e.key for e in rs.set("synproxy4").elements] == [
+        {"concat": ["10.0.0.1", {"range": [80, 443]}]}, {"concat": ["10.0.0.2", {"range": [80, 443]}]}]
+    assert len(rs.set("synproxy6").elements) == 2
+
+
+def test_rate_change_keeps_bucket_sets_but_replaces_limit_objects():
+    a = compile_host(state([RATE_REMOTE, RATE_PORT]))
+    b = compile_host(state([{**RATE_REMOTE, "max_cps": 40}, {**RATE_PORT, "max_cps": 900}]))
+    sets_a = {s.name for s in a.sets if s.long_lived}
+    sets_b = {s.name for s in b.sets if s.long_lived}
+    assert sets_a == sets_b
+    assert {o.name for o in a.limits}.isdisjoint({o.name for o in b.limits})
+
+
+def test_connection_limit_any_shares_one_set_across_directions():
+    rs = compile_host(state([{"type": "connection_limit", "direction": "any", "max_connections": 7}]))
+    uses = set()
+    for c in rs.chains:
+        for t in texts(c):
+            if '"ct count"' in t:
+                uses.add((c.name[:3], json.loads(t)[1 if c.name.startswith("out") else 1] and t.split('"set": "@')[1].split('"')[0]))
+    assert {u[0] for u in uses} == {"in_", "out"} and len({u[1] for u in uses}) == 1
+
+
+def test_ports_without_policy_are_not_dispatched():
+    st = parse_state({"policies": [{"name": "p"}], "ports": [{"interface_name": "tapa"}]})
+    rs = compile_host(st)
+    assert rs.set("to_vm").elements == () and [e.key for e in rs.set("ports").elements] == ["tapa"]
+
+
+@pytest.mark.parametrize("window,expected", [(60, (10, "minute")), (30, (20, "minute")), (1, (10, "second")),
+                                             (7, (864000, "week"))])
+def test_window_to_rate(window, expected):
+    from connguard.compiler.fragments import per_unit
+    assert per_unit(10, window) == expected

@@ -1,0 +1,98 @@
+"""Model: defaults, ranges and errors that name the field."""
+
+import pytest
+import yaml
+
+from connguard.exceptions import ValidationFailed
+from connguard.model import (PROFILES, BruteForceRule, ConnectionLimitRule, ConnectionRateLimitRule,
+                             SynFloodRule, load_state_file, parse_state)
+
+
+def test_burst_defaults_to_rate():
+    assert ConnectionRateLimitRule(max_cps=40).max_burst_cps == 40
+    assert ConnectionRateLimitRule(max_cps=40, max_burst_cps=80).max_burst_cps == 80
+
+
+def test_api_defaults():
+    r = ConnectionRateLimitRule(max_cps=1)
+    assert (r.direction, r.scope) == ("egress", "port")
+    assert ConnectionLimitRule(max_connections=5).direction == "any"
+    s = SynFloodRule(port_range_min=80, max_syn_rate=100)
+    assert (s.port_range_max, s.synproxy, s.mss, s.wscale) == (80, True, 1460, 7)
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_profile_defaults_fill_rule(name):
+    extra = {"protocol": "tcp", "port_range_min": 9999} if name == "custom" else {}
+    r = BruteForceRule(profile=name, **extra)
+    p = PROFILES[name]
+    assert (r.max_attempts, r.window, r.ban_seconds) == (p.max_attempts, p.window, p.ban_seconds)
+    assert r.services(), "every profile names a service"
+
+
+def test_rule_overrides_profile_port():
+    r = BruteForceRule(profile="ssh", port_range_min=2222)
+    assert [(s.protocol, s.port_min, s.port_max) for s in r.services()] == [("tcp", 2222, 2222)]
+
+
+def test_ban_escalation_is_capped():
+    r = BruteForceRule(profile="ssh", ban_seconds=600, ban_multiplier=3, max_ban_seconds=4000)
+    assert [r.ban_for(n) for n in (1, 2, 3, 4)] == [600, 1800, 4000, 4000]
+
+
+BAD = [
+    ({"policies": [{"name": "p", "rules": [{"type": "connection_rate_limit", "max_cps": 5, "colour": 1}]}]},
+     "policies[0].rules[0].colour", "unknown field"),
+    ({"policies": [{"name": "p", "rules": [{"type": "connection_rate_limit", "max_cps": 0}]}]},
+     "policies[0].rules[0].max_cps", "greater than or equal to 1"),
+    ({"policies": [{"name": "p", "rules": [{"type": "connection_limit", "max_connections": 10,
+                                             "remote_ip_prefix": "10.0.0.300/8"}]}]},
+     "policies[0].rules[0].remote_ip_prefix", "not an IPv4 or IPv6"),
+    ({"ports": [{"interface_name": "tap with space"}]}, "ports[0].interface_name", "1-15 characters"),
+    ({"ports": [{"interface_name": "averyveryverylongname"}]}, "ports[0].interface_name", "1-15 characters"),
+    ({"policies": [{"name": "p", "rules": [{"type": "brute_force", "profile": "custom"}]}]},
+     "policies[0].rules[0]", "custom requires protocol and port_range_min"),
+    ({"policies": [{"name": "p", "rules": [{"type": "connection_rate_limit", "max_cps": 5},
+                                            {"type": "connection_rate_limit", "max_cps": 9}]}]},
+     "policies[0]", "duplicates rules[0]"),
+    ({"policies": [{"name": "p", "rules": [{"type": "syn_flood", "port_range_min": 90, "port_range_max": 80,
+                                            "max_syn_rate": 10}]}]},
+     "policies[0].rules[0]", "port_range_min must be <= port_range_max"),
+    ({"policies": [{"name": "p", "rules": [{"type": "connection_rate_limit", "max_cps": 5, "port_range_min": 80}]}]},
+     "policies[0].rules[0]", "require protocol"),
+    ({"ports": [{"interface_name": "tap1", "policy": "nope"}]}, "ports[0].policy", "no policy named 'nope'"),
+    ({"default_policy": "nope"}, "default_policy", "no policy named"),
+    ({"ports": [{"interface_name": "tap1", "fixed_ips": ["10.0.0.1"]},
+                {"interface_name": "tap2", "fixed_ips": ["10.0.0.1"]}]}, "ports[1].fixed_ips", "already on ports[0]"),
+    ({"allowlist": [{"remote_ip_prefix": "10.1.2.3/16"}]}, "allowlist[0].remote_ip_prefix", "host bits"),
+    ({"bans": [{"ip_address": "10.0.0.0/8", "interface_name": "tap1"}], "ports": [{"interface_name": "tap1"}]},
+     "bans[0]", "one address"),
+    ({"policies": [{"name": "p", "enforcement": "maybe"}]}, "policies[0].enforcement", "'enforce' or 'monitor'"),
+]
+
+
+@pytest.mark.parametrize("state,field,reason", BAD, ids=[b[1] + ":" + b[2][:20] for b in BAD])
+def test_bad_state_names_field(state, field, reason):
+    with pytest.raises(ValidationFailed) as info:
+        parse_state(state)
+    assert any(f == field and reason in r for f, r in info.value.errors), info.value.errors
+
+
+def test_state_file_errors(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("policies: [\n")
+    with pytest.raises(ValidationFailed, match="not valid YAML"):
+        load_state_file(p)
+    with pytest.raises(ValidationFailed, match="cannot read"):
+        load_state_file(tmp_path / "missing.yaml")
+
+
+def test_example_state_file_is_valid():
+    state = load_state_file("examples/state.yaml")
+    assert {p.name for p in state.policies} == {"web", "watch"}
+    assert state.ports[0].fixed_ips == ("10.0.0.5", "fd00::5")
+
+
+def test_api_style_fixed_ips():
+    st = parse_state(yaml.safe_load("ports: [{interface_name: t1, fixed_ips: [{ip_address: 10.0.0.1}, 'fd00::1']}]"))
+    assert st.ports[0].fixed_ips == ("10.0.0.1", "fd00::1")
