@@ -1,0 +1,113 @@
+"""The agent channel: per-host desired state (revisioned), heartbeats and reports; agents."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from connguard.db.errors import BadRequest, NotAuthorized, NotFound
+from connguard.db.models import Agent, AllowlistEntry, Ban, Port, QosPolicy, utcnow
+from connguard.db.services.common import Caller, aware, host_revision, iso
+from connguard.db.services.policies import default_policies, effective_policy_id, policy_public, _rules_of
+from connguard.db.services.ports import port_public
+from connguard.db.services.security import allow_public, ban_public, create_ban, record_event
+
+AGENT_DOWN_SECONDS = 75  # Neutron's agent_down_time
+
+
+def check_host_access(caller: Caller, host: str) -> None:
+    if caller.is_admin or (caller.role == "agent" and caller.host == host):
+        return
+    raise NotAuthorized(f"this token may not use the channel of host {host}")
+
+
+def host_state(session: Session, *, caller: Caller, host: str) -> dict[str, Any]:
+    """Everything ``host`` must enforce, with the revision it corresponds to."""
+    check_host_access(caller, host)
+    revision = host_revision(session, host=host)
+    ports = list(session.scalars(select(Port).where(Port.host_id == host).order_by(Port.interface_name)))
+    defaults = default_policies(session)
+    wanted = {pid for p in ports if (pid := effective_policy_id(p, defaults))}
+    policies = list(session.scalars(select(QosPolicy).where(QosPolicy.id.in_(wanted)).order_by(QosPolicy.id)))
+    rules = _rules_of(session, [p.id for p in policies])
+    projects = sorted({p.project_id for p in ports})
+    port_ids = [p.id for p in ports]
+    allow = session.scalars(
+        select(AllowlistEntry)
+        .where(or_(AllowlistEntry.project_id.is_(None), AllowlistEntry.project_id.in_(projects)))
+        .order_by(AllowlistEntry.remote_ip_prefix, AllowlistEntry.id)
+    )
+    now = utcnow()
+    bans = session.scalars(
+        select(Ban)
+        .where(or_(Ban.expires_at.is_(None), Ban.expires_at > now))
+        .where(or_(Ban.scope == "cloud", Ban.project_id.in_(projects), Ban.port_id.in_(port_ids)))
+        .order_by(Ban.ip_address, Ban.id)
+    )
+    return {
+        "host": host,
+        "revision": revision,
+        "ports": [port_public(p, defaults) for p in ports],
+        "policies": [policy_public(p, rules[p.id]) for p in policies],
+        "allowlist": [allow_public(a) for a in allow],
+        "bans": [ban_public(b) for b in bans if b.scope != "port" or b.port_id in port_ids],
+    }
+
+
+def agent_public(agent: Agent) -> dict[str, Any]:
+    beat = aware(agent.heartbeat_timestamp)
+    return {"id": agent.id, "agent_type": agent.agent_type, "binary": "connguard-agent", "host": agent.host,
+            "alive": beat is not None and utcnow() - beat < timedelta(seconds=AGENT_DOWN_SECONDS),
+            "admin_state_up": agent.admin_state_up, "heartbeat_timestamp": iso(agent.heartbeat_timestamp),
+            "started_at": iso(agent.started_at), "configurations": agent.configurations or {}}
+
+
+def list_agents(session: Session, *, caller: Caller) -> list[dict[str, Any]]:
+    if not caller.is_admin:
+        raise NotAuthorized("only an admin may list agents")
+    return [agent_public(a) for a in session.scalars(select(Agent).order_by(Agent.host))]
+
+
+def show_agent(session: Session, *, caller: Caller, agent_id: str) -> dict[str, Any]:
+    if not caller.is_admin:
+        raise NotAuthorized("only an admin may show agents")
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFound(f"agent {agent_id} could not be found", type="AgentNotFound")
+    return agent_public(agent)
+
+
+def report(session: Session, *, caller: Caller, host: str, body: dict[str, Any]) -> dict[str, Any]:
+    """An agent's heartbeat, with optional ``events`` and detected ``bans``."""
+    check_host_access(caller, host)
+    if not isinstance(body, dict) or set(body) - {"configurations", "started", "events", "bans"}:
+        raise BadRequest("a report takes configurations, started, events and bans")
+    agent = session.scalars(select(Agent).where(Agent.host == host)).first()
+    now = utcnow()
+    if agent is None:
+        agent = Agent(host=host, started_at=now)
+        session.add(agent)
+    if body.get("started"):
+        agent.started_at = now
+    agent.heartbeat_timestamp = now
+    if isinstance(body.get("configurations"), dict):
+        agent.configurations = body["configurations"]
+    ports = {p.id: p for p in session.scalars(select(Port).where(Port.host_id == host))}
+    for ev in body.get("events") or []:
+        if not isinstance(ev, dict) or not isinstance(ev.get("event_type"), str):
+            raise BadRequest("Invalid input for events: each needs an event_type")
+        port = ports.get(ev.get("port_id"))
+        record_event(session, event_type=ev["event_type"][:32], project_id=port.project_id if port else None,
+                     port_id=port.id if port else None, host=host, rule_id=ev.get("rule_id"),
+                     ip_address=ev.get("ip_address"), count=int(ev.get("count") or 1),
+                     message=str(ev.get("message") or ""))
+    system = Caller(role="admin", project_id=caller.project_id)
+    for ban in body.get("bans") or []:
+        if not isinstance(ban, dict) or ban.get("port_id") not in ports:
+            raise BadRequest("Invalid input for bans: each needs a port_id of this host")
+        create_ban(session, caller=system, body=ban, origin="detected", host=host)
+    session.flush()
+    return agent_public(agent)

@@ -1,0 +1,158 @@
+"""Ports (a Neutron subset): ownership, the policy attached, and the effective policy."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from connguard.db.errors import BadRequest, Conflict, NotFound
+from connguard.db.models import Port, QosPolicy, new_id, utcnow
+from connguard.db.services.common import (
+    Caller,
+    check_keys,
+    check_revision,
+    get_or_404,
+    iso,
+    touch_hosts,
+    validate,
+)
+from connguard.db.services.policies import default_policies, effective_policy_id
+from connguard.db.services.schemas import PORT_MUTABLE, PortCreate
+
+NOT_FOUND = "PortNotFound"
+
+
+def port_public(port: Port, defaults: tuple[dict[str, str], str | None]) -> dict[str, Any]:
+    return {
+        "id": port.id,
+        "name": port.name,
+        "project_id": port.project_id,
+        "tenant_id": port.project_id,
+        "binding:host_id": port.host_id,
+        "mac_address": port.mac_address,
+        "fixed_ips": [{"ip_address": ip} for ip in port.fixed_ips or []],
+        "device_owner": port.device_owner,
+        "status": port.status,
+        "interface_name": port.interface_name,
+        "qos_policy_id": port.qos_policy_id,
+        "effective_qos_policy_id": effective_policy_id(port, defaults),
+        "revision_number": port.revision_number,
+        "created_at": iso(port.created_at),
+        "updated_at": iso(port.updated_at),
+    }
+
+
+def _port_row(session: Session, *, caller: Caller, port_id: str) -> Port:
+    return get_or_404(session, Port, port_id, caller=caller, not_found=NOT_FOUND, what="port")
+
+
+def writable_port(session: Session, *, caller: Caller, port_id: str) -> Port:
+    port = _port_row(session, caller=caller, port_id=port_id)
+    caller.check_write(port.project_id, what="port", not_found=NOT_FOUND)
+    return port
+
+
+def _check_policy(session: Session, *, caller: Caller, port_project: str, policy_id: str | None) -> None:
+    """A port may carry its own project's policies and shared ones, nothing else."""
+    if policy_id is None:
+        return
+    policy = session.get(QosPolicy, policy_id)
+    if policy is None or not caller.sees(policy.project_id, shared=policy.shared) or not (
+        policy.shared or policy.project_id == port_project
+    ):
+        raise NotFound(f"QoS policy {policy_id} could not be found", type="QosPolicyNotFound")
+
+
+def _apply(session: Session, *, port: Port, data: dict[str, Any]) -> None:
+    port.name = data["name"]
+    port.fixed_ips = list(data["fixed_ips"])
+    port.host_id = data["binding_host_id"]
+    port.mac_address = data["mac_address"]
+    port.device_owner = data["device_owner"]
+    port.status = data["status"]
+    port.qos_policy_id = data["qos_policy_id"]
+    port.interface_name = data["interface_name"] or "tap" + port.id[:11]
+    with session.no_autoflush:
+        clash = select(Port.id).where(Port.host_id == port.host_id, Port.interface_name == port.interface_name,
+                                      Port.id != port.id)
+        if port.host_id is not None and session.scalars(clash).first():
+            raise Conflict(f"host {port.host_id} already has a port with interface {port.interface_name}",
+                           type="PortInterfaceExists")
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"interface {port.interface_name} is taken on host {port.host_id}",
+                       type="PortInterfaceExists") from None
+
+
+def create_port(session: Session, *, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+    caller.require_writer()
+    body = dict(body)
+    project_id = caller.target_project(body)
+    port_id = body.pop("id", None) or new_id()
+    try:  # a port may keep the id Neutron gave it
+        port_id = str(uuid.UUID(str(port_id)))
+    except ValueError:
+        raise BadRequest(f"Invalid input for id: {port_id!r} is not a UUID") from None
+    data = validate(PortCreate, body).model_dump()
+    _check_policy(session, caller=caller, port_project=project_id, policy_id=data["qos_policy_id"])
+    if session.get(Port, port_id) is not None:
+        raise Conflict(f"port {port_id} exists", type="PortExists")
+    port = Port(id=port_id, project_id=project_id)
+    session.add(port)
+    _apply(session, port=port, data=data)
+    touch_hosts(session, hosts=[port.host_id])
+    return port_public(port, default_policies(session))
+
+
+def show_port(session: Session, *, caller: Caller, port_id: str) -> dict[str, Any]:
+    return port_public(_port_row(session, caller=caller, port_id=port_id), default_policies(session))
+
+
+def list_ports(session: Session, *, caller: Caller, host: str | None = None) -> list[dict[str, Any]]:
+    q = select(Port).order_by(Port.created_at, Port.id)
+    if not caller.is_admin:
+        q = q.where(Port.project_id == caller.project_id)
+    if host is not None:
+        q = q.where(Port.host_id == host)
+    defaults = default_policies(session)
+    return [port_public(p, defaults) for p in session.scalars(q)]
+
+
+def update_port(session: Session, *, caller: Caller, port_id: str, body: dict[str, Any],
+                if_match: int | None = None) -> dict[str, Any]:
+    port = writable_port(session, caller=caller, port_id=port_id)
+    check_revision(port, if_match)
+    check_keys(body, PORT_MUTABLE, what="a port")
+    current = {
+        "name": port.name, "fixed_ips": port.fixed_ips, "interface_name": port.interface_name,
+        "binding:host_id": port.host_id, "mac_address": port.mac_address, "device_owner": port.device_owner,
+        "status": port.status, "qos_policy_id": port.qos_policy_id,
+    }
+    data = validate(PortCreate, {**current, **body}).model_dump()
+    if data["qos_policy_id"] != port.qos_policy_id:
+        _check_policy(session, caller=caller, port_project=port.project_id, policy_id=data["qos_policy_id"])
+    old_host = port.host_id
+    port.updated_at = utcnow()
+    _apply(session, port=port, data=data)
+    touch_hosts(session, hosts=[old_host, port.host_id])
+    return port_public(port, default_policies(session))
+
+
+def delete_port(session: Session, *, caller: Caller, port_id: str, if_match: int | None = None) -> None:
+    port = writable_port(session, caller=caller, port_id=port_id)
+    check_revision(port, if_match)
+    touch_hosts(session, hosts=[port.host_id])
+    session.delete(port)
+    session.flush()
+
+
+def port_or_404(session: Session, *, caller: Caller, port_id: str) -> Port:
+    port = session.get(Port, port_id)
+    if port is None or not caller.sees(port.project_id):
+        raise NotFound(f"port {port_id} could not be found", type=NOT_FOUND)
+    return port

@@ -1,0 +1,185 @@
+"""QoS rules of every type, and rule-type discovery derived from the model classes."""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from typing import Any
+
+import annotated_types
+from pydantic.fields import FieldInfo
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from connguard.db.errors import BadRequest, Conflict, NotFound
+from connguard.db.models import QosPolicy, QosRule, new_id, utcnow
+from connguard.db.services.common import Caller, check_revision, iso, validate
+from connguard.model.rules import RULE_TYPES
+
+NOT_FOUND = "QosRuleNotFound"
+DRIVER = "connguard"
+
+
+def rule_class(rule_type: str) -> type:
+    try:
+        return RULE_TYPES[rule_type]
+    except KeyError:
+        raise NotFound(f"QoS rule type {rule_type} could not be found", type="QosRuleTypeNotFound") from None
+
+
+def _validated(row: QosRule) -> Any:
+    return RULE_TYPES[row.type].model_validate(row.params)
+
+
+def rule_public(row: QosRule) -> dict[str, Any]:
+    out = {"id": row.id, **_validated(row).model_dump(mode="json")}
+    out.update(qos_policy_id=row.policy_id, revision_number=row.revision_number,
+               created_at=iso(row.created_at), updated_at=iso(row.updated_at))
+    return out
+
+
+def _key(rule: Any) -> str:
+    return json.dumps(list(rule.key()))
+
+
+def _policy(session: Session, *, caller: Caller, policy_id: str, write: bool) -> QosPolicy:
+    from connguard.db.services.policies import get_policy_row, writable_policy
+
+    if write:
+        return writable_policy(session, caller=caller, policy_id=policy_id)
+    return get_policy_row(session, caller=caller, policy_id=policy_id)
+
+
+def _row(session: Session, *, policy: QosPolicy, rule_type: str, rule_id: str) -> QosRule:
+    row = session.get(QosRule, rule_id)
+    if row is None or row.policy_id != policy.id or row.type != rule_type:
+        raise NotFound(f"QoS rule {rule_id} could not be found in policy {policy.id}", type=NOT_FOUND)
+    return row
+
+
+def _store(session: Session, *, policy: QosPolicy, row: QosRule, params: dict[str, Any]) -> None:
+    rule = validate(RULE_TYPES[row.type], params)
+    given = set(params) - {"type"}
+    with session.no_autoflush:
+        row.params = rule.model_dump(mode="json", include=given)
+        row.rule_key = _key(rule)
+        clash = select(QosRule.id).where(
+            QosRule.policy_id == policy.id, QosRule.rule_key == row.rule_key, QosRule.id != row.id
+        )
+        if session.scalars(clash).first():
+            raise Conflict(f"policy {policy.id} already has a {row.type} rule with this direction, scope and match",
+                           type="QosRuleExists")
+    policy.updated_at = utcnow()  # a rule change is a change of its policy: bump its revision
+    try:
+        session.flush()
+    except IntegrityError:  # a concurrent request added the same rule first
+        raise Conflict(f"policy {policy.id} already has such a {row.type} rule", type="QosRuleExists") from None
+    from connguard.db.services.policies import touch_policy_hosts
+
+    touch_policy_hosts(session, policy=policy)
+
+
+def create_rule(session: Session, *, caller: Caller, policy_id: str, rule_type: str,
+                body: dict[str, Any]) -> dict[str, Any]:
+    rule_class(rule_type)
+    policy = _policy(session, caller=caller, policy_id=policy_id, write=True)
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    row = QosRule(id=new_id(), policy_id=policy.id, type=rule_type, params={}, rule_key="")
+    session.add(row)
+    _store(session, policy=policy, row=row, params=body)
+    return rule_public(row)
+
+
+def list_rules(session: Session, *, caller: Caller, policy_id: str, rule_type: str) -> list[dict[str, Any]]:
+    rule_class(rule_type)
+    policy = _policy(session, caller=caller, policy_id=policy_id, write=False)
+    q = select(QosRule).where(QosRule.policy_id == policy.id, QosRule.type == rule_type)
+    return [rule_public(r) for r in session.scalars(q.order_by(QosRule.created_at, QosRule.id))]
+
+
+def show_rule(session: Session, *, caller: Caller, policy_id: str, rule_type: str, rule_id: str) -> dict[str, Any]:
+    policy = _policy(session, caller=caller, policy_id=policy_id, write=False)
+    return rule_public(_row(session, policy=policy, rule_type=rule_type, rule_id=rule_id))
+
+
+def update_rule(session: Session, *, caller: Caller, policy_id: str, rule_type: str, rule_id: str,
+                body: dict[str, Any], if_match: int | None = None) -> dict[str, Any]:
+    policy = _policy(session, caller=caller, policy_id=policy_id, write=True)
+    row = _row(session, policy=policy, rule_type=rule_type, rule_id=rule_id)
+    check_revision(row, if_match)
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    row.updated_at = utcnow()
+    # Merge with what the client gave before; defaults are recomputed by the model class.
+    _store(session, policy=policy, row=row, params={**row.params, **body})
+    return rule_public(row)
+
+
+def delete_rule(session: Session, *, caller: Caller, policy_id: str, rule_type: str, rule_id: str,
+                if_match: int | None = None) -> None:
+    policy = _policy(session, caller=caller, policy_id=policy_id, write=True)
+    row = _row(session, policy=policy, rule_type=rule_type, rule_id=rule_id)
+    check_revision(row, if_match)
+    session.delete(row)
+    policy.updated_at = utcnow()
+    session.flush()
+    from connguard.db.services.policies import touch_policy_hosts
+
+    touch_policy_hosts(session, policy=policy)
+
+
+# --- discovery -----------------------------------------------------------------------------
+
+
+def _flatten(annotation: Any) -> tuple[list[Any], list[Any]]:
+    """(base types, constraint metadata) of an annotation, through Optional/Annotated."""
+    bases: list[Any] = []
+    meta: list[Any] = []
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        args = typing.get_args(annotation)
+        b, m = _flatten(args[0])
+        bases += b
+        meta += m
+        for extra in args[1:]:
+            meta += extra.metadata if isinstance(extra, FieldInfo) else [extra]
+    elif origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if arg is not type(None):
+                b, m = _flatten(arg)
+                bases += b
+                meta += m
+    else:
+        bases.append(annotation)
+    return bases, meta
+
+
+def _parameter(name: str, field: FieldInfo) -> dict[str, Any] | None:
+    bases, meta = _flatten(field.annotation)
+    meta += list(field.metadata)
+    literals = [v for b in bases if typing.get_origin(b) is typing.Literal for v in typing.get_args(b)]
+    if literals:
+        return {"parameter_name": name, "parameter_type": "choices", "parameter_values": literals}
+    if bool in bases:
+        return {"parameter_name": name, "parameter_type": "choices", "parameter_values": [True, False]}
+    start = next((m.ge for m in meta if isinstance(m, annotated_types.Ge)), None)
+    end = next((m.le for m in meta if isinstance(m, annotated_types.Le)), None)
+    if start is not None or end is not None:
+        return {"parameter_name": name, "parameter_type": "range",
+                "parameter_values": {"start": start, "end": end}}
+    return None
+
+
+def rule_type_public(rule_type: str, *, detail: bool) -> dict[str, Any]:
+    cls = rule_class(rule_type)
+    if not detail:
+        return {"type": rule_type}
+    params = [p for n, f in cls.model_fields.items() if n != "type" and (p := _parameter(n, f))]
+    return {"type": rule_type, "drivers": [{"name": DRIVER, "supported_parameters": params}]}
+
+
+def list_rule_types() -> list[dict[str, Any]]:
+    return [rule_type_public(t, detail=False) for t in RULE_TYPES]

@@ -1,0 +1,181 @@
+"""Allowlist entries, bans and events."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from connguard.db.errors import BadRequest, NotAuthorized, NotFound
+from connguard.db.models import AllowlistEntry, Ban, Event, utcnow
+from connguard.db.services.common import Caller, aware, get_or_404, iso, touch_hosts, touch_project, validate
+from connguard.db.services.ports import port_or_404
+from connguard.db.services.schemas import AllowCreate, BanCreate
+
+
+def _visible(q: Any, model: Any, caller: Caller) -> Any:
+    if caller.is_admin:
+        return q
+    return q.where(or_(model.project_id == caller.project_id, model.project_id.is_(None)))
+
+
+def _cloud_wide(body: dict[str, Any], caller: Caller) -> tuple[bool, str | None]:
+    """(cloud-wide?, project) from a body whose project_id may be an explicit null."""
+    if "project_id" in body and body["project_id"] is None and "tenant_id" not in body:
+        body.pop("project_id")
+        if not caller.is_admin:
+            raise NotAuthorized("only an admin may create cloud-wide entries (project_id null)")
+        return True, None
+    return False, caller.target_project(body)
+
+
+# --- allowlist -------------------------------------------------------------------------------
+
+
+def allow_public(entry: AllowlistEntry) -> dict[str, Any]:
+    return {"id": entry.id, "remote_ip_prefix": entry.remote_ip_prefix, "project_id": entry.project_id,
+            "tenant_id": entry.project_id, "description": entry.description,
+            "revision_number": entry.revision_number, "created_at": iso(entry.created_at),
+            "updated_at": iso(entry.updated_at)}
+
+
+def create_allow(session: Session, *, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+    caller.require_writer()
+    body = dict(body)
+    _, project_id = _cloud_wide(body, caller)
+    data = validate(AllowCreate, body)
+    entry = AllowlistEntry(project_id=project_id, **data.model_dump())
+    session.add(entry)
+    session.flush()
+    touch_project(session, project_id=project_id)
+    return allow_public(entry)
+
+
+def list_allow(session: Session, *, caller: Caller) -> list[dict[str, Any]]:
+    q = _visible(select(AllowlistEntry), AllowlistEntry, caller).order_by(AllowlistEntry.created_at, AllowlistEntry.id)
+    return [allow_public(e) for e in session.scalars(q)]
+
+
+def show_allow(session: Session, *, caller: Caller, entry_id: str) -> dict[str, Any]:
+    return allow_public(get_or_404(session, AllowlistEntry, entry_id, caller=caller,
+                                   not_found="AllowlistEntryNotFound", what="allowlist entry"))
+
+
+def delete_allow(session: Session, *, caller: Caller, entry_id: str) -> None:
+    entry = get_or_404(session, AllowlistEntry, entry_id, caller=caller, not_found="AllowlistEntryNotFound",
+                       what="allowlist entry")
+    caller.check_write(entry.project_id, what="allowlist entry", not_found="AllowlistEntryNotFound")
+    touch_project(session, project_id=entry.project_id)
+    session.delete(entry)
+    session.flush()
+
+
+# --- bans ------------------------------------------------------------------------------------
+
+
+def ban_public(ban: Ban) -> dict[str, Any]:
+    return {"id": ban.id, "ip_address": ban.ip_address, "port_id": ban.port_id, "project_id": ban.project_id,
+            "tenant_id": ban.project_id, "scope": ban.scope, "origin": ban.origin, "reason": ban.reason,
+            "host": ban.host, "created_at": iso(ban.created_at), "expires_at": iso(ban.expires_at),
+            "offence_count": ban.offence_count}
+
+
+def _active(q: Any, now: datetime) -> Any:
+    return q.where(or_(Ban.expires_at.is_(None), Ban.expires_at > now))
+
+
+def _ban_hosts(session: Session, ban: Ban) -> None:
+    if ban.host and ban.scope == "port":
+        touch_hosts(session, hosts=[ban.host])
+    else:
+        touch_project(session, project_id=None if ban.scope == "cloud" else ban.project_id)
+
+
+def record_event(session: Session, *, event_type: str, project_id: str | None, message: str = "",
+                 **fields: Any) -> None:
+    session.add(Event(event_type=event_type, project_id=project_id, message=message[:1024], **fields))
+
+
+def create_ban(session: Session, *, caller: Caller, body: dict[str, Any], origin: str = "manual",
+               host: str | None = None) -> dict[str, Any]:
+    if origin == "manual":
+        caller.require_writer()
+    body = dict(body)
+    cloud, project_id = _cloud_wide(body, caller)
+    data = validate(BanCreate, body)
+    scope = data.scope or ("port" if data.port_id else "cloud" if cloud else "project")
+    port = None
+    if data.port_id:
+        port = port_or_404(session, caller=caller, port_id=data.port_id)
+        caller.check_write(port.project_id, what="port", not_found="PortNotFound")
+        project_id = port.project_id
+    elif scope == "port":
+        raise BadRequest("Invalid input for port_id: a port-scoped ban needs the port")
+    if scope == "cloud":
+        if not caller.is_admin and origin == "manual":
+            raise NotAuthorized("only an admin may ban cloud-wide")
+        project_id = None
+    now = utcnow()
+    ban = Ban(ip_address=data.ip_address, port_id=data.port_id, project_id=project_id, scope=scope,
+              origin=origin, reason=data.reason, host=host or (port.host_id if port else None),
+              created_at=now, expires_at=now + timedelta(seconds=data.seconds) if data.seconds else None)
+    session.add(ban)
+    session.flush()
+    record_event(session, event_type="ban", project_id=project_id, port_id=ban.port_id, host=ban.host,
+                 ip_address=ban.ip_address, message=f"{origin} ban of {ban.ip_address}: {ban.reason}".strip(": "))
+    _ban_hosts(session, ban)
+    return ban_public(ban)
+
+
+def list_bans(session: Session, *, caller: Caller) -> list[dict[str, Any]]:
+    q = _active(_visible(select(Ban), Ban, caller), utcnow()).order_by(Ban.created_at, Ban.id)
+    return [ban_public(b) for b in session.scalars(q)]
+
+
+def _ban_row(session: Session, *, caller: Caller, ban_id: str) -> Ban:
+    ban = get_or_404(session, Ban, ban_id, caller=caller, not_found="BanNotFound", what="ban")
+    expires = aware(ban.expires_at)
+    if expires is not None and expires <= utcnow():
+        raise NotFound(f"ban {ban_id} could not be found", type="BanNotFound")
+    return ban
+
+
+def show_ban(session: Session, *, caller: Caller, ban_id: str) -> dict[str, Any]:
+    return ban_public(_ban_row(session, caller=caller, ban_id=ban_id))
+
+
+def delete_ban(session: Session, *, caller: Caller, ban_id: str) -> None:
+    """Unban everywhere: the row goes, and every host that enforced it gets a new revision."""
+    ban = _ban_row(session, caller=caller, ban_id=ban_id)
+    caller.check_write(ban.project_id, what="ban", not_found="BanNotFound")
+    record_event(session, event_type="unban", project_id=ban.project_id, port_id=ban.port_id, host=ban.host,
+                 ip_address=ban.ip_address, message=f"unban of {ban.ip_address}")
+    _ban_hosts(session, ban)
+    session.delete(ban)
+    session.flush()
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def event_public(event: Event) -> dict[str, Any]:
+    return {"id": event.id, "event_type": event.event_type, "project_id": event.project_id,
+            "tenant_id": event.project_id, "port_id": event.port_id, "rule_id": event.rule_id,
+            "host": event.host, "ip_address": event.ip_address, "count": event.count,
+            "message": event.message, "created_at": iso(event.created_at)}
+
+
+def list_events(session: Session, *, caller: Caller) -> list[dict[str, Any]]:
+    q = select(Event).order_by(Event.created_at, Event.id)
+    if not caller.is_admin:
+        q = q.where(Event.project_id == caller.project_id)
+    return [event_public(e) for e in session.scalars(q)]
+
+
+def show_event(session: Session, *, caller: Caller, event_id: str) -> dict[str, Any]:
+    event = session.get(Event, event_id)
+    if event is None or not (caller.is_admin or event.project_id == caller.project_id):
+        raise NotFound(f"event {event_id} could not be found", type="EventNotFound")
+    return event_public(event)

@@ -1,0 +1,28 @@
+"""The app factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from connguard import __version__
+from connguard.db.session import make_engine, migrate, session_factory
+from connguard.server import errors, metrics
+from connguard.server.routes import API_ROUTERS, ROOT_ROUTER
+
+
+def create_app(db_url: str, *, run_migrations: bool = True) -> FastAPI:
+    """Build the API over the database at ``db_url``, migrating it first unless told not to
+    (raises ``connguard.db.session.SchemaTooNew`` when the database is newer than the code)."""
+    engine = make_engine(db_url)
+    if run_migrations:
+        migrate(engine)
+    app = FastAPI(title="connguard", version=__version__,
+                  description="Connection-abuse protection for cloud VMs; Neutron-compatible REST API.")
+    app.state.engine = engine
+    app.state.sessions = session_factory(engine)
+    errors.install(app)
+    metrics.install(app)
+    app.include_router(ROOT_ROUTER)
+    for router in API_ROUTERS:
+        app.include_router(router, prefix="/v2.0")
+    return app

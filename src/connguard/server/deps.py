@@ -1,0 +1,91 @@
+"""Request dependencies: the database session, the caller, If-Match and the JSON body."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Iterator
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from connguard.db.errors import BadRequest, NotAuthorized, Unauthenticated
+from connguard.db.services.common import Caller
+from connguard.db.services.tokens import authenticate
+
+MAX_BODY = 64 * 1024
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session, one transaction per request: handlers commit on success; anything else
+    (an exception, a handler that returns without committing) rolls back."""
+    session = request.app.state.sessions()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_caller(request: Request, x_auth_token: Annotated[str | None, Header()] = None) -> Caller:
+    if not x_auth_token:
+        raise Unauthenticated("authentication required: send the X-Auth-Token header")
+    # A short session of its own: long-polling handlers must not hold a transaction open.
+    with request.app.state.sessions() as session:
+        caller = authenticate(session, secret=x_auth_token)
+        session.rollback()
+    if caller is None:
+        raise Unauthenticated("the token is not valid")
+    return caller
+
+
+def get_user(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    if caller.role == "agent":
+        raise NotAuthorized("an agent token may only use its host's channel")
+    return caller
+
+
+AnyCallerDep = Annotated[Caller, Depends(get_caller)]
+CallerDep = Annotated[Caller, Depends(get_user)]
+
+_IF_MATCH = re.compile(r"^\s*revision_number=(\d+)\s*$")
+
+
+def get_if_match(if_match: Annotated[str | None, Header()] = None) -> int | None:
+    if if_match is None:
+        return None
+    m = _IF_MATCH.match(if_match)
+    if not m:
+        raise BadRequest("Invalid input for If-Match: expected revision_number=N")
+    return int(m.group(1))
+
+
+IfMatchDep = Annotated[int | None, Depends(get_if_match)]
+
+
+async def get_body(request: Request) -> Any:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        raise BadRequest(f"the body is larger than {MAX_BODY} bytes")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise BadRequest(f"the body is larger than {MAX_BODY} bytes")
+    try:
+        return json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON") from None
+
+
+BodyDep = Annotated[Any, Depends(get_body)]
+
+
+def member(body: Any, name: str) -> dict[str, Any]:
+    """The object inside Neutron's envelope ``{"<name>": {...}}``."""
+    if not isinstance(body, dict) or set(body) != {name} or not isinstance(body[name], dict):
+        raise BadRequest(f"the body must be {{\"{name}\": {{...}}}}")
+    return body[name]

@@ -1,0 +1,30 @@
+"""Prometheus metrics of the API, in a registry per app (tests build many apps)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+
+def install(app: FastAPI) -> None:
+    registry = CollectorRegistry()
+    requests = Counter("connguard_api_requests", "API requests", ["method", "route", "status"], registry=registry)
+    latency = Histogram("connguard_api_request_seconds", "API request latency", ["method", "route"],
+                        registry=registry)
+    app.state.metrics_registry = registry
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next):  # noqa: ANN001, ANN202
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        latency.labels(request.method, path).observe(time.perf_counter() - start)
+        requests.labels(request.method, path, str(response.status_code)).inc()
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

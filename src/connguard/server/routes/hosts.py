@@ -1,0 +1,50 @@
+"""``/v2.0/connguard/hosts/{host}/...``: the agent channel. ``state`` answers the host's
+desired state; with ``revision=N&wait=S`` it waits up to S seconds for a revision above N."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from connguard.db.services import hosts as svc
+from connguard.db.services.common import Caller, host_revision
+from connguard.server.deps import AnyCallerDep, BodyDep, SessionDep, member
+
+router = APIRouter(prefix="/connguard/hosts/{host}", tags=["agent channel"])
+POLL_SECONDS = 0.25
+MAX_WAIT = 300
+
+
+def _read(request: Request, caller: Caller, host: str, since: int | None) -> dict[str, Any] | None:
+    with request.app.state.sessions() as session:
+        try:
+            if since is not None and host_revision(session, host=host) <= since:
+                return None
+            return svc.host_state(session, caller=caller, host=host)
+        finally:
+            session.rollback()
+
+
+@router.get("/state")
+async def host_state(request: Request, host: str, caller: AnyCallerDep,
+                     revision: Annotated[int | None, Query(ge=0)] = None,
+                     wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0) -> dict[str, Any]:
+    svc.check_host_access(caller, host)
+    deadline = time.monotonic() + wait
+    while True:
+        last = time.monotonic() >= deadline
+        state = await run_in_threadpool(_read, request, caller, host, None if last else revision)
+        if state is not None:
+            return {"host_state": state}
+        await asyncio.sleep(POLL_SECONDS)
+
+
+@router.post("/report")
+def report(host: str, session: SessionDep, caller: AnyCallerDep, body: BodyDep) -> dict[str, Any]:
+    out = svc.report(session, caller=caller, host=host, body=member(body, "report"))
+    session.commit()
+    return {"agent": out}
