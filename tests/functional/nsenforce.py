@@ -49,3 +49,53 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
 
 def within(measured: float, expected: float, tolerance: float = 0.10) -> bool:
     return abs(measured - expected) <= tolerance * expected
+
+
+class RunningAgent:
+    """A standalone agent on a state file, in a thread, against the lab host namespace."""
+
+    def __init__(self, lab, state: dict, workdir, *, drift_interval: float = 10.0):
+        import threading
+
+        import yaml
+
+        from connguard.agent.standalone import StandaloneAgent
+
+        self.path = workdir / "state.yaml"
+        self.write(state)
+        self.agent = StandaloneAgent(self.path, NftCli(lab.host), workdir / "agent", interval=0.2,
+                                     drift_interval=drift_interval)
+        self.thread = threading.Thread(target=self.agent.run, daemon=True)
+        self._yaml = yaml
+
+    def write(self, state: dict) -> None:
+        import os
+
+        import yaml
+
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(state))
+        os.replace(tmp, self.path)
+
+    def __enter__(self):
+        self.thread.start()
+        wait_for(lambda: self.agent.applier.applied is not None or self.agent.last_error, 10, what="first apply")
+        assert self.agent.last_error is None, self.agent.last_error
+        return self
+
+    def __exit__(self, *exc):
+        self.agent.stop()
+        self.thread.join(10)
+
+
+def state_dict(lab, rules, *, enforcement="enforce", vms=(0,), **extra) -> dict:
+    return {
+        "policies": [{"name": "p", "enforcement": enforcement, "rules": rules}],
+        "ports": [{"interface_name": lab.vms[i].tap, "fixed_ips": [lab.vms[i].ipv4, lab.vms[i].ipv6], "policy": "p"}
+                  for i in vms],
+        **extra,
+    }
+
+
+def bans_of(lab, ip: str):
+    return [b for b in kernel(lab).bans if b.ip_address == ip]

@@ -24,7 +24,7 @@ from connguard.exceptions import ApplyError, ValidationFailed
 from connguard.model import BruteForceRule, HostState, load_state_file
 from connguard.nft import Applier, observe
 from connguard.nft.applier import drift, read_inventory
-from connguard.nft.bans import add_ban, replace_ban
+from connguard.nft.bans import add_ban, replace_ban, reset_meter
 from connguard.nft.executor import Executor, NftFailure
 
 log = logging.getLogger("connguard.agent")
@@ -107,8 +107,17 @@ class StandaloneAgent:
         kernel = observe(self.executor, bans_only=True).bans
         state = self.loaded.state  # type: ignore[union-attr]
         manual = {(b.interface_name, b.ip_address) for b in state.bans}
+        known = set(self.book.bans)
         escalations = self.book.sync(kernel, now, manual=manual, ban_for=self._ban_for)
         cmds: list[dict] = []
+        meters = [s.name for s in self.loaded.ruleset.sets if s.role == "bf_meter"]  # type: ignore[union-attr]
+        for key, ban in self.book.bans.items():
+            if key not in known and ban.origin == "detected" and ban.interface_name:
+                # the ban is the punishment; once it ends the remote starts a fresh window
+                v = "6" if ":" in ban.ip_address else "4"
+                for name in meters:
+                    if name.endswith(v):
+                        cmds += reset_meter(name, ban.ip_address, ban.interface_name)
         for e in escalations:
             log.warning("repeat offence %d by %s on %s: ban lengthened to %d s",
                         e.offence, e.ip_address, e.interface_name, e.seconds)

@@ -26,7 +26,8 @@ def compile_brute_force(ctx: RuleContext) -> Contribution:
     meter = f.limit(rate, per, rule.max_attempts)
     for v in rule.families():
         name = f"b{ctx.rid}{v}"
-        out.sets.append(NftSet(name, ("ifname", ADDR_TYPE[v]), flags=("timeout",), size=BAN_SET_SIZE))
+        out.sets.append(NftSet(name, ("ifname", ADDR_TYPE[v]), flags=("timeout",), size=BAN_SET_SIZE,
+                               role="bf_meter"))
         key = f.concat(port_key(d), remote_key(d, v))
         for svc in rule.services():
             for pred, ack in new_connection_variants(ctx, d, v, svc.protocol, (svc.port_min, svc.port_max)):

@@ -42,7 +42,7 @@ class NftSet:
     counter: bool = False          # a counter on every element
     map: str | None = None         # for maps: "verdict", "limit"
     elements: tuple[Element, ...] | None = None
-    comment: str = ""
+    role: str = ""                 # "bf_meter": brute-force meters, reset by the agent on a ban
 
     def key_is_port(self) -> bool:
         return self.type == ("ifname",) and self.map is not None

@@ -30,3 +30,11 @@ def delete_ban(ip: str, ifname: str | None) -> dict:
 def replace_ban(ip: str, ifname: str | None, seconds: int | None) -> list[dict]:
     """Delete and re-add in one batch: re-adding an existing element keeps its old expiry."""
     return [delete_ban(ip, ifname), add_ban(ip, ifname, seconds)]
+
+
+def reset_meter(meter_set: str, ip: str, ifname: str) -> list[dict]:
+    """Forget a remote's brute-force meter on a port, so that once its ban ends it starts from
+    ``max_attempts`` again. Add-then-delete succeeds whether or not the element exists."""
+    key = f.concat(ifname, str(ipaddress.ip_network(ip).network_address))
+    body = {"family": FAMILY, "table": TABLE, "name": meter_set, "elem": [key]}
+    return [{"add": {"element": body}}, {"delete": {"element": body}}]

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, create_model, field_validator
 
-from connguard.model.common import Frozen
+from connguard.model.common import Frozen, InterfaceName
 from connguard.model.objects import AllowlistEntry, Ban, Policy, Port
 
 ProjectId = Annotated[str, Field(min_length=1, max_length=64)]
@@ -44,7 +44,7 @@ PortCreate = create_model(
         "plain_addresses": field_validator("fixed_ips", mode="before")(lambda cls, v: Port._plain_addresses(v)),
     },
     **_fields(Port, "name", "fixed_ips"),
-    interface_name=(Port.model_fields["interface_name"].annotation | None, None),
+    interface_name=(InterfaceName | None, None),
     binding_host_id=(HostName | None, Field(None, alias="binding:host_id")),
     mac_address=(Annotated[str, Field(pattern=r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")] | None, None),
     device_owner=(Annotated[str, Field(max_length=255)], ""),

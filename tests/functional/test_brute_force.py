@@ -1,0 +1,118 @@
+"""Brute force against a real login service (OpenSSH's sshd when installed) in a VM namespace:
+exact ban threshold, expiry, escalation, allowlist, cutting established flows, and bans and
+meters that survive policy changes, agent restarts and a flushed table."""
+
+import time
+
+import pytest
+
+from connguard.lab import Lab
+
+from nsenforce import RunningAgent, bans_of, reset, state_dict, wait_for
+
+pytestmark = pytest.mark.netns
+
+ATTEMPTS = 4
+BF = {"type": "brute_force", "profile": "ssh", "max_attempts": ATTEMPTS, "window": 60,
+      "ban_seconds": 3, "ban_multiplier": 2, "max_ban_seconds": 60}
+
+
+@pytest.fixture(scope="module")
+def lab():
+    lab = Lab.up(vms=1, clients=1, sources=4)
+    try:
+        with lab.vms[0].login_service(22), lab.vms[0].serve(tcp=[80]):
+            yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture(autouse=True)
+def clean(lab):
+    reset(lab)
+    yield
+    reset(lab)
+
+
+def outcomes(result):
+    return [a.outcome for a in result.attempts]
+
+
+def test_ban_after_exactly_max_attempts_expiry_and_escalation(lab, tmp_path):
+    vm, cl = lab.vms[0], lab.clients[0]
+    with RunningAgent(lab, state_dict(lab, [BF]), tmp_path):
+        first = cl.bruteforce(vm, 22, attempts=ATTEMPTS + 2, timeout=0.8)
+        assert outcomes(first)[:ATTEMPTS] == ["connected"] * ATTEMPTS
+        assert "connected" not in outcomes(first)[ATTEMPTS:]
+        assert all(a.banner for a in first.attempts[:ATTEMPTS]), "the login service answered"
+        [ban] = bans_of(lab, cl.ipv4)
+        assert ban.interface_name == vm.tap and ban.timeout == 3
+        banned_at = time.monotonic() - (3 - ban.expires)
+        wait_for(lambda: not bans_of(lab, cl.ipv4), 10, what="ban expiry")
+        assert 2.0 <= time.monotonic() - banned_at <= 4.5
+        # a second offence: a fresh window of ATTEMPTS, then a ban twice as long
+        second = cl.bruteforce(vm, 22, attempts=ATTEMPTS + 1, timeout=0.8)
+        assert outcomes(second)[:ATTEMPTS] == ["connected"] * ATTEMPTS
+        assert outcomes(second)[ATTEMPTS] != "connected"
+        ban = wait_for(lambda: [b for b in bans_of(lab, cl.ipv4) if b.timeout == 6], 5, what="escalated ban")[0]
+        assert ban.expires > 3
+
+
+def test_allowlisted_source_is_never_banned(lab, tmp_path):
+    vm, cl = lab.vms[0], lab.clients[0]
+    trusted = cl.extra_ipv4[0]
+    state = state_dict(lab, [BF], allowlist=[{"remote_ip_prefix": trusted}])
+    with RunningAgent(lab, state, tmp_path):
+        result = cl.bruteforce(vm, 22, attempts=3 * ATTEMPTS, timeout=0.8, source=trusted)
+        assert outcomes(result) == ["connected"] * (3 * ATTEMPTS)
+        assert bans_of(lab, trusted) == []
+
+
+def test_ban_cuts_established_connection(lab, tmp_path):
+    vm, cl = lab.vms[0], lab.clients[0]
+    attacker = cl.extra_ipv4[1]
+    with RunningAgent(lab, state_dict(lab, [BF]), tmp_path):
+        with cl.connect_and_hold(vm, 80, source=attacker) as conn:
+            assert conn.passes_data()
+            cl.bruteforce(vm, 22, attempts=ATTEMPTS + 1, timeout=0.8, source=attacker)
+            assert bans_of(lab, attacker)
+            assert not conn.passes_data(timeout=1.0)
+
+
+def test_policy_change_restart_and_flush_keep_bans_and_meters(lab, tmp_path):
+    vm, cl = lab.vms[0], lab.clients[0]
+    long_ban = {**BF, "ban_seconds": 120, "max_ban_seconds": 600}
+    victim, counted = cl.extra_ipv4[2], cl.extra_ipv4[3]
+    with RunningAgent(lab, state_dict(lab, [long_ban]), tmp_path) as ra:
+        cl.bruteforce(vm, 22, attempts=ATTEMPTS + 1, timeout=0.8, source=victim)
+        [ban] = bans_of(lab, victim)
+        # two attempts of `counted` are on its meter
+        assert outcomes(cl.bruteforce(vm, 22, attempts=2, timeout=0.8, source=counted)) == ["connected"] * 2
+        # a policy change: another rule, and a different threshold would not reset state
+        ra.write(state_dict(lab, [long_ban, {"type": "connection_rate_limit", "direction": "ingress",
+                                             "scope": "remote_ip", "max_cps": 100}]))
+        wait_for(lambda: len(ra.agent.loaded.state.policies[0].rules) == 2, 5, what="reload")
+        wait_for(lambda: ra.agent.last_apply and ra.agent.last_apply["mode"] == "delta", 5, what="delta apply")
+        assert bans_of(lab, victim)
+    # agent restart: a new agent adopts the table with a full sync
+    with RunningAgent(lab, state_dict(lab, [long_ban]), tmp_path) as ra:
+        assert ra.agent.last_apply["mode"] == "full"
+        [after] = bans_of(lab, victim)
+        assert after.expires <= ban.expires  # not reset
+        # the meter kept its two attempts: two more connect, the third is banned
+        assert outcomes(cl.bruteforce(vm, 22, attempts=3, timeout=0.8, source=counted))[:2] == ["connected"] * 2
+        assert bans_of(lab, counted)
+
+
+def test_flushed_table_is_repaired_and_bans_restored(lab, tmp_path):
+    vm, cl = lab.vms[0], lab.clients[0]
+    victim = cl.extra_ipv4[2]
+    with RunningAgent(lab, state_dict(lab, [{**BF, "ban_seconds": 120, "max_ban_seconds": 600}]), tmp_path, drift_interval=1) as ra:
+        cl.bruteforce(vm, 22, attempts=ATTEMPTS + 1, timeout=0.8, source=victim)
+        wait_for(lambda: ra.agent.book.bans, 5, what="ban in the book")
+        lab.exec(lab.host, ["nft", "flush", "ruleset"])  # someone wipes everything (in the lab host)
+        wait_for(lambda: bans_of(lab, victim), 10, what="ban restored after flush")
+        [ban] = bans_of(lab, victim)
+        assert 100 < ban.expires <= 120
+        result = cl.bruteforce(vm, 22, attempts=1, timeout=0.8, source=victim)
+        assert outcomes(result) != ["connected"]
