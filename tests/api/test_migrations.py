@@ -1,0 +1,64 @@
+"""Migrations: empty to head on both backends, models equal migrations, newer schema refused."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from conftest import pg_url
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from connguard.db.models import Base
+from connguard.db.session import SchemaTooNew, alembic_config, current_revision, make_engine, migrate
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'm.db'}"
+        return
+    url = pg_url()
+    if not url:
+        pytest.skip("CONNGUARD_TEST_PG_URL not set")
+    name = f"connguard_mig_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_upgrade_from_empty_matches_models(empty_db):
+    engine = make_engine(empty_db)
+    try:
+        assert current_revision(engine) is None
+        migrate(engine)
+        head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+        assert current_revision(engine) == head
+        assert set(Base.metadata.tables) <= set(inspect(engine).get_table_names())
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        assert diff == []
+        migrate(engine)  # idempotent
+    finally:
+        engine.dispose()
+
+
+def test_newer_schema_is_refused(empty_db):
+    engine = make_engine(empty_db)
+    try:
+        migrate(engine)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = 'f00dfeed'"))
+        with pytest.raises(SchemaTooNew, match="newer than this connguard"):
+            migrate(engine)
+    finally:
+        engine.dispose()
