@@ -1,0 +1,69 @@
+"""Concurrent-connection caps (conntrack count) with real held TCP connections, both directions."""
+
+import pytest
+
+from connguard.lab import Lab
+
+from nsenforce import enforce, reset
+
+pytestmark = pytest.mark.netns
+
+N = 5
+
+
+@pytest.fixture(scope="module")
+def lab():
+    lab = Lab.up(vms=1, clients=1, sources=2)
+    try:
+        with lab.vms[0].serve(tcp=[80]), lab.clients[0].serve(tcp=[8080]):
+            yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture(autouse=True)
+def clean(lab):
+    reset(lab)
+    yield
+    reset(lab)
+
+
+@pytest.mark.parametrize("direction", ["ingress", "any"])
+def test_ingress_cap_refuses_n_plus_one_while_n_stay_open(lab, direction):
+    enforce(lab, [{"type": "connection_limit", "direction": direction, "scope": "port", "max_connections": N}])
+    vm, cl = lab.vms[0], lab.clients[0]
+    with cl.hold(vm, 80, N) as held:
+        assert held.connected == N
+        assert held.open_one() == "refused"  # a TCP reset, at once
+        assert held.alive() == N
+    # once they are closed the quota is free again
+    with cl.hold(vm, 80, N) as held:
+        assert held.connected == N
+
+
+@pytest.mark.parametrize("direction", ["egress", "any"])
+def test_egress_cap_refuses_n_plus_one_while_n_stay_open(lab, direction):
+    enforce(lab, [{"type": "connection_limit", "direction": direction, "scope": "port", "max_connections": N}])
+    vm, cl = lab.vms[0], lab.clients[0]
+    with vm.hold(cl, 8080, N) as held:
+        assert held.connected == N
+        assert held.open_one() == "refused"
+        assert held.alive() == N
+
+
+def test_any_direction_shares_the_ports_quota(lab):
+    enforce(lab, [{"type": "connection_limit", "direction": "any", "scope": "port", "max_connections": N}])
+    vm, cl = lab.vms[0], lab.clients[0]
+    with cl.hold(vm, 80, 3) as inbound, vm.hold(cl, 8080, 2) as outbound:
+        assert (inbound.connected, outbound.connected) == (3, 2)
+        assert outbound.open_one() == "refused"
+        assert inbound.open_one() == "refused"
+
+
+def test_per_remote_cap_leaves_other_remotes_alone(lab):
+    enforce(lab, [{"type": "connection_limit", "direction": "ingress", "scope": "remote_ip", "max_connections": N}])
+    vm, cl = lab.vms[0], lab.clients[0]
+    with cl.hold(vm, 80, N, source=cl.extra_ipv4[0]) as first:
+        assert first.connected == N and first.open_one() == "refused"
+        with cl.hold(vm, 80, N, source=cl.extra_ipv4[1]) as second:
+            assert second.connected == N
