@@ -49,7 +49,8 @@ def test_up_builds_namespaces_and_routes_ipv4_and_ipv6(lab_factory):
     with vm0.serve(tcp=[80, 8080]), vm1.serve(tcp=[80]):
         for client, vm, port in ((cl0, vm0, 80), (cl1, vm1, 80), (cl0, vm0, 8080)):
             for ipv6 in (False, True):
-                with client.connect_and_hold(vm, port, ipv6=ipv6) as conn:
+                # 0.5 s: the very first handshake must not need a SYN retransmit (1 s)
+                with client.connect_and_hold(vm, port, ipv6=ipv6, timeout=0.5) as conn:
                     assert conn.is_connected, (client.netns, vm.netns, ipv6)
                     assert conn.passes_data()
         # extra source addresses are routed back by the host

@@ -212,6 +212,11 @@ def _attack_flood(kind: str, vm: Any, client: Any, port: int, rate: float, durat
     _print_series([s.__dict__ for s in r.series], totals, fmt, extra)
 
 
+def _bf_progress(a: Any) -> None:
+    click.echo(f"  {a.start:7.2f}s  attempt {a.index:>4}  {a.outcome:<9}  {a.banner[:40]}",
+               err=True)
+
+
 def _attack_bruteforce(vm: Any, client: Any, port: int, rate: float | None, duration: float,
                        ipv6: bool, fmt: str) -> None:
     rate = rate or 5.0
@@ -219,7 +224,8 @@ def _attack_bruteforce(vm: Any, client: Any, port: int, rate: float | None, dura
     with vm.login_service(port) as svc:
         click.echo(f"bruteforce: {client.netns} -> {vm.address(ipv6)}:{port} ({svc.kind}), "
                    f"{attempts} attempts at {rate:g}/s", err=True)
-        r = client.bruteforce(vm, port, attempts=attempts, interval=1.0 / rate, ipv6=ipv6)
+        r = client.bruteforce(vm, port, attempts=attempts, interval=1.0 / rate, ipv6=ipv6,
+                              progress=_bf_progress)
     nsec = max(1, math.ceil(max((a.start for a in r.attempts), default=0) + 1e-9))
     rows = [{"t": t, "admitted": 0, "refused": 0, "timeout": 0, "error": 0} for t in range(nsec)]
     for a in r.attempts:

@@ -213,20 +213,35 @@ class NodeMixin:
         return EstablishedConnection(self.netns, resolve(target, ipv6), port, 1, timeout, source)
 
     def bruteforce(self, target: Any, port: int = 22, attempts: int = 10, interval: float = 0.0,
-                   source: str | None = None, ipv6: bool = False,
-                   timeout: float = 2.0) -> BruteForceResult:
-        """Sequential bogus logins against a login service (sshd or the fallback server)."""
+                   source: str | None = None, ipv6: bool = False, timeout: float = 2.0,
+                   progress: Callable[[BruteForceAttempt], None] | None = None
+                   ) -> BruteForceResult:
+        """Sequential bogus logins against a login service (sshd or the fallback server).
+
+        ``progress(attempt)`` is called after each attempt when given.
+        """
         addr = resolve(target, ipv6)
         args = ["bruteforce", f"--target={addr}", f"--port={port}", f"--attempts={attempts}",
                 f"--interval={interval}", f"--timeout={timeout}"]
         if source:
             args.append(f"--source={source}")
+
+        def on_progress(line: str) -> None:
+            rec = json.loads(line)
+            rec.pop("progress", None)
+            if progress is not None:
+                progress(BruteForceAttempt(**rec))
+
+        if progress is not None:
+            args.append("--progress")
         budget = attempts * (interval + 2 * timeout + 1) + 30
-        proc = subprocess.run(nsx.py_argv(self.netns, TRAFFIC, args), capture_output=True,
-                              text=True, timeout=budget, env=nsx.child_env(), check=False)
-        if proc.returncode != 0:
-            raise LabError(f"bruteforce from {self.netns}: {proc.stderr.strip()[-300:]}")
-        data = _parse_json(proc.stdout.strip().splitlines()[-1], "bruteforce")
+        proc = Proc(nsx.py_argv(self.netns, TRAFFIC, args), on_stderr=on_progress,
+                    what=f"bruteforce from {self.netns}")
+        try:
+            line = proc.readline(budget)
+        finally:
+            proc.stop()
+        data = _parse_json(line, "bruteforce")
         rows = [BruteForceAttempt(**r) for r in data["attempts"]]
         return BruteForceResult(addr, port, rows, data["elapsed"])
 

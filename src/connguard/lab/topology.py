@@ -66,6 +66,18 @@ def _node_dict(node: VM | Client) -> dict[str, Any]:
     return {k: v for k, v in node.__dict__.items() if k != "lab"}
 
 
+def _mac(kind: int, index: int, side: int) -> str:
+    """Deterministic, locally administered MAC: 02:<kind>:<index hi>:<index lo>:00:<side>."""
+    return f"02:{kind:02x}:{index >> 8:02x}:{index & 0xff:02x}:00:{side:02x}"
+
+
+def _neigh(addresses: list[str], mac: str, dev: str) -> list[str]:
+    # Permanent neighbour entries on every lab link: without them the first forwarded IPv6
+    # handshake lost its SYN-ACK during neighbour discovery and took one SYN retransmit (1 s),
+    # which would read as a "timeout" in floods.
+    return [f"neigh replace {a} lladdr {mac} dev {dev} nud permanent" for a in addresses]
+
+
 def new_prefix() -> str:
     return "cglab" + secrets.token_hex(3)
 
@@ -133,25 +145,30 @@ class Lab:
             nsx.add_netns(node.netns)
             nsx.sysctl(node.netns, leaf_settings)
         for vm in self.vms:
-            nsx.run(["ip", "link", "add", vm.tap, "netns", self.host, "type", "veth",
-                     "peer", "name", "eth0", "netns", vm.netns])
+            hmac, vmac = _mac(0x77, vm.index, 1), _mac(0x77, vm.index, 2)
+            nsx.run(["ip", "link", "add", vm.tap, "netns", self.host, "address", hmac,
+                     "type", "veth", "peer", "name", "eth0", "netns", vm.netns, "address", vmac])
             host_cmds += [f"addr add {vm.gateway4}/24 dev {vm.tap}",
                           f"addr add {vm.gateway6}/64 dev {vm.tap} nodad",
-                          f"link set {vm.tap} up"]
+                          f"link set {vm.tap} up",
+                          *_neigh([vm.ipv4, vm.ipv6], vmac, vm.tap)]
             nsx.ip_batch(vm.netns, [
                 "link set lo up",
                 f"addr add {vm.ipv4}/24 dev eth0",
                 f"addr add {vm.ipv6}/64 dev eth0 nodad",
                 "link set eth0 up",
+                *_neigh([vm.gateway4, vm.gateway6], hmac, "eth0"),
                 f"route add default via {vm.gateway4}",
                 f"route add default via {vm.gateway6}",
             ])
         for cl in self.clients:
-            nsx.run(["ip", "link", "add", cl.ext, "netns", self.host, "type", "veth",
-                     "peer", "name", "eth0", "netns", cl.netns])
+            hmac, cmac = _mac(0x88, cl.index, 1), _mac(0x88, cl.index, 2)
+            nsx.run(["ip", "link", "add", cl.ext, "netns", self.host, "address", hmac,
+                     "type", "veth", "peer", "name", "eth0", "netns", cl.netns, "address", cmac])
             host_cmds += [f"addr add {cl.gateway4}/24 dev {cl.ext}",
                           f"addr add {cl.gateway6}/64 dev {cl.ext} nodad",
                           f"link set {cl.ext} up",
+                          *_neigh([cl.ipv4, cl.ipv6], cmac, cl.ext),
                           f"route add fd88:0:{cl.index}::/48 via {cl.ipv6} dev {cl.ext}"]
             cmds = ["link set lo up",
                     f"addr add {cl.ipv4}/24 dev eth0",
@@ -159,6 +176,7 @@ class Lab:
             cmds += [f"addr add {a}/24 dev eth0" for a in cl.extra_ipv4]
             cmds += [f"addr add {a}/128 dev eth0 nodad preferred_lft 0" for a in cl.extra_ipv6]
             cmds += ["link set eth0 up",
+                     *_neigh([cl.gateway4, cl.gateway6], hmac, "eth0"),
                      f"route add default via {cl.gateway4}",
                      f"route add default via {cl.gateway6}"]
             nsx.ip_batch(cl.netns, cmds)

@@ -171,7 +171,7 @@ async def _one_login(target: str, port: int, timeout: float, source: str | None)
 
 
 async def bruteforce(target: str, port: int, attempts: int, interval: float, timeout: float,
-                     source: str | None) -> dict[str, Any]:
+                     source: str | None, progress: bool = False) -> dict[str, Any]:
     t0 = time.monotonic()
     rows = []
     for i in range(attempts):
@@ -182,6 +182,9 @@ async def bruteforce(target: str, port: int, attempts: int, interval: float, tim
         start = time.monotonic() - t0
         outcome, banner = await _one_login(target, port, timeout, source)
         rows.append({"index": i, "start": round(start, 4), "outcome": outcome, "banner": banner})
+        if progress:
+            sys.stderr.write(json.dumps({"progress": i, **rows[-1]}) + "\n")
+            sys.stderr.flush()
     totals = {o: sum(1 for r in rows if r["outcome"] == o)
               for o in ("connected", "refused", "timeout", "error")}
     return {"target": target, "port": port, "attempts": rows, **totals,
@@ -231,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=0.0)
     p.add_argument("--timeout", type=float, default=2.0)
     p.add_argument("--source", default=None)
+    p.add_argument("--progress", action="store_true",
+                   help='print {"progress": index, ...} on stderr after each attempt')
     p = sub.add_parser("wait-port")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
@@ -245,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "hold":
         asyncio.run(hold(a.target, a.port, a.n, a.timeout, a.hold, a.source))
     elif a.cmd == "bruteforce":
-        emit(asyncio.run(bruteforce(a.target, a.port, a.attempts, a.interval, a.timeout, a.source)))
+        emit(asyncio.run(bruteforce(a.target, a.port, a.attempts, a.interval, a.timeout, a.source,
+                                       a.progress)))
     elif a.cmd == "wait-port":
         ok = asyncio.run(wait_port(a.host, a.port, a.deadline))
         emit({"open": ok})
