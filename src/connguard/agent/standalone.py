@@ -9,7 +9,6 @@ kernel with what it applied and repairs by a full sync. See DESIGN.md beside thi
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connguard.agent.banbook import BanBook
+from connguard.agent.statusfile import write_status
 from connguard.compiler import compile_host
 from connguard.compiler.ruleset import Ruleset
 from connguard.exceptions import ApplyError, ValidationFailed
@@ -152,18 +152,9 @@ class StandaloneAgent:
 
     def _write_status(self, now: float) -> None:
         assert self.loaded is not None
-        rs = self.loaded.ruleset
-        status = {
-            "pid": os.getpid(), "state_file": str(self.state_file.resolve()), "netns": self.executor.netns,
-            "updated_at": now, "last_apply": self.last_apply, "last_error": self.last_error,
-            "ports": rs.port_policy, "hit_sets": rs.hit_sets,
-            "policies": {p.name: {"enforcement": p.enforcement,
-                                  "rules": [r.model_dump(exclude_none=True) for r in p.rules]}
-                         for p in self.loaded.state.policies},
-        }
-        tmp = self.workdir / ".status.json.tmp"
-        tmp.write_text(json.dumps(status, indent=1))
-        os.replace(tmp, self.workdir / "status.json")
+        write_status(self.workdir, state=self.loaded.state, ruleset=self.loaded.ruleset,
+                     source=str(self.state_file.resolve()), netns=self.executor.netns, now=now,
+                     last_apply=self.last_apply, last_error=self.last_error, pid=os.getpid())
 
     # ---- loop ---------------------------------------------------------------------------
     def run(self) -> None:

@@ -4,10 +4,13 @@ once. A bad file exits 1 naming the field, and the kernel is not touched."""
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import click
 
-from connguard.cli.common import fail, netns_option
+from connguard.agent.statusfile import write_status
+from connguard.cli.common import agent_dir, fail, netns_option
 from connguard.compiler import compile_host
 from connguard.exceptions import ConnguardError
 from connguard.model import load_state_file
@@ -30,6 +33,9 @@ def apply_cmd(state_file: str, netns: str | None, dry_run: bool) -> None:
             click.echo(json.dumps({"nftables": [c for c, _ in cmds]}, indent=1))
             return
         result = Applier(NftCli(netns)).apply(ruleset)
+        write_status(agent_dir(netns), state=state, ruleset=ruleset, source=str(Path(state_file).resolve()),
+                     netns=netns, now=time.time(), pid=None, last_error=None,
+                     last_apply={"mode": result.mode, "commands": result.commands, "seconds": round(result.seconds, 4)})
     except ConnguardError as exc:
         raise fail(exc) from None
     ports = len(ruleset.port_policy)

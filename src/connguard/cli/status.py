@@ -19,6 +19,15 @@ def _fmt_seconds(value) -> str:
     return f"{value // 3600}h{value % 3600 // 60:02d}m{value % 60:02d}s" if value >= 3600 else f"{value // 60}m{value % 60:02d}s"
 
 
+def _summary(rule: dict) -> str:
+    skip = {"type", "protocol", "ethertype", "port_range_min", "port_range_max", "remote_ip_prefix"}
+    match = [f"{rule['protocol']}" if rule.get("protocol") else "",
+             f"port {rule['port_range_min']}-{rule['port_range_max']}" if rule.get("port_range_min") else "",
+             f"from {rule['remote_ip_prefix']}" if rule.get("remote_ip_prefix") else ""]
+    params = " ".join(f"{k}={v}" for k, v in rule.items() if k not in skip)
+    return f"{rule['type']} {params} {' '.join(m for m in match if m)}".strip()
+
+
 @click.command("status")
 @netns_option
 @click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -33,10 +42,15 @@ def status_cmd(netns: str | None, fmt: str) -> None:
     except (OSError, ValueError):
         agent = {}
     hit_sets: dict = agent.get("hit_sets", {})
-    hits: dict[str, list] = {}
-    for (hset, port), packets in sorted(obs.hits.items()):
-        hits.setdefault(port, []).append({"rule": hit_sets.get(hset, hset), "packets": packets})
+    by_rule = {label: name for name, label in hit_sets.items()}
+    policies: dict = agent.get("policies", {})
     ports = agent.get("ports") or {p: "?" for p in obs.ports}
+    hits: dict[str, list] = {}
+    for port, pol in ports.items():
+        for i, rule in enumerate(policies.get(pol, {}).get("rules", [])):
+            hset = by_rule.get(f"policy {pol} rule {i} {rule['type']}")
+            hits.setdefault(port, []).append({"rule": _summary(rule), "index": i,
+                                              "packets": obs.hits.get((hset, port), 0)})
     data = {
         "enforcing": obs.present,
         "agent": {k: agent.get(k) for k in ("pid", "state_file", "updated_at", "last_apply", "last_error")} if agent else None,
@@ -54,14 +68,16 @@ def status_cmd(netns: str | None, fmt: str) -> None:
         return
     if agent:
         age = time.time() - (agent.get("updated_at") or 0)
-        click.echo(f"agent pid {agent.get('pid')} state {agent.get('state_file')} (updated {age:.0f}s ago)")
+        who = f"agent pid {agent['pid']}" if agent.get("pid") else "connguard apply"
+        click.echo(f"{who}: state {agent.get('state_file')} (applied/checked {age:.0f}s ago)")
         if agent.get("last_error"):
             click.echo(f"  last error: {agent['last_error']}")
     click.echo(f"\nPORTS ({len(data['ports'])})")
     for p in data["ports"]:
-        click.echo(f"  {p['interface_name']:<16} policy {p['policy']}")
+        mode = policies.get(p["policy"], {}).get("enforcement", "")
+        click.echo(f"  {p['interface_name']:<16} policy {p['policy']} ({mode or '?'})")
         for h in p["hits"]:
-            click.echo(f"      {h['packets']:>10}  {h['rule']}")
+            click.echo(f"      {h['packets']:>10} hits  {h['rule']}")
     click.echo(f"\nCOUNTERS  banned packets {obs.counters.get('banned', 0)}, "
                f"limiter set full {obs.counters.get('set_full', 0)}")
     click.echo(f"\nBANS ({len(obs.bans)})")
