@@ -23,6 +23,18 @@ def _register() -> None:
     cli.add_command(agent.agent_cmd)
     cli.add_command(status.status_cmd)
     cli.add_command(lab.lab)
+    from connguard.cli import demo
+
+    lab.lab.add_command(demo.demo)
+
+    # Control plane: server, tokens and the resource commands.
+    from connguard.cli import server, token
+    from connguard.cli.resources import COMMANDS
+
+    cli.add_command(server.server_cmd)
+    cli.add_command(token.token)
+    for command in COMMANDS:
+        cli.add_command(command)
 
 
 _register()
