@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connguard.exceptions import ConnguardError
 
-DEFAULT_BIND = "127.0.0.1:9696"  # Neutron's port
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 

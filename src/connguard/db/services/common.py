@@ -15,7 +15,7 @@ from connguard.db.errors import BadRequest, NotAuthorized, NotFound, Preconditio
 from connguard.db.models import HostRevision, Port
 from connguard.model.state import validation_errors
 
-ROLES = ("admin", "member", "reader", "agent")
+from connguard.db.roles import ROLES  # noqa: E402,F401 - re-exported
 M = TypeVar("M", bound=BaseModel)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from connguard.db.services import rules as svc
+from connguard.db.services import rule_types as svc
 from connguard.server.deps import CallerDep
 from connguard.server.listing import collection, select_fields
 

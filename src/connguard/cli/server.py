@@ -1,0 +1,38 @@
+"""``connguard server --db URL --bind HOST:PORT``: migrate the database, then serve the API."""
+
+from __future__ import annotations
+
+import click
+
+DEFAULT_BIND = "127.0.0.1:9696"  # Neutron's port
+
+
+def parse_bind(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@click.command("server")
+@click.option("--db", "db_url", metavar="URL", help="SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://... "
+              "(default: SQLite under $CONNGUARD_DATA_DIR or /var/lib/connguard).")
+@click.option("--bind", default=DEFAULT_BIND, show_default=True, metavar="HOST:PORT")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def server_cmd(db_url: str | None, bind: str, log_level: str) -> None:
+    """Run the REST API server (migrates the database first)."""
+    import uvicorn
+
+    from connguard.db.session import SchemaTooNew, default_db_url
+    from connguard.server import create_app
+
+    host, port = parse_bind(bind)
+    url = db_url or default_db_url()
+    try:
+        app = create_app(url)
+    except SchemaTooNew as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a database we cannot open: say which and why
+        raise click.ClickException(f"cannot open the database {url}: {exc}") from None
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

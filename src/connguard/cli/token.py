@@ -1,0 +1,89 @@
+"""``connguard token create|list|revoke``: over the API, or with ``--db URL`` directly in the
+database (bootstrap, like ``keystone-manage bootstrap``)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import click
+
+from connguard.cli.client import Client, connection, emit_list, output
+from connguard.db.roles import ROLES
+
+COLUMNS = ["id", "project_id", "role", "host", "description", "created_at"]
+
+
+def _with_db(db_url: str, work: Callable[[Any], Any]) -> Any:
+    from connguard.db.errors import ServiceError
+    from connguard.db.session import SchemaTooNew, make_engine, migrate, session_factory
+
+    engine = make_engine(db_url)
+    try:
+        migrate(engine)
+        with session_factory(engine)() as session:
+            out = work(session)
+            session.commit()
+            return out
+    except (ServiceError, SchemaTooNew) as exc:
+        click.echo(f"Error: {getattr(exc, 'message', exc)}", err=True)
+        sys.exit(1)
+    finally:
+        engine.dispose()
+
+
+@click.group("token")
+def token() -> None:
+    """API tokens (roles: admin, member, reader, agent)."""
+
+
+db_option = click.option("--db", "db_url", metavar="URL", help="Write to this database directly (bootstrap).")
+
+
+@token.command("create")
+@click.option("--project", required=True)
+@click.option("--role", required=True, type=click.Choice(ROLES))
+@click.option("--host", help="The host an agent token serves.")
+@click.option("--description", default="")
+@db_option
+@connection
+def create(client: Client, project: str, role: str, host: str | None, description: str,
+           db_url: str | None) -> None:
+    """Print a new token (alone on stdout)."""
+    if db_url:
+        from connguard.db.services.tokens import create_token
+
+        secret = _with_db(db_url, lambda s: create_token(s, project_id=project, role=role, host=host,
+                                                         description=description)[0])
+    else:
+        body = {"project_id": project, "role": role, "description": description, **({"host": host} if host else {})}
+        secret = client.post("connguard/tokens", {"token": body})["token"]["token"]
+    click.echo(secret)
+
+
+@token.command("list")
+@db_option
+@connection
+@output
+def list_(client: Client, db_url: str | None, fmt: str, columns: tuple[str, ...]) -> None:
+    if db_url:
+        from connguard.db.services.tokens import list_tokens
+
+        rows = _with_db(db_url, lambda s: list_tokens(s))
+    else:
+        rows = client.get("connguard/tokens")["tokens"]
+    emit_list(rows, default=COLUMNS, fmt=fmt, columns=columns)
+
+
+@token.command("revoke")
+@click.argument("token_ids", nargs=-1, required=True)
+@db_option
+@connection
+def revoke(client: Client, token_ids: tuple[str, ...], db_url: str | None) -> None:
+    for token_id in token_ids:
+        if db_url:
+            from connguard.db.services.tokens import revoke_token
+
+            _with_db(db_url, lambda s, t=token_id: revoke_token(s, token_id=t))
+        else:
+            client.delete(f"connguard/tokens/{token_id}")

@@ -1,0 +1,3 @@
+"""Token roles. Imports nothing (the CLI uses it at start-up)."""
+
+ROLES = ("admin", "member", "reader", "agent")
