@@ -187,8 +187,8 @@ class Applier:
                 deletes.append(r.delete_elements(s, gone))
             if added:
                 fill.extend(self._element_cmds(s, added, new))
-        old_seeds = set(old.seeds)
-        fill += self._seed_cmds(new, [sd for sd in new.seeds if sd not in old_seeds])
+        old_seeds = {(n, e.ident(), e.timeout) for n, e in old.seeds}
+        fill += self._seed_cmds(new, [(n, e) for n, e in new.seeds if (n, e.ident(), e.timeout) not in old_seeds])
         stale = sorted(set(old_chains) - {c.name for c in new.chains})
         tail += [r.flush_chain(n) for n in stale] + [r.delete_chain(n) for n in stale]
         tail += [r.delete_set(n, "map" if o.map else "set") for n, o in sorted(old_sets.items()) if n not in new_sets]

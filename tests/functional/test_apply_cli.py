@@ -1,0 +1,102 @@
+"""``connguard apply`` against a real kernel in a namespace: a bad state file names the field,
+exits non-zero and leaves the kernel exactly as it was; a rejected batch changes nothing."""
+
+import subprocess
+import uuid
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from connguard.cli.main import cli
+
+pytestmark = pytest.mark.netns
+
+GOOD = {
+    "policies": [{"name": "web", "rules": [
+        {"type": "connection_rate_limit", "direction": "ingress", "scope": "remote_ip", "max_cps": 20},
+        {"type": "brute_force", "profile": "ssh"}]}],
+    "ports": [{"interface_name": "tapweb1", "fixed_ips": ["10.0.0.5"], "policy": "web"}],
+}
+
+
+def with_rule(**change):
+    rule = {**GOOD["policies"][0]["rules"][0], **change}
+    return {**GOOD, "policies": [{"name": "web", "rules": [rule]}]}
+
+
+BAD = [
+    ("unknown field", with_rule(colour="red"), "policies[0].rules[0].colour: unknown field"),
+    ("out of range", with_rule(max_cps=0), "policies[0].rules[0].max_cps"),
+    ("bad CIDR", with_rule(remote_ip_prefix="10.0.0.0/33"), "policies[0].rules[0].remote_ip_prefix"),
+    ("bad interface", {**GOOD, "ports": [{"interface_name": "tap;rm -rf", "policy": "web"}]},
+     "ports[0].interface_name"),
+    ("custom without ports", {**GOOD, "policies": [{"name": "web", "rules": [{"type": "brute_force", "profile": "custom"}]}]},
+     "custom requires protocol and port_range_min"),
+    ("duplicate rule", {**GOOD, "policies": [{"name": "web", "rules": [GOOD["policies"][0]["rules"][0]] * 2}]},
+     "duplicates rules[0]"),
+]
+
+
+@pytest.fixture
+def netns():
+    name = f"cgtest{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+def ruleset(netns) -> str:
+    return subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "ruleset"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def run(args, tmp_path):
+    return CliRunner().invoke(cli, args, env={"CONNGUARD_DATA_DIR": str(tmp_path)}, catch_exceptions=False)
+
+
+@pytest.mark.parametrize("name,state,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_state_file_names_field_and_leaves_kernel_untouched(netns, tmp_path, name, state, message):
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(GOOD))
+    assert run(["apply", str(good), "--netns", netns], tmp_path).exit_code == 0
+    before = ruleset(netns)
+    assert "tapweb1" in before
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(state))
+    result = run(["apply", str(bad), "--netns", netns], tmp_path)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert ruleset(netns) == before
+
+
+def test_missing_netns_is_a_clear_error(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(GOOD))
+    result = run(["apply", str(good), "--netns", "cg-no-such-ns"], tmp_path)
+    assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def test_kernel_rejection_changes_nothing_and_names_the_rule(netns, tmp_path):
+    """A batch the kernel refuses (here a rule jumping to a chain that does not exist, added to
+    a valid ruleset that also adds a port) is atomic: nothing of it is applied."""
+    from connguard.compiler import compile_host
+    from connguard.compiler.ruleset import Rule
+    from connguard.exceptions import ApplyError
+    from connguard.model import parse_state
+    from connguard.nft import Applier, NftCli
+
+    applier = Applier(NftCli(netns))
+    applier.apply(compile_host(parse_state(GOOD)))
+    before = ruleset(netns)
+    rs = compile_host(parse_state({**GOOD, "ports": GOOD["ports"] + [{"interface_name": "tapweb2", "policy": "web"}]}))
+    # Inject a rule the kernel refuses (a jump to a chain that does not exist) into one chain.
+    chain = next(c for c in rs.chains if c.name.startswith("in_"))
+    broken = chain.__class__(chain.name, chain.rules + (Rule(({"jump": {"target": "nowhere"}},), "policy web rule 9 injected"),))
+    rs = rs.__class__(**{**rs.__dict__, "chains": tuple(broken if c is chain else c for c in rs.chains)})
+    with pytest.raises(ApplyError) as info:
+        applier.apply(rs)
+    assert "policy web rule 9 injected" in str(info.value)
+    assert ruleset(netns) == before
