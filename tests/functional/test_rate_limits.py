@@ -85,3 +85,36 @@ def test_monitor_mode_drops_nothing_and_reports(lab):
     assert would_drop >= 0.5 * (result.attempted - RATE * 4), (would_drop, result.attempted)
     assert (vm.tap, cl.ipv4) in obs.offenders
     assert obs.bans == []
+
+
+def test_policy_change_and_restart_do_not_reset_a_flooding_sources_bucket(lab):
+    """Mid-flood, change the policy (delta apply) and then restart (a new applier's full sync):
+    a reset bucket would admit a second burst (about twice the rate in that second)."""
+    import threading
+
+    from connguard.nft import Applier, NftCli
+
+    from nsenforce import wait_for
+
+    rule = {"type": "connection_rate_limit", "direction": "ingress", "scope": "remote_ip", "max_cps": RATE}
+    applier = enforce(lab, [rule])
+    vm, cl = lab.vms[0], lab.clients[0]
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", cl.flood(vm, 80, rate=OFFERED, duration=SECONDS)))
+    t.start()
+
+    def dropped():
+        return sum(n for (_, port), n in kernel(lab).hits.items() if port == vm.tap)
+
+    try:
+        wait_for(lambda: dropped() > RATE, 10, what="the limiter to drop")
+        enforce(lab, [rule, {"type": "connection_limit", "direction": "any", "max_connections": 5000}], applier=applier)
+        seen = dropped()
+        wait_for(lambda: dropped() > seen + 2 * RATE, 10, what="more drops after the change")
+        enforce(lab, [rule, {"type": "connection_limit", "direction": "any", "max_connections": 5000}],
+                applier=Applier(NftCli(lab.host)))
+    finally:
+        t.join(SECONDS + 30)
+    series = [s.admitted for s in out["r"].series]
+    assert max(series[1:-1]) <= 1.25 * RATE, series
+    check(out["r"])
