@@ -5,10 +5,15 @@ migrations, and every test starts from empty tables."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+import httpx
 import pytest
 
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -128,3 +133,39 @@ def error_type(data: Any) -> str:
     assert set(data) == {"NeutronError"}, data
     assert set(data["NeutronError"]) == {"type", "message", "detail"}, data
     return data["NeutronError"]["type"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CLI = [sys.executable, "-c", "from connguard.cli.main import main; main()"]
+
+
+@pytest.fixture
+def server(app, db_url, tmp_path):
+    """A live server over the (emptied) test database; yields its URL."""
+    port = _free_port()
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([*CLI, "server", "--db", db_url,
+                             "--bind", f"127.0.0.1:{port}", "--log-level", "warning"], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                raise AssertionError((tmp_path / "server.log").read_text())
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+

@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
-import time
 
-import httpx
-import pytest
 import yaml
 from click.testing import CliRunner
 
+from conftest import CLI
+
 from connguard.cli.main import cli
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-CLI = [sys.executable, "-c", "from connguard.cli.main import main; main()"]
 
 
 def run_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -36,31 +24,6 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     it still talks HTTP to the live server."""
     result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
     return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
-
-
-@pytest.fixture
-def server(app, db_url, tmp_path):
-    """A live server over the (emptied) test database; yields its URL."""
-    port = _free_port()
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([*CLI, "server", "--db", db_url,
-                             "--bind", f"127.0.0.1:{port}", "--log-level", "warning"], stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise AssertionError((tmp_path / "server.log").read_text())
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 def test_cli_story(server, db_url):
