@@ -1,0 +1,701 @@
+#!/usr/bin/env python3
+"""Dataplane benchmark: what 10,000 protected ports cost on the packet path and in the applier.
+
+    python bench/dataplane_bench.py            # full run, about 4-5 minutes
+    python bench/dataplane_bench.py --quick    # about a minute, fewer and shorter rounds
+
+Needs root, nft, iproute2, conntrack. Everything happens inside one connguard lab
+(``Lab.up(vms=1, clients=1, sources=0)``): the root namespace's ruleset and interfaces are never
+touched, and the lab is removed on exit, also on failure or Ctrl-C.
+
+1. **New-connection throughput through the lab host** (client -> host forward -> VM), closed
+   loop: ``--conn-procs`` processes in the client namespace each open a TCP connection to the
+   VM, wait for the handshake, and close it with an RST (SO_LINGER 0: no TIME_WAIT), as fast as
+   they can, for ``--duration`` seconds after a short warm-up; ``--server-procs`` processes in
+   the VM accept and close. With 2 cores all of it is CPU-bound, so anything the host's ruleset
+   adds per connection shows up as fewer connections per second. Configurations, interleaved
+   round by round (same order each round), medians reported:
+
+   - ``none``: no ruleset in the host namespace (conntrack is not even active there);
+   - ``conntrack``: one table whose forward chain is ``ct state established,related accept``
+     (conntrack on, no per-port work): separates what conntrack costs from what rules cost;
+   - ``connguard``: ``compile_host`` of 10,000 ports (the real tap in the middle of the sort
+     order), applied with ``Applier``; limits so high that nothing is refused (checked after);
+   - ``linear``: the iptables way: ``ct state established,related accept``, then one
+     ``oifname "tapX" jump pN`` rule per port (10,000), each port chain holding a counter and
+     two ``ct state new limit rate over ... drop`` rules. The real tap is rule 5,001.
+
+   The lab host's ``nf_conntrack_tcp_timeout_close`` is set to 1 s (reset connections would
+   otherwise stay 10 s and fill the conntrack table at these rates) and conntrack is flushed
+   before every run.
+2. **Compile + apply of 10,000 ports**: full sync on a fresh table (compile and apply timed
+   separately), full sync again on a table that holds 10,000 ports and bans (a restart: new
+   Applier; the bans are counted before and after), then deltas on the same Applier: one port
+   added (and removed again) and one port's policy changed (and back).
+3. **Loading 100,000 bans in one batch** into ``ban4`` (``ifname . address``, on real port
+   names): one ``add_ban`` command per ban vs. one command whose ``elem`` list holds all of them.
+
+Nothing here asserts a time: the script prints raw figures and ratios measured side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import ipaddress
+import json
+import os
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+T0 = time.monotonic()
+CONNGUARD_TABLE = ("inet", "connguard")
+LINEAR_TABLE = "cglinear"
+CT_TABLE = "cgctonly"
+HIGH_RATE = 1_000_000          # model maximum: nothing is refused at the rates reached here
+HIGH_CONNECTIONS = 10_000_000
+
+
+def progress(msg: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+# ============================================================================ traffic helpers
+# These two run inside lab namespaces (``ip netns exec NS python this_file _serve|_connect``)
+# and import nothing from connguard, so they start fast.
+
+def run_server(port: int, workers: int) -> None:
+    """Accept and close, in ``workers`` processes sharing one listening socket."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(4096)
+    kids = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            while True:
+                try:
+                    c, _ = s.accept()
+                    c.close()
+                except OSError:
+                    pass
+        kids.append(pid)
+    print("ready", flush=True)
+    try:
+        sys.stdin.read()   # until the parent closes our stdin
+    finally:
+        for k in kids:
+            os.kill(k, signal.SIGKILL)
+        for _ in kids:
+            os.wait()
+
+
+def run_connector(target: str, port: int, procs: int, duration: float, warmup: float) -> None:
+    """Closed loop: each process connects and resets as fast as it can; prints one JSON line
+    with connections completed (and failures by errno) within the measured window."""
+    linger = struct.pack("ii", 1, 0)
+    t_start = time.monotonic() + 0.3
+    pipes = []
+    for _ in range(procs):
+        r, w = os.pipe()
+        if os.fork() == 0:
+            os.close(r)
+            ok, errs = 0, {}
+            begin, end = t_start + warmup, t_start + warmup + duration
+            while time.monotonic() < t_start:
+                time.sleep(0.001)
+            counting = False
+            while True:
+                now = time.monotonic()
+                if now >= end:
+                    break
+                if not counting and now >= begin:
+                    counting, ok, errs = True, 0, {}
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                s.settimeout(1.0)
+                try:
+                    s.connect((target, port))
+                    ok += 1
+                except OSError as exc:
+                    name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+                    errs[name] = errs.get(name, 0) + 1
+                s.close()
+            os.write(w, json.dumps([ok, errs]).encode())
+            os._exit(0)
+        os.close(w)
+        pipes.append(r)
+    parts = []
+    for r in pipes:
+        data = b""
+        while chunk := os.read(r, 65536):
+            data += chunk
+        parts.append(json.loads(data))
+    for _ in pipes:
+        os.wait()
+    errs: dict[str, int] = {}
+    for _, e in parts:
+        for k, v in e.items():
+            errs[k] = errs.get(k, 0) + v
+    ok = sum(p[0] for p in parts)
+    print(json.dumps({"ok": ok, "errors": errs, "duration": duration, "rate": ok / duration}))
+
+
+# ============================================================================ lab-side helpers
+
+def ns_run(netns: str, argv: list[str], stdin: str | None = None, check: bool = True) -> str:
+    p = subprocess.run(["ip", "netns", "exec", netns, *argv], input=stdin, capture_output=True,
+                       text=True, timeout=300)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])}... in {netns}: {(p.stderr or p.stdout).strip()[:500]}")
+    return p.stdout
+
+
+def cpu_times() -> tuple[int, int]:
+    with open("/proc/stat") as fh:
+        vals = [int(x) for x in fh.readline().split()[1:]]
+    idle = vals[3] + vals[4]
+    return idle, sum(vals)
+
+
+def port_names(n: int, real: str) -> list[str]:
+    """n interface names: fake ones on both sides of ``real`` in sort order ("tapf..." < "tapvm0"
+    < "tapx..."), so that ``real`` sits in the middle of every sorted structure."""
+    before = (n - 1) // 2
+    after = n - 1 - before
+    names = [f"tapf{i:05d}" for i in range(before)] + [real] + [f"tapx{i:05d}" for i in range(after)]
+    assert sorted(names) == names and len(set(names)) == n
+    return names
+
+
+WEB = {"name": "web", "rules": [
+    {"type": "connection_rate_limit", "direction": "ingress", "scope": "remote_ip", "max_cps": HIGH_RATE},
+    {"type": "connection_rate_limit", "direction": "ingress", "scope": "port", "max_cps": HIGH_RATE},
+    {"type": "connection_rate_limit", "direction": "egress", "scope": "port", "max_cps": HIGH_RATE},
+    {"type": "connection_limit", "direction": "any", "scope": "port", "max_connections": HIGH_CONNECTIONS},
+    {"type": "brute_force", "profile": "ssh"}]}
+DB = {"name": "db", "rules": [
+    {"type": "connection_rate_limit", "direction": "ingress", "scope": "remote_ip", "max_cps": 200},
+    {"type": "connection_limit", "direction": "ingress", "scope": "port", "max_connections": 2000},
+    {"type": "brute_force", "profile": "ssh"}]}
+
+
+def state_dict(names: list[str], real: str, real_ips: list[str], overrides: dict[str, str] | None = None,
+               extra: list[str] = ()) -> dict:
+    """Every 10th fake port uses policy db, the rest (and the real tap) web."""
+    overrides = overrides or {}
+    ports = []
+    for i, n in enumerate(list(names) + list(extra)):
+        ips = real_ips if n == real else [str(ipaddress.IPv4Address(0xAC100000 + i))]  # 172.16/12
+        pol = overrides.get(n, "db" if (n != real and i % 10 == 9) else "web")
+        ports.append({"interface_name": n, "fixed_ips": ips, "policy": pol})
+    return {"policies": [WEB, DB], "ports": ports, "default_policy": None}
+
+
+def linear_ruleset(names: list[str]) -> str:
+    """The iptables-style reference, as nft text (only fixed words and our own names)."""
+    lines = [f"table inet {LINEAR_TABLE} {{"]
+    for i in range(len(names)):
+        lines.append(f"  chain p{i} {{\n    counter\n"
+                     f"    ct state new limit rate over {HIGH_RATE}/second burst {HIGH_RATE} packets drop\n"
+                     f"    ct state new limit rate over {HIGH_RATE}/second burst {HIGH_RATE} packets drop\n  }}")
+    lines.append("  chain forward {\n    type filter hook forward priority -10; policy accept;\n"
+                 "    ct state established,related accept")
+    lines += [f'    oifname "{n}" jump p{i}' for i, n in enumerate(names)]
+    lines.append("  }\n}")
+    return "\n".join(lines) + "\n"
+
+
+CT_ONLY = (f"table inet {CT_TABLE} {{\n  chain forward {{\n    type filter hook forward priority -10; "
+           "policy accept;\n    ct state established,related accept\n  }\n}\n")
+
+
+class TimedExecutor:
+    """Wraps NftCli and records how long each nft call took (json.dumps + nft process + kernel)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.netns = inner.netns
+        self.calls: list[tuple[str, int, float]] = []
+
+    def batch(self, payload: dict, *, check: bool = False) -> None:
+        t = time.perf_counter()
+        self.inner.batch(payload, check=check)
+        self.calls.append(("batch", len(payload["nftables"]), time.perf_counter() - t))
+
+    def query(self, *args: str, terse: bool = False) -> dict:
+        t = time.perf_counter()
+        out = self.inner.query(*args, terse=terse)
+        self.calls.append(("query", 0, time.perf_counter() - t))
+        return out
+
+    def sysctl(self, key: str, value: str) -> None:
+        self.inner.sysctl(key, value)
+
+    def take(self, kind: str) -> float:
+        s = sum(t for k, _, t in self.calls if k == kind)
+        return s
+
+    def reset(self) -> None:
+        self.calls.clear()
+
+
+# ============================================================================ the benchmark
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.results: dict = {}
+        self.lab = None
+
+    # ------------------------------------------------------------------ table helpers
+    def nft(self, *argv: str, stdin: str | None = None, check: bool = True) -> str:
+        return ns_run(self.lab.host, ["nft", *argv], stdin=stdin, check=check)
+
+    def tables(self) -> list[str]:
+        return [ln.strip() for ln in self.nft("list", "tables").splitlines() if ln.strip()]
+
+    def clear_tables(self) -> None:
+        for t in self.tables():
+            _, fam, name = t.split()
+            self.nft("delete", "table", fam, name)
+        assert not self.tables()
+
+    def count_elements(self, set_name: str) -> int:
+        data = json.loads(self.nft("-j", "list", "set", *CONNGUARD_TABLE, set_name))
+        for item in data["nftables"]:
+            if "set" in item:
+                return len(item["set"].get("elem", []))
+        return 0
+
+    # ------------------------------------------------------------------ setup
+    def compile(self, sd: dict):
+        from connguard.compiler import compile_host
+        from connguard.model import parse_state
+
+        t0 = time.perf_counter()
+        st = parse_state(sd)
+        t1 = time.perf_counter()
+        rs = compile_host(st)
+        t2 = time.perf_counter()
+        return rs, t1 - t0, t2 - t1
+
+    def run(self) -> None:
+        from connguard.lab import Lab
+
+        a = self.a
+        progress(f"building lab (1 VM, 1 client); {a.ports} ports; mode {'quick' if a.quick else 'full'}")
+        self.lab = Lab.up(vms=1, clients=1, sources=0)
+        try:
+            vm = self.lab.vms[0]
+            self.real = vm.tap
+            self.names = port_names(a.ports, vm.tap)
+            self.real_ips = [vm.ipv4, vm.ipv6]
+            progress(f"lab {self.lab.prefix}: host {self.lab.host}, real port {vm.tap} "
+                     f"at sorted position {self.names.index(vm.tap) + 1} of {len(self.names)}")
+            if not a.skip_throughput:
+                self.throughput()
+            if not a.skip_apply:
+                self.apply_times()
+            if not a.skip_bans:
+                self.bans()
+        finally:
+            progress("removing lab")
+            self.lab.down()
+        self.report()
+
+    # ------------------------------------------------------------------ 1. throughput
+    def throughput(self) -> None:
+        from connguard.nft import Applier, NftCli
+
+        a, lab = self.a, self.lab
+        vm, cl = lab.vms[0], lab.clients[0]
+        ns_run(lab.host, ["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_tcp_timeout_close=1"])
+        rs, _, _ = self.compile(state_dict(self.names, self.real, self.real_ips))
+        linear = linear_ruleset(self.names)
+        hit_sets = sorted(rs.hit_sets)
+        remote_sets = [s.name for s in rs.sets if s.type == ("ifname", "ipv4_addr") and s.name.startswith("r")]
+
+        def setup(cfg: str) -> None:
+            self.clear_tables()
+            if cfg == "conntrack":
+                self.nft("-f", "-", stdin=CT_ONLY)
+            elif cfg == "connguard":
+                Applier(NftCli(lab.host)).apply(rs)
+            elif cfg == "linear":
+                self.nft("-f", "-", stdin=linear)
+            lab.conntrack_flush()
+
+        def check(cfg: str) -> str:
+            """After a run: evidence that the configuration was on the path and refused nothing."""
+            ct = lab.conntrack_count()
+            if cfg == "none":
+                return f"no tables, conntrack entries {ct}"
+            if cfg == "conntrack":
+                return f"conntrack entries {ct}"
+            if cfg == "linear":
+                out = self.nft("list", "chain", "inet", LINEAR_TABLE, f"p{self.names.index(self.real)}")
+                pk = out.split("counter packets", 1)[1].split()[0]
+                return f"conntrack entries {ct}, {self.real} chain counter {pk} packets"
+            buckets = sum(self.nft("list", "set", *CONNGUARD_TABLE, s).count(self.real) for s in remote_sets)
+            refused = sum(self.nft("list", "set", *CONNGUARD_TABLE, s).count(self.real) for s in hit_sets)
+            return (f"conntrack entries {ct}, per-remote bucket for {self.real}: {'yes' if buckets else 'NO'}, "
+                    f"ports with refusals: {refused}")
+
+        server = subprocess.Popen(["ip", "netns", "exec", vm.netns, sys.executable, os.path.abspath(__file__),
+                                   "_serve", "--port", "80", "--workers", str(a.server_procs)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            if server.stdout.readline().strip() != "ready":
+                raise RuntimeError("server in the VM did not start")
+            configs = ["none", "conntrack", "connguard", "linear"]
+            runs: dict[str, list[dict]] = {c: [] for c in configs}
+            progress(f"throughput: {a.rounds} rounds x {configs}, {a.duration:g} s each after "
+                     f"{a.warmup:g} s warm-up; {a.conn_procs} connector + {a.server_procs} server processes")
+            for rnd in range(1, a.rounds + 1):
+                for cfg in configs:
+                    t = time.perf_counter()
+                    setup(cfg)
+                    setup_s = time.perf_counter() - t
+                    idle0, tot0 = cpu_times()
+                    out = ns_run(cl.netns, [sys.executable, os.path.abspath(__file__), "_connect",
+                                            "--target", vm.ipv4, "--port", "80", "--procs", str(a.conn_procs),
+                                            "--duration", str(a.duration), "--warmup", str(a.warmup)])
+                    idle1, tot1 = cpu_times()
+                    res = json.loads(out.strip().splitlines()[-1])
+                    res["idle"] = (idle1 - idle0) / max(1, tot1 - tot0)
+                    res["setup"] = setup_s
+                    res["check"] = check(cfg) if rnd == 1 or a.check_every_round else ""
+                    runs[cfg].append(res)
+                    errs = ", ".join(f"{k} {v}" for k, v in res["errors"].items()) or "none"
+                    progress(f"  round {rnd} {cfg:9s} {res['rate']:9,.0f} conn/s  failures: {errs}; "
+                             f"cpu idle {res['idle']:.0%}" + (f"; {res['check']}" if res["check"] else ""))
+            self.clear_tables()
+        finally:
+            if server.stdin:
+                server.stdin.close()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        self.results["throughput"] = runs
+
+    # ------------------------------------------------------------------ 2. compile + apply
+    def apply_times(self) -> None:
+        from connguard.nft import Applier, NftCli
+        from connguard.nft.bans import add_ban
+
+        a, lab = self.a, self.lab
+        reps = a.reps
+        self.clear_tables()
+        base_sd = state_dict(self.names, self.real, self.real_ips)
+        r: dict[str, list] = {}
+
+        def rec(key: str, value) -> None:
+            r.setdefault(key, []).append(value)
+
+        # full sync on a fresh table
+        progress(f"apply: full sync of {len(self.names)} ports on a fresh table x{reps}")
+        for i in range(reps):
+            self.clear_tables()
+            rs, t_parse, t_comp = self.compile(base_sd)
+            ex = TimedExecutor(NftCli(lab.host))
+            res = Applier(ex).apply(rs)
+            rec("fresh", {"parse": t_parse, "compile": t_comp, "apply": res.seconds, "mode": res.mode,
+                          "commands": res.commands, "nft_batch": ex.take("batch"), "nft_query": ex.take("query")})
+            progress(f"  fresh #{i + 1}: parse {t_parse * 1e3:.0f} ms, compile_host {t_comp * 1e3:.0f} ms, "
+                     f"apply {res.seconds * 1e3:.0f} ms ({res.mode}, {res.commands} commands; nft batch "
+                     f"{ex.take('batch') * 1e3:.0f} ms, inventory query {ex.take('query') * 1e3:.0f} ms)")
+        objs = {"sets": len(rs.sets), "limits": len(rs.limits), "chains": len(rs.chains),
+                "elements": sum(len(s.elements or ()) for s in rs.sets)}
+        r["objects"] = [objs]
+
+        # bans in the table, then a restart: new Applier, full sync over the existing table
+        nb = a.restart_bans
+        cmds = [add_ban(str(ipaddress.IPv4Address(0xC6336400 + k)), self.names[(k * 7) % len(self.names)], 3600)
+                for k in range(nb)]
+        cmds += [add_ban(f"203.0.113.{k}", None, 3600) for k in range(10)]
+        NftCli(lab.host).batch({"nftables": cmds})
+        before = (self.count_elements("ban4"), self.count_elements("hostban4"))
+        progress(f"apply: restart (new Applier) over {len(self.names)} ports holding {before[0]} port bans "
+                 f"+ {before[1]} host bans x{reps}")
+        for i in range(reps):
+            rs, t_parse, t_comp = self.compile(base_sd)
+            ex = TimedExecutor(NftCli(lab.host))
+            applier = Applier(ex)
+            res = applier.apply(rs)
+            after = (self.count_elements("ban4"), self.count_elements("hostban4"))
+            rec("restart", {"parse": t_parse, "compile": t_comp, "apply": res.seconds, "mode": res.mode,
+                            "commands": res.commands, "nft_batch": ex.take("batch"),
+                            "nft_query": ex.take("query"), "bans_before": before, "bans_after": after})
+            progress(f"  restart #{i + 1}: compile {(t_parse + t_comp) * 1e3:.0f} ms, apply {res.seconds * 1e3:.0f} ms "
+                     f"({res.mode}, {res.commands} commands; nft batch {ex.take('batch') * 1e3:.0f} ms, "
+                     f"inventory query {ex.take('query') * 1e3:.0f} ms); bans before {before}, after {after}")
+
+        # deltas on the same Applier (the last one above, which has applied base_sd)
+        plus_sd = state_dict(self.names, self.real, self.real_ips, extra=["tapnew0"])
+        moved = self.names[len(self.names) // 4]   # a web port
+        moved_sd = state_dict(self.names, self.real, self.real_ips, overrides={moved: "db"})
+        progress(f"apply: deltas on the same Applier x{reps}: add/remove port tapnew0, move {moved} web->db->web")
+        steps = [("add one port", plus_sd), ("remove it again", base_sd),
+                 ("change one port's policy", moved_sd), ("change it back", base_sd)]
+        for i in range(reps):
+            for label, sd in steps:
+                rs, t_parse, t_comp = self.compile(sd)
+                ex.reset()
+                t = time.perf_counter()
+                mode, plan = applier.plan(rs)
+                t_plan = time.perf_counter() - t
+                res = applier.apply(rs)
+                rec(label, {"parse": t_parse, "compile": t_comp, "apply": res.seconds, "plan": t_plan,
+                            "mode": res.mode, "commands": res.commands, "nft_batch": ex.take("batch")})
+                progress(f"  {label:25s} #{i + 1}: compile {(t_parse + t_comp) * 1e3:4.0f} ms, apply "
+                         f"{res.seconds * 1e3:4.0f} ms ({res.mode}, {res.commands} commands; plan "
+                         f"{t_plan * 1e3:.0f} ms, nft batch {ex.take('batch') * 1e3:.0f} ms)")
+        self.results["apply"] = r
+        self.profile_compile(base_sd)
+
+    def profile_compile(self, sd: dict) -> None:
+        """Where compile + plan time goes (cProfile, top functions by own time)."""
+        import cProfile
+        import pstats
+
+        from connguard.compiler import compile_host
+        from connguard.model import parse_state
+        from connguard.nft import Applier, FakeExecutor
+
+        prof = cProfile.Profile()
+        prof.enable()
+        rs = compile_host(parse_state(sd))
+        Applier(FakeExecutor()).plan(rs)
+        prof.disable()
+        st = pstats.Stats(prof)
+        rows = sorted(st.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:8]  # tottime
+        total = sum(v[2] for v in st.stats.values())
+        self.results["profile"] = [(f"{os.path.basename(k[0])}:{k[1]}({k[2]})", v[1], v[2], v[3]) for k, v in rows]
+        self.results["profile_total"] = total
+
+    # ------------------------------------------------------------------ 3. bans
+    def bans(self) -> None:
+        from connguard.compiler import compile_host
+        from connguard.model import parse_state
+        from connguard.nft import Applier, NftCli
+        from connguard.nft.bans import add_ban
+
+        a, lab = self.a, self.lab
+        n = a.bans
+        self.clear_tables()
+        Applier(NftCli(lab.host)).apply(compile_host(parse_state(state_dict(self.names, self.real, self.real_ips))))
+        addrs = [str(ipaddress.IPv4Address(0x64400000 + k)) for k in range(n)]   # 100.64.0.0/10
+        ports = [self.names[k % len(self.names)] for k in range(n)]
+        cli = NftCli(lab.host)
+        r: dict[str, list] = {"per_command": [], "one_elem_list": []}
+
+        def build(method: str) -> dict:
+            if method == "per_command":
+                return {"nftables": [add_ban(ip, p, 600) for ip, p in zip(addrs, ports)]}
+            elem = [{"elem": {"val": {"concat": [p, ip]}, "timeout": 600}} for ip, p in zip(addrs, ports)]
+            return {"nftables": [{"add": {"element": {"family": "inet", "table": "connguard", "name": "ban4",
+                                                      "elem": elem}}}]}
+
+        progress(f"bans: {n} distinct addresses on {min(n, len(self.names))} real port names into ban4, "
+                 f"x{a.reps} per method, alternating")
+        for i in range(a.reps):
+            for method in ("per_command", "one_elem_list"):
+                self.nft("flush", "set", *CONNGUARD_TABLE, "ban4")
+                t = time.perf_counter()
+                payload = build(method)
+                t_build = time.perf_counter() - t
+                t = time.perf_counter()
+                cli.batch(payload)
+                t_load = time.perf_counter() - t
+                count = self.count_elements("ban4") if i == 0 else None
+                r[method].append({"build": t_build, "load": t_load, "count": count,
+                                  "commands": len(payload["nftables"])})
+                progress(f"  {method:14s} #{i + 1}: build {t_build * 1e3:.0f} ms (python), one nft batch "
+                         f"{t_load * 1e3:.0f} ms ({len(payload['nftables'])} commands)"
+                         + (f"; ban4 now holds {count} elements" if count is not None else ""))
+        self.nft("flush", "set", *CONNGUARD_TABLE, "ban4")
+        self.results["bans"] = r
+
+    # ------------------------------------------------------------------ report
+    def report(self) -> None:
+        a, R = self.a, self.results
+        print()
+        print("=" * 100)
+        print(f"connguard dataplane benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}; nproc {os.cpu_count()}, "
+              f"kernel {os.uname().release}, {subprocess.run(['nft', '--version'], capture_output=True, text=True).stdout.strip()}")
+        print(f"command: {' '.join(['python', 'bench/dataplane_bench.py', *sys.argv[1:]])}")
+        rows = []   # (measurement, figure, target, verdict)
+
+        def verdict(ok: bool) -> str:
+            return "met" if ok else "MISSED"
+
+        if "throughput" in R:
+            runs = R["throughput"]
+            med = {c: median([x["rate"] for x in v]) for c, v in runs.items()}
+            print()
+            print(f"### 1. New-connection throughput through the lab host, {a.ports} ports "
+                  f"(closed loop: {a.conn_procs} connector processes, TCP connect + RST close; "
+                  f"{a.server_procs} accept+close processes; {a.duration:g} s per run)")
+            print()
+            print("| round | " + " | ".join(runs) + " |")
+            print("|---" * (len(runs) + 1) + "|")
+            for i in range(len(next(iter(runs.values())))):
+                print(f"| {i + 1} | " + " | ".join(f"{runs[c][i]['rate']:,.0f}" for c in runs) + " |")
+            print("| **median** | " + " | ".join(f"**{med[c]:,.0f}**" for c in runs) + " |")
+            fails = {c: sum(sum(x["errors"].values()) for x in v) for c, v in runs.items()}
+            print("| failed connects | " + " | ".join(str(fails[c]) for c in runs) + " |")
+            print("| cpu idle (median) | " + " | ".join(f"{median([x['idle'] for x in runs[c]]):.0%}" for c in runs) + " |")
+            print()
+            for c in runs:
+                if runs[c][0]["check"]:
+                    print(f"- {c}: {runs[c][0]['check']}")
+            # per-round ratios: each against the "none" run of the same round
+            rr = {c: [runs[c][i]["rate"] / runs["none"][i]["rate"] for i in range(len(runs[c]))] for c in runs}
+            print()
+            for c in ("conntrack", "connguard", "linear"):
+                print(f"- {c}/none: ratio of medians {med[c] / med['none']:.3f}; per round "
+                      + ", ".join(f"{x:.3f}" for x in rr[c]) + f" (median {median(rr[c]):.3f})")
+            cg_ct = [runs["connguard"][i]["rate"] / runs["conntrack"][i]["rate"] for i in range(len(rr["none"]))]
+            print(f"- connguard/conntrack (rules alone): ratio of medians {med['connguard'] / med['conntrack']:.3f}; "
+                  f"per round " + ", ".join(f"{x:.3f}" for x in cg_ct))
+            rows += [
+                ("new conn/s, no ruleset", f"{med['none']:,.0f}", "", ""),
+                ("new conn/s, conntrack only", f"{med['conntrack']:,.0f}", "", ""),
+                (f"new conn/s, connguard {a.ports} ports", f"{med['connguard']:,.0f}", "", ""),
+                (f"new conn/s, linear {a.ports} rules", f"{med['linear']:,.0f}", "", ""),
+                ("connguard / none", f"{med['connguard'] / med['none']:.3f}", ">= 0.95",
+                 verdict(med['connguard'] / med['none'] >= 0.95)),
+                ("connguard / conntrack only", f"{med['connguard'] / med['conntrack']:.3f}", "", ""),
+                ("conntrack only / none", f"{med['conntrack'] / med['none']:.3f}", "", ""),
+                ("linear / none", f"{med['linear'] / med['none']:.3f}", "", ""),
+            ]
+
+        if "apply" in R:
+            ap = R["apply"]
+            print()
+            o = ap["objects"][0]
+            print(f"### 2. Compile + apply, {a.ports} ports ({o['chains']} chains, {o['sets']} sets/maps, "
+                  f"{o['limits']} named limits, {o['elements']} set/map elements); median of {a.reps}")
+            print()
+            print("| step | parse (ms) | compile_host (ms) | apply (ms) | of which nft batch (ms) | compile+apply (ms) | mode | commands |")
+            print("|---|---|---|---|---|---|---|---|")
+            for key in ("fresh", "restart", "add one port", "remove it again", "change one port's policy", "change it back"):
+                xs = ap[key]
+                p, c, ay = (median([x[k] for x in xs]) * 1e3 for k in ("parse", "compile", "apply"))
+                nb = median([x["nft_batch"] for x in xs]) * 1e3
+                tot = median([x["parse"] + x["compile"] + x["apply"] for x in xs]) * 1e3
+                label = {"fresh": "full sync, fresh table", "restart": "full sync, restart (new Applier)"}.get(key, key + " (delta)")
+                print(f"| {label} | {p:.0f} | {c:.0f} | {ay:.0f} | {nb:.0f} | {tot:.0f} | {xs[0]['mode']} | {xs[0]['commands']} |")
+            rs_ = ap["restart"]
+            kept = all(x["bans_after"] == x["bans_before"] for x in rs_)
+            print()
+            print(f"- bans across the restart full sync: before {rs_[0]['bans_before']} (ban4, hostban4), after "
+                  + ", ".join(str(x["bans_after"]) for x in rs_) + f" -> {'kept' if kept else 'LOST'}")
+            full = median([x["parse"] + x["compile"] + x["apply"] for x in ap["fresh"]])
+            rfull = median([x["parse"] + x["compile"] + x["apply"] for x in ap["restart"]])
+            one_apply = max(median([x["apply"] for x in ap[k]]) for k in ("add one port", "change one port's policy"))
+            one_tot = max(median([x["parse"] + x["compile"] + x["apply"] for x in ap[k]])
+                          for k in ("add one port", "change one port's policy"))
+            rows += [
+                (f"full sync {a.ports} ports, fresh: compile+apply", f"{full:.2f} s", "< 2 s", verdict(full < 2)),
+                ("full sync, restart with bans: compile+apply", f"{rfull:.2f} s", "< 2 s", verdict(rfull < 2)),
+                ("bans kept across restart", "yes" if kept else "NO", "yes", verdict(kept)),
+                ("one-port change: apply (delta) alone, worst of add/policy", f"{one_apply * 1e3:.0f} ms", "< 100 ms",
+                 verdict(one_apply < 0.1)),
+                ("one-port change: compile+apply, worst of add/policy", f"{one_tot * 1e3:.0f} ms", "< 100 ms",
+                 verdict(one_tot < 0.1)),
+            ]
+            if "profile" in R:
+                print()
+                print(f"- cProfile of compile_host + Applier.plan (full) for {a.ports} ports, "
+                      f"{R['profile_total'] * 1e3:.0f} ms own time in total (profiled, slower than above); top by own time:")
+                for name, ncalls, tt, ct in R["profile"]:
+                    print(f"    {tt * 1e3:7.1f} ms own {ct * 1e3:7.1f} ms cum {ncalls:8d} calls  {name}")
+
+        if "bans" in R:
+            b = R["bans"]
+            print()
+            print(f"### 3. Loading {a.bans} bans (ban4, ifname . address, timeout 600 s) in one nft batch; median of {a.reps}")
+            print()
+            print("| method | commands | build JSON in python (ms) | nft batch (ms) | elements in ban4 after |")
+            print("|---|---|---|---|---|")
+            label = {"per_command": "one add_ban command per ban", "one_elem_list": "one command, one elem list"}
+            for m, xs in b.items():
+                print(f"| {label[m]} | {xs[0]['commands']} | {median([x['build'] for x in xs]) * 1e3:.0f} | "
+                      f"{median([x['load'] for x in xs]) * 1e3:.0f} | {xs[0]['count']} |")
+            pc, one = (median([x["load"] for x in b[m]]) for m in ("per_command", "one_elem_list"))
+            faster = "one elem list" if one < pc else "one command per ban"
+            print()
+            print(f"- faster: {faster} ({min(pc, one) * 1e3:.0f} ms vs {max(pc, one) * 1e3:.0f} ms, "
+                  f"x{max(pc, one) / min(pc, one):.1f})")
+            rows += [
+                (f"{a.bans} bans, one add_ban command each", f"{pc * 1e3:.0f} ms", "< 1 s", verdict(pc < 1)),
+                (f"{a.bans} bans, one command with one elem list", f"{one * 1e3:.0f} ms", "< 1 s", verdict(one < 1)),
+            ]
+
+        print()
+        print("### Summary")
+        print()
+        print("| measurement | figure | target | verdict |")
+        print("|---|---|---|---|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        print()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd")
+    s = sub.add_parser("_serve", help=argparse.SUPPRESS)
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--workers", type=int, default=2)
+    c = sub.add_parser("_connect", help=argparse.SUPPRESS)
+    c.add_argument("--target", required=True)
+    c.add_argument("--port", type=int, required=True)
+    c.add_argument("--procs", type=int, default=2)
+    c.add_argument("--duration", type=float, required=True)
+    c.add_argument("--warmup", type=float, default=0.5)
+    ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds (about a minute)")
+    ap.add_argument("--ports", type=int, default=10_000)
+    ap.add_argument("--bans", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, help="throughput rounds (default 5, quick 2)")
+    ap.add_argument("--duration", type=float, help="seconds per throughput run (default 6, quick 2)")
+    ap.add_argument("--warmup", type=float, help="seconds before counting starts (default 1, quick 0.5)")
+    ap.add_argument("--reps", type=int, help="repetitions of each apply/ban timing (default 3, quick 1)")
+    ap.add_argument("--conn-procs", type=int, default=2)
+    ap.add_argument("--server-procs", type=int, default=2)
+    ap.add_argument("--restart-bans", type=int, default=1000, help="port bans present during the restart sync")
+    ap.add_argument("--check-every-round", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--skip-apply", action="store_true")
+    ap.add_argument("--skip-bans", action="store_true")
+    args = ap.parse_args()
+    if args.cmd == "_serve":
+        return run_server(args.port, args.workers)
+    if args.cmd == "_connect":
+        return run_connector(args.target, args.port, args.procs, args.duration, args.warmup)
+    q = args.quick
+    args.rounds = args.rounds or (2 if q else 5)
+    args.duration = args.duration or (2.0 if q else 6.0)
+    args.warmup = args.warmup if args.warmup is not None else (0.5 if q else 1.0)
+    args.reps = args.reps or (1 if q else 3)
+    if os.geteuid() != 0:
+        sys.exit("needs root (network namespaces, nft)")
+    Bench(args).run()
+
+
+if __name__ == "__main__":
+    main()
