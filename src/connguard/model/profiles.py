@@ -22,7 +22,8 @@ class Profile:
     name: str
     services: tuple[Service, ...]
     max_attempts: int      # new connections per source admitted within the window
-    window: int            # seconds
+    window: int            # seconds; the meter refills max_attempts per window, so a source
+                           # below max_attempts/window per second is never banned
     ban_seconds: int       # first ban
     guesses_per_connection: str  # what one connection can carry; stated, not enforced
 
@@ -38,10 +39,10 @@ def _tcp(*ports: int | tuple[int, int]) -> tuple[Service, ...]:
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
-        Profile("ssh", _tcp(22), 10, 60, 600, "up to MaxAuthTries (OpenSSH default 6)"),
-        Profile("rdp", _tcp(3389), 10, 60, 600, "one NLA/CredSSP exchange"),
+        Profile("ssh", _tcp(22), 10, 600, 600, "up to MaxAuthTries (OpenSSH default 6)"),
+        Profile("rdp", _tcp(3389), 10, 600, 600, "one NLA/CredSSP exchange"),
         Profile("ftp", _tcp(21), 12, 60, 600, "unbounded USER/PASS pairs unless the server limits them"),
-        Profile("telnet", _tcp(23), 6, 60, 900, "usually 3 (login's retry limit)"),
+        Profile("telnet", _tcp(23), 6, 600, 900, "usually 3 (login's retry limit)"),
         Profile("smtp", _tcp(587, 465), 10, 60, 600, "several AUTH commands unless the server limits them"),
         Profile("imap", _tcp(143, 993), 20, 60, 600, "several LOGIN commands unless the server limits them"),
         Profile("pop3", _tcp(110, 995), 10, 60, 600, "several USER/PASS pairs unless the server limits them"),
@@ -49,7 +50,7 @@ PROFILES: dict[str, Profile] = {
         Profile("postgresql", _tcp(5432), 30, 60, 600, "one (the server closes after a failed authentication)"),
         Profile("mssql", _tcp(1433), 30, 60, 600, "one per login packet; the server closes on failure"),
         Profile("redis", _tcp(6379), 30, 60, 600, "unbounded: AUTH can be pipelined on one connection"),
-        Profile("vnc", _tcp((5900, 5906)), 6, 60, 900, "one (RFB security handshake)"),
+        Profile("vnc", _tcp((5900, 5906)), 6, 600, 900, "one (RFB security handshake)"),
         Profile(
             "sip",
             (Service("udp", 5060, 5060), Service("tcp", 5060, 5061)),
