@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from connguard import __version__
 from connguard.db.session import make_engine, migrate, session_factory
 from connguard.server import errors, metrics
+from connguard.server.notify import Notifier
 from connguard.server.routes import API_ROUTERS, ROOT_ROUTER
 
 
@@ -20,6 +21,8 @@ def create_app(db_url: str, *, run_migrations: bool = True) -> FastAPI:
                   description="Connection-abuse protection for cloud VMs; Neutron-compatible REST API.")
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
+    app.state.notifier = Notifier()
+    app.state.notifier.watch(app.state.sessions)
     errors.install(app)
     metrics.install(app)
     app.include_router(ROOT_ROUTER)

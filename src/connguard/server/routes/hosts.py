@@ -3,7 +3,6 @@ desired state; with ``revision=N&wait=S`` it waits up to S seconds for a revisio
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Any
 
@@ -15,7 +14,7 @@ from connguard.db.services.common import Caller, host_revision
 from connguard.server.deps import AnyCallerDep, BodyDep, SessionDep, member
 
 router = APIRouter(prefix="/connguard/hosts/{host}", tags=["agent channel"])
-POLL_SECONDS = 0.25
+POLL_SECONDS = 1.0
 MAX_WAIT = 300
 
 
@@ -40,7 +39,9 @@ async def host_state(request: Request, host: str, caller: AnyCallerDep,
         state = await run_in_threadpool(_read, request, caller, host, None if last else revision)
         if state is not None:
             return {"host_state": state}
-        await asyncio.sleep(POLL_SECONDS)
+        # Woken at once by a commit in this process; re-read anyway now and then for writes
+        # made by other server processes.
+        await request.app.state.notifier.wait(min(POLL_SECONDS, max(deadline - time.monotonic(), 0)))
 
 
 @router.post("/report")
