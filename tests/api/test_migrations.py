@@ -62,3 +62,25 @@ def test_newer_schema_is_refused(empty_db):
             migrate(engine)
     finally:
         engine.dispose()
+
+
+def test_server_refuses_a_newer_schema(tmp_path):
+    import subprocess
+
+    from conftest import CLI
+
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'f00dfeed'"))
+    engine.dispose()
+    r = subprocess.run([*CLI, "server", "--db", url, "--bind", "127.0.0.1:1"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1 and "newer than this connguard" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_public_names():
+    import connguard.server
+
+    assert connguard.server.__all__ == ["create_app"]

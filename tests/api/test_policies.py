@@ -80,8 +80,8 @@ def test_one_default_per_project_and_cloud_default_admin_only(actors):
     status, data = a.post("qos/policies", {"policy": {"name": "d2", "is_default": True}})
     assert status == 409 and error_type(data) == "QosPolicyDefaultExists"
     other = a.ok("POST", "qos/policies", {"policy": {"name": "d3"}})["policy"]
-    status, _ = a.put(f"qos/policies/{other['id']}", {"policy": {"is_default": True}})
-    assert status == 409
+    status, data = a.put(f"qos/policies/{other['id']}", {"policy": {"is_default": True}})
+    assert status == 409 and error_type(data) == "QosPolicyDefaultExists"
     # Another project has its own default.
     actors.member_b.ok("POST", "qos/policies", {"policy": {"name": "b", "is_default": True}})
     # Sharing (and so the cloud default) is admin-only.

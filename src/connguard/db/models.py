@@ -13,10 +13,12 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -67,6 +69,12 @@ class Token(Base):
 
 class QosPolicy(Versioned, Base):
     __tablename__ = "qos_policies"
+    # One default per project, also under concurrent writers (the service checks first to
+    # answer a precise 409; this index settles races).
+    __table_args__ = (
+        Index("uq_qos_policies_default_project", "project_id", unique=True,
+              sqlite_where=text("is_default"), postgresql_where=text("is_default")),
+    )
     id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(ProjectId, nullable=False, index=True)
     name: Mapped[str] = mapped_column(String(255), nullable=False)

@@ -83,11 +83,13 @@ def _check_default(session: Session, *, caller: Caller, policy: QosPolicy) -> No
     if not policy.is_default:
         return
     others = select(QosPolicy.id).where(QosPolicy.is_default.is_(True), QosPolicy.id != policy.id)
-    if session.scalars(others.where(QosPolicy.project_id == policy.project_id)).first():
-        raise Conflict(f"project {policy.project_id} already has a default QoS policy", type="QosPolicyDefaultExists")
-    if policy.shared and session.scalars(others.where(QosPolicy.shared.is_(True))).first():
-        raise Conflict("the cloud already has a default QoS policy (shared and is_default)",
-                       type="QosPolicyDefaultExists")
+    with session.no_autoflush:  # check before the unique index would refuse the flush
+        if session.scalars(others.where(QosPolicy.project_id == policy.project_id)).first():
+            raise Conflict(f"project {policy.project_id} already has a default QoS policy",
+                           type="QosPolicyDefaultExists")
+        if policy.shared and session.scalars(others.where(QosPolicy.shared.is_(True))).first():
+            raise Conflict("the cloud already has a default QoS policy (shared and is_default)",
+                           type="QosPolicyDefaultExists")
 
 
 def touch_policy_hosts(session: Session, *, policy: QosPolicy, default_too: bool = False) -> None:
