@@ -4,10 +4,7 @@ migrations, and every test starts from empty tables."""
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,17 +21,7 @@ from sqlalchemy import text  # noqa: E402
 from connguard.db.models import Base  # noqa: E402
 from connguard.db.services.tokens import create_token  # noqa: E402
 from connguard.server import create_app  # noqa: E402
-
-PROJECT_A = "project-a"
-PROJECT_B = "project-b"
-ADMIN_PROJECT = "admin"
-
-
-def pg_url() -> str | None:
-    url = os.environ.get("CONNGUARD_TEST_PG_URL")
-    if not url and os.environ.get("CI") == "true":
-        pytest.fail("CONNGUARD_TEST_PG_URL is not set in CI: the API suite must run against PostgreSQL")
-    return url
+from apitest import ADMIN_PROJECT, CLI, PROJECT_A, PROJECT_B, Api, free_port, pg_url  # noqa: E402
 
 
 def reset_pg_schema(url: str) -> None:
@@ -74,37 +61,6 @@ def app(app_for_backend: Any) -> Any:
 
 
 @dataclass
-class Api:
-    """A client holding one token; ``call`` returns (status, json or None)."""
-
-    client: TestClient
-    token: str
-
-    def call(self, method: str, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
-        hdrs = {"X-Auth-Token": self.token, **{k.replace("_", "-"): v for k, v in headers.items()}}
-        r = self.client.request(method, "/v2.0/" + path.lstrip("/"), json=body, headers=hdrs)
-        return r.status_code, (r.json() if r.content else None)
-
-    def get(self, path: str, **h: str) -> tuple[int, Any]:
-        return self.call("GET", path, **h)
-
-    def post(self, path: str, body: Any, **h: str) -> tuple[int, Any]:
-        return self.call("POST", path, body, **h)
-
-    def put(self, path: str, body: Any, **h: str) -> tuple[int, Any]:
-        return self.call("PUT", path, body, **h)
-
-    def delete(self, path: str, **h: str) -> tuple[int, Any]:
-        return self.call("DELETE", path, **h)
-
-    def ok(self, method: str, path: str, body: Any = None, expect: int | None = None) -> Any:
-        status, data = self.call(method, path, body)
-        want = expect or {"POST": 201, "DELETE": 204}.get(method, 200)
-        assert status == want, (method, path, status, data)
-        return data
-
-
-@dataclass
 class Actors:
     admin: Api
     member_a: Api
@@ -129,25 +85,10 @@ def actors(app: Any) -> Iterator[Actors]:
     yield Actors(**{k: Api(client, v) for k, v in tok.items()}, anonymous=Api(client, ""))
 
 
-def error_type(data: Any) -> str:
-    assert set(data) == {"NeutronError"}, data
-    assert set(data["NeutronError"]) == {"type", "message", "detail"}, data
-    return data["NeutronError"]["type"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-CLI = [sys.executable, "-c", "from connguard.cli.main import main; main()"]
-
-
 @pytest.fixture
 def server(app, db_url, tmp_path):
     """A live server over the (emptied) test database; yields its URL."""
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen([*CLI, "server", "--db", db_url,
                              "--bind", f"127.0.0.1:{port}", "--log-level", "warning"], stdout=log, stderr=log)
@@ -167,5 +108,3 @@ def server(app, db_url, tmp_path):
         proc.terminate()
         proc.wait(10)
         log.close()
-
-

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import error_type
+from apitest import error_type
 
 from connguard.model.rules import RULE_TYPES
 

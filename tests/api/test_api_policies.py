@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import PROJECT_A, error_type
+from apitest import PROJECT_A, error_type
 
 
 def test_version_document_and_health(actors):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import error_type
+from apitest import error_type
 
 
 def test_port_fields_and_interface_default(actors):

@@ -4,10 +4,10 @@ unchanged; readers cannot write; agent tokens cannot use the user API; no token,
 from __future__ import annotations
 
 import pytest
-from conftest import error_type
+from apitest import error_type
 
 from connguard.model.rules import RULE_TYPES
-from test_rules import EXAMPLES
+from test_api_rules import EXAMPLES
 
 
 @pytest.fixture

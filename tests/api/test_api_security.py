@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import PROJECT_A, error_type
+from apitest import PROJECT_A, error_type
 
 
 def test_bans_allowlist_and_events(actors):

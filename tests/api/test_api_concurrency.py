@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from conftest import error_type
+from apitest import error_type
 from fastapi.testclient import TestClient
 
 

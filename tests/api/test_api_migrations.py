@@ -8,7 +8,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from conftest import pg_url
+from apitest import pg_url
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
@@ -67,7 +67,7 @@ def test_newer_schema_is_refused(empty_db):
 def test_server_refuses_a_newer_schema(tmp_path):
     import subprocess
 
-    from conftest import CLI
+    from apitest import CLI
 
     url = f"sqlite:///{tmp_path / 'new.db'}"
     engine = make_engine(url)

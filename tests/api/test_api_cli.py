@@ -9,7 +9,7 @@ import subprocess
 import yaml
 from click.testing import CliRunner
 
-from conftest import CLI
+from apitest import CLI
 
 from connguard.cli.main import cli
 
