@@ -21,6 +21,8 @@ def install(app: FastAPI) -> None:
         response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
+        if request.url.path.startswith("/v2.0/") and not path.startswith("/v2.0"):
+            path = "/v2.0" + path  # routes of included routers carry their path without the prefix
         latency.labels(request.method, path).observe(time.perf_counter() - start)
         requests.labels(request.method, path, str(response.status_code)).inc()
         return response
