@@ -39,6 +39,7 @@ def _requests(w):
         ("DELETE", f"connguard/allowlist/{w['allow']['id']}", None),
         ("GET", f"connguard/events/{w['event']['id']}", None),
         ("POST", "connguard/bans", {"ban": {"ip_address": "203.0.113.1", "port_id": w["port"]["id"]}}),
+        ("POST", "ports", {"port": {"name": "b", "qos_policy_id": pid}}),  # attach A's policy
     ]
     for t, rule in w["rules"].items():
         base = f"qos/policies/{pid}/{t}_rules"
