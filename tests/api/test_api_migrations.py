@@ -84,3 +84,12 @@ def test_public_names():
     import connguard.server
 
     assert connguard.server.__all__ == ["create_app"]
+
+
+def test_default_database_is_under_the_data_directory(monkeypatch, tmp_path):
+    from connguard.db.session import default_db_url
+
+    monkeypatch.setenv("CONNGUARD_DATA_DIR", str(tmp_path / "data"))
+    assert default_db_url() == f"sqlite:///{tmp_path / 'data' / 'connguard.db'}"
+    monkeypatch.delenv("CONNGUARD_DATA_DIR")
+    assert default_db_url() == "sqlite:////var/lib/connguard/connguard.db"
