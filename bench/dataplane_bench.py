@@ -11,7 +11,8 @@ touched, and the lab is removed on exit, also on failure or Ctrl-C.
 1. **New-connection throughput through the lab host** (client -> host forward -> VM), closed
    loop: ``--conn-procs`` processes in the client namespace each open a TCP connection to the
    VM, wait for the handshake, and close it with an RST (SO_LINGER 0: no TIME_WAIT), as fast as
-   they can, for ``--duration`` seconds after a short warm-up; ``--server-procs`` processes in
+   they can, for ``--duration`` seconds after a short warm-up (connect timeout 0.25 s, so a lost
+   SYN costs little; failures are counted and printed); ``--server-procs`` processes in
    the VM accept and close. With 2 cores all of it is CPU-bound, so anything the host's ruleset
    adds per connection shows up as fewer connections per second. Configurations, interleaved
    round by round (same order each round), medians reported:
@@ -59,6 +60,7 @@ LINEAR_TABLE = "cglinear"
 CT_TABLE = "cgctonly"
 HIGH_RATE = 1_000_000          # model maximum: nothing is refused at the rates reached here
 HIGH_CONNECTIONS = 10_000_000
+CONNECT_TIMEOUT = 0.25         # a lost SYN stalls one connector process this long (not 1 s)
 
 
 def progress(msg: str) -> None:
@@ -111,7 +113,7 @@ def run_connector(target: str, port: int, procs: int, duration: float, warmup: f
         r, w = os.pipe()
         if os.fork() == 0:
             os.close(r)
-            ok, errs = 0, {}
+            ok, errs, lost = 0, {}, 0.0
             begin, end = t_start + warmup, t_start + warmup + duration
             while time.monotonic() < t_start:
                 time.sleep(0.001)
@@ -121,18 +123,19 @@ def run_connector(target: str, port: int, procs: int, duration: float, warmup: f
                 if now >= end:
                     break
                 if not counting and now >= begin:
-                    counting, ok, errs = True, 0, {}
+                    counting, ok, errs, lost = True, 0, {}, 0.0
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-                s.settimeout(1.0)
+                s.settimeout(CONNECT_TIMEOUT)
                 try:
                     s.connect((target, port))
                     ok += 1
                 except OSError as exc:
+                    lost += time.monotonic() - now
                     name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
                     errs[name] = errs.get(name, 0) + 1
                 s.close()
-            os.write(w, json.dumps([ok, errs]).encode())
+            os.write(w, json.dumps([ok, errs, lost]).encode())
             os._exit(0)
         os.close(w)
         pipes.append(r)
@@ -145,11 +148,12 @@ def run_connector(target: str, port: int, procs: int, duration: float, warmup: f
     for _ in pipes:
         os.wait()
     errs: dict[str, int] = {}
-    for _, e in parts:
+    for _, e, _ in parts:
         for k, v in e.items():
             errs[k] = errs.get(k, 0) + v
     ok = sum(p[0] for p in parts)
-    print(json.dumps({"ok": ok, "errors": errs, "duration": duration, "rate": ok / duration}))
+    print(json.dumps({"ok": ok, "errors": errs, "lost": sum(p[2] for p in parts), "duration": duration,
+                      "rate": ok / duration}))
 
 
 # ============================================================================ lab-side helpers
@@ -192,7 +196,7 @@ DB = {"name": "db", "rules": [
 
 
 def state_dict(names: list[str], real: str, real_ips: list[str], overrides: dict[str, str] | None = None,
-               extra: list[str] = ()) -> dict:
+               extra: list[str] = (), web: dict = WEB) -> dict:
     """Every 10th fake port uses policy db, the rest (and the real tap) web."""
     overrides = overrides or {}
     ports = []
@@ -200,7 +204,7 @@ def state_dict(names: list[str], real: str, real_ips: list[str], overrides: dict
         ips = real_ips if n == real else [str(ipaddress.IPv4Address(0xAC100000 + i))]  # 172.16/12
         pol = overrides.get(n, "db" if (n != real and i % 10 == 9) else "web")
         ports.append({"interface_name": n, "fixed_ips": ips, "policy": pol})
-    return {"policies": [WEB, DB], "ports": ports, "default_policy": None}
+    return {"policies": [web, DB], "ports": ports, "default_policy": None}
 
 
 def linear_ruleset(names: list[str]) -> str:
@@ -236,9 +240,10 @@ class TimedExecutor:
 
     def query(self, *args: str, terse: bool = False) -> dict:
         t = time.perf_counter()
-        out = self.inner.query(*args, terse=terse)
-        self.calls.append(("query", 0, time.perf_counter() - t))
-        return out
+        try:
+            return self.inner.query(*args, terse=terse)
+        finally:
+            self.calls.append(("query", 0, time.perf_counter() - t))
 
     def sysctl(self, key: str, value: str) -> None:
         self.inner.sysctl(key, value)
@@ -323,6 +328,13 @@ class Bench:
         vm, cl = lab.vms[0], lab.clients[0]
         ns_run(lab.host, ["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_tcp_timeout_close=1"])
         rs, _, _ = self.compile(state_dict(self.names, self.real, self.real_ips))
+        variants = {"connguard": rs}
+        if a.breakdown:
+            # the same 10,000 ports with the real port's policy cut down, to see which rule costs what
+            for cfg, keep in (("cg-dispatch", {"brute_force"}),
+                              ("cg-no-ctcount", {"brute_force", "connection_rate_limit"})):
+                web = {**WEB, "rules": [r for r in WEB["rules"] if r["type"] in keep]}
+                variants[cfg] = self.compile(state_dict(self.names, self.real, self.real_ips, web=web))[0]
         linear = linear_ruleset(self.names)
         hit_sets = sorted(rs.hit_sets)
         remote_sets = [s.name for s in rs.sets if s.type == ("ifname", "ipv4_addr") and s.name.startswith("r")]
@@ -331,8 +343,8 @@ class Bench:
             self.clear_tables()
             if cfg == "conntrack":
                 self.nft("-f", "-", stdin=CT_ONLY)
-            elif cfg == "connguard":
-                Applier(NftCli(lab.host)).apply(rs)
+            elif cfg in variants:
+                Applier(NftCli(lab.host)).apply(variants[cfg])
             elif cfg == "linear":
                 self.nft("-f", "-", stdin=linear)
             lab.conntrack_flush()
@@ -344,7 +356,9 @@ class Bench:
                 return f"no tables, conntrack entries {ct}"
             if cfg == "conntrack":
                 return f"conntrack entries {ct}"
-            if cfg == "linear":
+            if cfg != "connguard":
+                if cfg != "linear":
+                    return f"conntrack entries {ct}"
                 out = self.nft("list", "chain", "inet", LINEAR_TABLE, f"p{self.names.index(self.real)}")
                 pk = out.split("counter packets", 1)[1].split()[0]
                 return f"conntrack entries {ct}, {self.real} chain counter {pk} packets"
@@ -359,7 +373,7 @@ class Bench:
         try:
             if server.stdout.readline().strip() != "ready":
                 raise RuntimeError("server in the VM did not start")
-            configs = ["none", "conntrack", "connguard", "linear"]
+            configs = ["none", "conntrack", "connguard", "linear"] + [c for c in variants if c != "connguard"]
             runs: dict[str, list[dict]] = {c: [] for c in configs}
             progress(f"throughput: {a.rounds} rounds x {configs}, {a.duration:g} s each after "
                      f"{a.warmup:g} s warm-up; {a.conn_procs} connector + {a.server_procs} server processes")
@@ -379,6 +393,8 @@ class Bench:
                     res["check"] = check(cfg) if rnd == 1 or a.check_every_round else ""
                     runs[cfg].append(res)
                     errs = ", ".join(f"{k} {v}" for k, v in res["errors"].items()) or "none"
+                    if res["lost"]:
+                        errs += f" ({res['lost']:.2f} process-s spent on them)"
                     progress(f"  round {rnd} {cfg:9s} {res['rate']:9,.0f} conn/s  failures: {errs}; "
                              f"cpu idle {res['idle']:.0%}" + (f"; {res['check']}" if res["check"] else ""))
             self.clear_tables()
@@ -518,13 +534,17 @@ class Bench:
                 payload = build(method)
                 t_build = time.perf_counter() - t
                 t = time.perf_counter()
+                json.dumps(payload, separators=(",", ":"))
+                t_dumps = time.perf_counter() - t
+                t = time.perf_counter()
                 cli.batch(payload)
                 t_load = time.perf_counter() - t
                 count = self.count_elements("ban4") if i == 0 else None
-                r[method].append({"build": t_build, "load": t_load, "count": count,
+                r[method].append({"build": t_build, "dumps": t_dumps, "load": t_load, "count": count,
                                   "commands": len(payload["nftables"])})
                 progress(f"  {method:14s} #{i + 1}: build {t_build * 1e3:.0f} ms (python), one nft batch "
-                         f"{t_load * 1e3:.0f} ms ({len(payload['nftables'])} commands)"
+                         f"{t_load * 1e3:.0f} ms ({len(payload['nftables'])} commands, json.dumps alone "
+                         f"{t_dumps * 1e3:.0f} ms)"
                          + (f"; ban4 now holds {count} elements" if count is not None else ""))
         self.nft("flush", "set", *CONNGUARD_TABLE, "ban4")
         self.results["bans"] = r
@@ -565,7 +585,7 @@ class Bench:
             # per-round ratios: each against the "none" run of the same round
             rr = {c: [runs[c][i]["rate"] / runs["none"][i]["rate"] for i in range(len(runs[c]))] for c in runs}
             print()
-            for c in ("conntrack", "connguard", "linear"):
+            for c in [c for c in runs if c != "none"]:
                 print(f"- {c}/none: ratio of medians {med[c] / med['none']:.3f}; per round "
                       + ", ".join(f"{x:.3f}" for x in rr[c]) + f" (median {median(rr[c]):.3f})")
             cg_ct = [runs["connguard"][i]["rate"] / runs["conntrack"][i]["rate"] for i in range(len(rr["none"]))]
@@ -576,12 +596,14 @@ class Bench:
                 ("new conn/s, conntrack only", f"{med['conntrack']:,.0f}", "", ""),
                 (f"new conn/s, connguard {a.ports} ports", f"{med['connguard']:,.0f}", "", ""),
                 (f"new conn/s, linear {a.ports} rules", f"{med['linear']:,.0f}", "", ""),
-                ("connguard / none", f"{med['connguard'] / med['none']:.3f}", ">= 0.95",
+                ("connguard / none (ratio of medians; median of per-round ratios)",
+                 f"{med['connguard'] / med['none']:.3f}; {median(rr['connguard']):.3f}", ">= 0.95",
                  verdict(med['connguard'] / med['none'] >= 0.95)),
                 ("connguard / conntrack only", f"{med['connguard'] / med['conntrack']:.3f}", "", ""),
                 ("conntrack only / none", f"{med['conntrack'] / med['none']:.3f}", "", ""),
-                ("linear / none", f"{med['linear'] / med['none']:.3f}", "", ""),
+                ("linear / none", f"{med['linear'] / med['none']:.3f}; {median(rr['linear']):.3f}", "", ""),
             ]
+            rows += [(f"{c} / none", f"{med[c] / med['none']:.3f}", "", "") for c in runs if c.startswith("cg-")]
 
         if "apply" in R:
             ap = R["apply"]
@@ -630,12 +652,13 @@ class Bench:
             print()
             print(f"### 3. Loading {a.bans} bans (ban4, ifname . address, timeout 600 s) in one nft batch; median of {a.reps}")
             print()
-            print("| method | commands | build JSON in python (ms) | nft batch (ms) | elements in ban4 after |")
-            print("|---|---|---|---|---|")
+            print("| method | commands | build commands in python (ms) | json.dumps alone (ms) "
+                  "| NftCli.batch incl. json.dumps (ms) | elements in ban4 after |")
+            print("|---|---|---|---|---|---|")
             label = {"per_command": "one add_ban command per ban", "one_elem_list": "one command, one elem list"}
             for m, xs in b.items():
                 print(f"| {label[m]} | {xs[0]['commands']} | {median([x['build'] for x in xs]) * 1e3:.0f} | "
-                      f"{median([x['load'] for x in xs]) * 1e3:.0f} | {xs[0]['count']} |")
+                      f"{median([x['dumps'] for x in xs]) * 1e3:.0f} | {median([x['load'] for x in xs]) * 1e3:.0f} | {xs[0]['count']} |")
             pc, one = (median([x["load"] for x in b[m]]) for m in ("per_command", "one_elem_list"))
             faster = "one elem list" if one < pc else "one command per ban"
             print()
@@ -679,6 +702,8 @@ def main() -> None:
     ap.add_argument("--server-procs", type=int, default=2)
     ap.add_argument("--restart-bans", type=int, default=1000, help="port bans present during the restart sync")
     ap.add_argument("--check-every-round", action="store_true")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also run connguard with the real port's policy cut down (dispatch only; no ct count)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-apply", action="store_true")
     ap.add_argument("--skip-bans", action="store_true")
