@@ -10,6 +10,33 @@ from connguard.model import parse_state
 from connguard.nft import Applier, NftCli, observe
 
 
+def module_lab(*, vms=1, clients=1, sources=2, vm_tcp=(80,), client_tcp=(), login=False):
+    """A module-scoped ``lab`` fixture: a lab with echo servers (and sshd on VM 0 when
+    ``login``), always removed. Modules using it also set ``FRESH_CONNGUARD = True`` so that
+    every test starts and ends without connguard state (tests/functional/conftest.py)."""
+    import contextlib
+
+    import pytest
+
+    from connguard.lab import Lab
+
+    @pytest.fixture(scope="module")
+    def lab():
+        built = Lab.up(vms=vms, clients=clients, sources=sources)
+        try:
+            with contextlib.ExitStack() as stack:
+                for node, ports in [(v, vm_tcp) for v in built.vms] + [(c, client_tcp) for c in built.clients]:
+                    if ports:
+                        stack.enter_context(node.serve(tcp=list(ports)))
+                if login:
+                    stack.enter_context(built.vms[0].login_service(22))
+                yield built
+        finally:
+            built.down()
+
+    return lab
+
+
 def reset(lab) -> None:
     """Remove connguard's table and conntrack state from the lab host (ours only)."""
     subprocess.run(["ip", "netns", "exec", lab.host, "nft", "delete", "table", "inet", "connguard"],

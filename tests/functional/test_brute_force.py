@@ -6,9 +6,7 @@ import time
 
 import pytest
 
-from connguard.lab import Lab
-
-from nsenforce import RunningAgent, bans_of, reset, state_dict, wait_for
+from nsenforce import RunningAgent, bans_of, module_lab, state_dict, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -17,21 +15,10 @@ BF = {"type": "brute_force", "profile": "ssh", "max_attempts": ATTEMPTS, "window
       "ban_seconds": 3, "ban_multiplier": 2, "max_ban_seconds": 60}
 
 
-@pytest.fixture(scope="module")
-def lab():
-    lab = Lab.up(vms=1, clients=1, sources=4)
-    try:
-        with lab.vms[0].login_service(22), lab.vms[0].serve(tcp=[80]):
-            yield lab
-    finally:
-        lab.down()
+lab = module_lab(vms=1, clients=1, sources=4, vm_tcp=(80,), login=True)
+FRESH_CONNGUARD = True
 
 
-@pytest.fixture(autouse=True)
-def clean(lab):
-    reset(lab)
-    yield
-    reset(lab)
 
 
 def outcomes(result):

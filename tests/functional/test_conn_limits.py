@@ -2,30 +2,17 @@
 
 import pytest
 
-from connguard.lab import Lab
-
-from nsenforce import enforce, reset
+from nsenforce import enforce, module_lab
 
 pytestmark = pytest.mark.netns
 
 N = 5
 
 
-@pytest.fixture(scope="module")
-def lab():
-    lab = Lab.up(vms=1, clients=1, sources=2)
-    try:
-        with lab.vms[0].serve(tcp=[80]), lab.clients[0].serve(tcp=[8080]):
-            yield lab
-    finally:
-        lab.down()
+lab = module_lab(vms=1, clients=1, sources=2, vm_tcp=(80,), client_tcp=(8080,))
+FRESH_CONNGUARD = True
 
 
-@pytest.fixture(autouse=True)
-def clean(lab):
-    reset(lab)
-    yield
-    reset(lab)
 
 
 @pytest.mark.parametrize("direction", ["ingress", "any"])

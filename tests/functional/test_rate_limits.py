@@ -5,9 +5,7 @@ over >= 5 s after the first second (the burst)."""
 
 import pytest
 
-from connguard.lab import Lab
-
-from nsenforce import enforce, kernel, reset, within
+from nsenforce import enforce, kernel, module_lab, within
 
 pytestmark = pytest.mark.netns
 
@@ -16,21 +14,10 @@ OFFERED = 5 * RATE
 SECONDS = 7  # first second skipped (burst), last partial second excluded: >= 5 s measured
 
 
-@pytest.fixture(scope="module")
-def lab():
-    lab = Lab.up(vms=1, clients=1, sources=8)
-    try:
-        with lab.vms[0].serve(tcp=[80]), lab.clients[0].serve(tcp=[8080]):
-            yield lab
-    finally:
-        lab.down()
+lab = module_lab(vms=1, clients=1, sources=8, vm_tcp=(80,), client_tcp=(8080,))
+FRESH_CONNGUARD = True
 
 
-@pytest.fixture(autouse=True)
-def clean(lab):
-    reset(lab)
-    yield
-    reset(lab)
 
 
 def check(result, expected=RATE):

@@ -5,9 +5,7 @@ import threading
 
 import pytest
 
-from connguard.lab import Lab
-
-from nsenforce import enforce, kernel, reset, within
+from nsenforce import enforce, kernel, module_lab, within
 
 pytestmark = pytest.mark.netns
 
@@ -20,21 +18,10 @@ def tracked_towards(lab, ip: str) -> int:
     return sum(1 for line in proc.stdout.splitlines() if line.strip())
 
 
-@pytest.fixture(scope="module")
-def lab():
-    lab = Lab.up(vms=2, clients=1, sources=2)
-    try:
-        with lab.vms[0].serve(tcp=[80]), lab.vms[1].serve(tcp=[80]):
-            yield lab
-    finally:
-        lab.down()
+lab = module_lab(vms=2, clients=1, sources=2, vm_tcp=(80,))
+FRESH_CONNGUARD = True
 
 
-@pytest.fixture(autouse=True)
-def clean(lab):
-    reset(lab)
-    yield
-    reset(lab)
 
 
 def flood_during_syn_flood(lab, target_vm, neighbour, seconds=6):
