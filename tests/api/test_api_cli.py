@@ -97,6 +97,7 @@ def test_cli_story(server, db_url):
     ok("policy", "delete", "web")
     assert json.loads(ok("policy", "list", "-f", "json")) == []
     env["CONNGUARD_TOKEN"] = admin.stdout.strip()
+    assert json.loads(ok("agent", "list", "-f", "json")) == []  # no agent has reported yet
     tokens = json.loads(ok("token", "list", "-f", "json"))
     assert {t["role"] for t in tokens} == {"admin", "member"}
     member_id = next(t["id"] for t in tokens if t["role"] == "member")

@@ -12,7 +12,7 @@ from connguard.cli.common import agent_dir, fail, netns_option
 from connguard.exceptions import ConnguardError
 
 
-@click.command("agent")
+@click.group("agent", invoke_without_command=True)
 @click.option("--state-file", type=click.Path(dir_okay=False), help="Standalone mode: the YAML state to enforce.")
 @click.option("--server", metavar="URL", help="Server mode (not available yet; see issue tracker).")
 @netns_option
@@ -21,9 +21,14 @@ from connguard.exceptions import ConnguardError
 @click.option("--drift-interval", type=click.FloatRange(1, 3600), default=10.0, show_default=True,
               help="Seconds between comparisons of the kernel with what was applied.")
 @click.option("-v", "--verbose", is_flag=True)
-def agent_cmd(state_file: str | None, server: str | None, netns: str | None, interval: float,
+@click.pass_context
+def agent_cmd(ctx: click.Context, state_file: str | None, server: str | None, netns: str | None, interval: float,
               drift_interval: float, verbose: bool) -> None:
-    """Run the host agent: apply, repair drift, persist and escalate bans."""
+    """Run the host agent: apply, repair drift, persist and escalate bans.
+
+    'connguard agent list' lists the agents known to the server instead."""
+    if ctx.invoked_subcommand is not None:
+        return
     from connguard.agent.standalone import StandaloneAgent
     from connguard.nft import NftCli
 
@@ -46,3 +51,12 @@ def agent_cmd(state_file: str | None, server: str | None, netns: str | None, int
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     logging.getLogger("connguard.agent").info("agent started for %s (state %s)", netns or "this host", state_file)
     agent.run()
+
+
+def _register_list() -> None:
+    from connguard.cli.resources.agent import agent as resource_group
+
+    agent_cmd.add_command(resource_group.commands["list"], "list")
+
+
+_register_list()
