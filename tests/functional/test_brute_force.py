@@ -15,7 +15,7 @@ BF = {"type": "brute_force", "profile": "ssh", "max_attempts": ATTEMPTS, "window
       "ban_seconds": 3, "ban_multiplier": 2, "max_ban_seconds": 60}
 
 
-lab = module_lab(vms=1, clients=1, sources=4, vm_tcp=(80,), login=True)
+lab = module_lab(vms=1, clients=1, sources=4, vm_tcp=(80,), client_tcp=(2222, 8080), login=True)
 FRESH_CONNGUARD = True
 
 
@@ -103,3 +103,21 @@ def test_flushed_table_is_repaired_and_bans_restored(lab, tmp_path):
         assert 100 < ban.expires <= 120
         result = cl.bruteforce(vm, 22, attempts=1, timeout=0.8, source=victim)
         assert outcomes(result) != ["connected"]
+
+
+def test_egress_brute_force_bans_the_vms_access_to_that_remote(lab, tmp_path):
+    """A compromised VM hammering someone else's login service loses its access to that
+    remote (the ban is port . remote, both directions); other remotes are unaffected."""
+    vm, cl = lab.vms[0], lab.clients[0]
+    rule = {"type": "brute_force", "profile": "custom", "direction": "egress", "protocol": "tcp",
+            "port_range_min": 2222, "max_attempts": 3, "window": 60, "ban_seconds": 60}
+    with RunningAgent(lab, state_dict(lab, [rule]), tmp_path):
+        result = vm.bruteforce(cl, 2222, attempts=5, timeout=0.8)
+        assert outcomes(result)[:3] == ["connected"] * 3
+        assert "connected" not in outcomes(result)[3:]
+        [ban] = bans_of(lab, cl.ipv4)
+        assert ban.interface_name == vm.tap
+        with vm.hold(cl, 8080, 1, timeout=0.8) as other_service:
+            assert other_service.connected == 0  # the VM may not talk to that remote at all
+        with cl.hold(vm, 80, 1, timeout=0.8, source=cl.extra_ipv4[0]) as unrelated:
+            assert unrelated.connected == 1  # another remote still reaches the VM
