@@ -100,3 +100,30 @@ def test_kernel_rejection_changes_nothing_and_names_the_rule(netns, tmp_path):
         applier.apply(rs)
     assert "policy web rule 9 injected" in str(info.value)
     assert ruleset(netns) == before
+
+
+def test_status_reports_ports_rules_and_bans(netns, tmp_path):
+    import json
+
+    state = {**GOOD, "bans": [{"ip_address": "203.0.113.9", "interface_name": "tapweb1", "seconds": 600},
+                              {"ip_address": "198.51.100.0/24", "seconds": 60}]}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(state))
+    assert run(["apply", str(path), "--netns", netns], tmp_path).exit_code == 0
+    result = run(["status", "--netns", netns, "-f", "json"], tmp_path)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["enforcing"] is True
+    [port] = data["ports"]
+    assert port["interface_name"] == "tapweb1" and port["policy"] == "web"
+    assert [h["rule"].split()[0] for h in port["hits"]] == ["connection_rate_limit", "brute_force"]
+    bans = {(b["ip_address"], b["interface_name"]): b for b in data["bans"]}
+    assert set(bans) == {("203.0.113.9", "tapweb1"), ("198.51.100.0/24", None)}
+    assert 590 <= bans[("203.0.113.9", "tapweb1")]["expires_in"] <= 600
+    table = run(["status", "--netns", netns], tmp_path)
+    assert "tapweb1" in table.output and "198.51.100.0/24" in table.output
+
+
+def test_status_without_table_says_so(netns, tmp_path):
+    result = run(["status", "--netns", netns], tmp_path)
+    assert result.exit_code == 0 and "enforces nothing" in result.output
