@@ -481,6 +481,54 @@ class Bench:
                          f"{t_plan * 1e3:.0f} ms, nft batch {ex.take('batch') * 1e3:.0f} ms)")
         self.results["apply"] = r
         self.profile_compile(base_sd)
+        rs_plus = self.compile(plus_sd)[0]
+        self.results["delta_profile"] = self.profile(lambda: applier.plan(rs_plus))
+        self.nft_probe()
+
+    def nft_probe(self) -> None:
+        """What one small nft call costs (ip netns exec + nft start + nft's cache fetch) with the
+        connguard table present, with nothing, and with only the same number of named limits."""
+        from connguard.nft import NftCli
+
+        cli = NftCli(self.lab.host)
+        probe = {"nftables": [
+            {"add": {"table": {"family": "inet", "name": "cgprobe"}}},
+            {"add": {"set": {"family": "inet", "table": "cgprobe", "name": "s", "type": "ifname"}}},
+            {"add": {"element": {"family": "inet", "table": "cgprobe", "name": "s", "elem": ["tapprobe"]}}},
+            {"delete": {"element": {"family": "inet", "table": "cgprobe", "name": "s", "elem": ["tapprobe"]}}}]}
+
+        def timed() -> float:
+            ts = []
+            for _ in range(5):
+                t = time.perf_counter()
+                cli.batch(probe)
+                ts.append(time.perf_counter() - t)
+            return median(ts)
+
+        out = {f"with the connguard table ({len(self.names)} ports)": timed()}
+        self.clear_tables()
+        out["empty ruleset"] = timed()
+        n = self.results["apply"]["objects"][0]["limits"]
+        self.nft("-f", "-", stdin="table inet cglimits {\n" + "".join(
+            f"  limit l{i} {{ rate 1000/second burst 1000 packets }}\n" for i in range(n)) + "}\n")
+        out[f"with only a table of {n} named limits"] = timed()
+        self.clear_tables()
+        self.results["nft_probe"] = out
+        progress("nft per-call cost (one-element add+delete): "
+                 + "; ".join(f"{k}: {v * 1e3:.0f} ms" for k, v in out.items()))
+
+    @staticmethod
+    def profile(fn):
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+        fn()
+        prof.disable()
+        st = pstats.Stats(prof)
+        rows = sorted(st.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:5]
+        return [(f"{os.path.basename(k[0])}:{k[1]}({k[2]})", v[1], v[2], v[3]) for k, v in rows]
 
     def profile_compile(self, sd: dict) -> None:
         """Where compile + plan time goes (cProfile, top functions by own time)."""
@@ -534,13 +582,13 @@ class Bench:
                 payload = build(method)
                 t_build = time.perf_counter() - t
                 t = time.perf_counter()
-                json.dumps(payload, separators=(",", ":"))
+                size = len(json.dumps(payload, separators=(",", ":")))
                 t_dumps = time.perf_counter() - t
                 t = time.perf_counter()
                 cli.batch(payload)
                 t_load = time.perf_counter() - t
                 count = self.count_elements("ban4") if i == 0 else None
-                r[method].append({"build": t_build, "dumps": t_dumps, "load": t_load, "count": count,
+                r[method].append({"build": t_build, "dumps": t_dumps, "load": t_load, "count": count, "size": size,
                                   "commands": len(payload["nftables"])})
                 progress(f"  {method:14s} #{i + 1}: build {t_build * 1e3:.0f} ms (python), one nft batch "
                          f"{t_load * 1e3:.0f} ms ({len(payload['nftables'])} commands, json.dumps alone "
@@ -646,6 +694,13 @@ class Bench:
                       f"{R['profile_total'] * 1e3:.0f} ms own time in total (profiled, slower than above); top by own time:")
                 for name, ncalls, tt, ct in R["profile"]:
                     print(f"    {tt * 1e3:7.1f} ms own {ct * 1e3:7.1f} ms cum {ncalls:8d} calls  {name}")
+            if "delta_profile" in R:
+                print("- cProfile of Applier.plan for the one-port delta (profiled; top by own time):")
+                for name, ncalls, tt, ct in R["delta_profile"]:
+                    print(f"    {tt * 1e3:7.1f} ms own {ct * 1e3:7.1f} ms cum {ncalls:8d} calls  {name}")
+            if "nft_probe" in R:
+                print("- one small nft call (ip netns exec + nft, one-element add+delete), median of 5: "
+                      + "; ".join(f"{k}: {v * 1e3:.0f} ms" for k, v in R["nft_probe"].items()))
 
         if "bans" in R:
             b = R["bans"]
@@ -653,12 +708,12 @@ class Bench:
             print(f"### 3. Loading {a.bans} bans (ban4, ifname . address, timeout 600 s) in one nft batch; median of {a.reps}")
             print()
             print("| method | commands | build commands in python (ms) | json.dumps alone (ms) "
-                  "| NftCli.batch incl. json.dumps (ms) | elements in ban4 after |")
-            print("|---|---|---|---|---|---|")
+                  "| NftCli.batch incl. json.dumps (ms) | JSON size (MB) | elements in ban4 after |")
+            print("|---|---|---|---|---|---|---|")
             label = {"per_command": "one add_ban command per ban", "one_elem_list": "one command, one elem list"}
             for m, xs in b.items():
                 print(f"| {label[m]} | {xs[0]['commands']} | {median([x['build'] for x in xs]) * 1e3:.0f} | "
-                      f"{median([x['dumps'] for x in xs]) * 1e3:.0f} | {median([x['load'] for x in xs]) * 1e3:.0f} | {xs[0]['count']} |")
+                      f"{median([x['dumps'] for x in xs]) * 1e3:.0f} | {median([x['load'] for x in xs]) * 1e3:.0f} | {xs[0]['size'] / 1e6:.1f} | {xs[0]['count']} |")
             pc, one = (median([x["load"] for x in b[m]]) for m in ("per_command", "one_elem_list"))
             faster = "one elem list" if one < pc else "one command per ban"
             print()
