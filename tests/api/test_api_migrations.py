@@ -93,3 +93,26 @@ def test_default_database_is_under_the_data_directory(monkeypatch, tmp_path):
     assert default_db_url() == f"sqlite:///{tmp_path / 'data' / 'connguard.db'}"
     monkeypatch.delenv("CONNGUARD_DATA_DIR")
     assert default_db_url() == "sqlite:////var/lib/connguard/connguard.db"
+
+
+def test_listing_indexes_downgrade_and_upgrade_again(empty_db):
+    from alembic import command
+
+    engine = make_engine(empty_db)
+    try:
+        migrate(engine, revision="0002")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO qos_policies (id, project_id, name, description, shared, is_default, "
+                              "enforcement, tags, revision_number, created_at, updated_at) VALUES ('p', 'a', 'n', "
+                              "'', false, false, 'enforce', '[]', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        migrate(engine)
+        names = {ix["name"] for ix in inspect(engine).get_indexes("ports")}
+        assert {"ix_ports_project_id_created_at", "ix_ports_created_at"} <= names
+        command.downgrade(alembic_config(engine), "0002")
+        assert "ix_ports_project_id" in {ix["name"] for ix in inspect(engine).get_indexes("ports")}
+        migrate(engine)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            assert conn.execute(text("SELECT name FROM qos_policies")).scalar() == "n"
+    finally:
+        engine.dispose()

@@ -74,9 +74,13 @@ class QosPolicy(Versioned, Base):
     __table_args__ = (
         Index("uq_qos_policies_default_project", "project_id", unique=True,
               sqlite_where=text("is_default"), postgresql_where=text("is_default")),
+        # Collections are paginated in SQL in (created_at, id) order, per project or overall.
+        Index("ix_qos_policies_project_id_created_at", "project_id", "created_at", "id"),
+        Index("ix_qos_policies_created_at", "created_at", "id"),
+        Index("ix_qos_policies_shared", "shared"),
     )
     id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
-    project_id: Mapped[str] = mapped_column(ProjectId, nullable=False, index=True)
+    project_id: Mapped[str] = mapped_column(ProjectId, nullable=False)
     name: Mapped[str] = mapped_column(String(255), nullable=False)
     description: Mapped[str] = mapped_column(String(1024), nullable=False, default="")
     shared: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
@@ -105,9 +109,13 @@ class QosRule(Versioned, Base):
 
 class Port(Versioned, Base):
     __tablename__ = "ports"
-    __table_args__ = (UniqueConstraint("host_id", "interface_name", name="uq_ports_host_id_interface_name"),)
+    __table_args__ = (
+        UniqueConstraint("host_id", "interface_name", name="uq_ports_host_id_interface_name"),
+        Index("ix_ports_project_id_created_at", "project_id", "created_at", "id"),
+        Index("ix_ports_created_at", "created_at", "id"),
+    )
     id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
-    project_id: Mapped[str] = mapped_column(ProjectId, nullable=False, index=True)
+    project_id: Mapped[str] = mapped_column(ProjectId, nullable=False)
     name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
     host_id: Mapped[str | None] = mapped_column(String(255), index=True)
     mac_address: Mapped[str | None] = mapped_column(String(17))
@@ -130,6 +138,7 @@ class AllowlistEntry(Versioned, Base):
 
 class Ban(Base):
     __tablename__ = "bans"
+    __table_args__ = (Index("ix_bans_created_at", "created_at", "id"),)
     id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
     ip_address: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     port_id: Mapped[str | None] = mapped_column(Id)
@@ -145,16 +154,20 @@ class Ban(Base):
 
 class Event(Base):
     __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_project_id_created_at", "project_id", "created_at", "id"),
+        Index("ix_events_created_at_id", "created_at", "id"),
+    )
     id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
     event_type: Mapped[str] = mapped_column(String(32), nullable=False)
-    project_id: Mapped[str | None] = mapped_column(ProjectId, index=True)
+    project_id: Mapped[str | None] = mapped_column(ProjectId)
     port_id: Mapped[str | None] = mapped_column(Id)
     rule_id: Mapped[str | None] = mapped_column(Id)
     host: Mapped[str | None] = mapped_column(String(255))
     ip_address: Mapped[str | None] = mapped_column(String(64))
     count: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     message: Mapped[str] = mapped_column(String(1024), nullable=False, default="")
-    created_at: Mapped[datetime] = mapped_column(When, nullable=False, default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(When, nullable=False, default=utcnow)
 
 
 class Agent(Base):

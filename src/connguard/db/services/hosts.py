@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import String, cast, literal_column, or_, select
 from sqlalchemy.orm import Session
 
 from connguard.db.errors import BadRequest, NotAuthorized, NotFound
 from connguard.db.models import Agent, AllowlistEntry, Ban, Port, QosPolicy, utcnow
 from connguard.db.services.common import Caller, aware, host_revision, iso
-from connguard.db.services.policies import default_policies, effective_policy_id, policy_public, _rules_of
-from connguard.db.services.ports import port_public
+from connguard.db.services.listing import Col, Columns, ListQuery, Page, page
+from connguard.db.services.policies import present_policies
+from connguard.db.services.ports import WITH_EFFECTIVE, port_public
 from connguard.db.services.security import allow_public, ban_public, create_ban, record_event
 
 AGENT_DOWN_SECONDS = 75  # Neutron's agent_down_time
@@ -25,14 +26,15 @@ def check_host_access(caller: Caller, host: str) -> None:
 
 
 def host_state(session: Session, *, caller: Caller, host: str) -> dict[str, Any]:
-    """Everything ``host`` must enforce, with the revision it corresponds to."""
+    """Everything ``host`` must enforce, with the revision it corresponds to: six queries
+    whatever the number of ports (revision, ports with their effective policy, policies,
+    their rules, allowlist, bans)."""
     check_host_access(caller, host)
     revision = host_revision(session, host=host)
-    ports = list(session.scalars(select(Port).where(Port.host_id == host).order_by(Port.interface_name)))
-    defaults = default_policies(session)
-    wanted = {pid for p in ports if (pid := effective_policy_id(p, defaults))}
+    rows = session.execute(WITH_EFFECTIVE.where(Port.host_id == host).order_by(Port.interface_name)).all()
+    ports = [port for port, _ in rows]
+    wanted = {pid for _, pid in rows if pid}
     policies = list(session.scalars(select(QosPolicy).where(QosPolicy.id.in_(wanted)).order_by(QosPolicy.id)))
-    rules = _rules_of(session, [p.id for p in policies])
     projects = sorted({p.project_id for p in ports})
     port_ids = [p.id for p in ports]
     allow = session.scalars(
@@ -50,8 +52,8 @@ def host_state(session: Session, *, caller: Caller, host: str) -> dict[str, Any]
     return {
         "host": host,
         "revision": revision,
-        "ports": [port_public(p, defaults) for p in ports],
-        "policies": [policy_public(p, rules[p.id]) for p in policies],
+        "ports": [port_public(port, pid) for port, pid in rows],
+        "policies": present_policies(session, policies),
         "allowlist": [allow_public(a) for a in allow],
         "bans": [ban_public(b) for b in bans if b.scope != "port" or b.port_id in port_ids],
     }
@@ -65,10 +67,21 @@ def agent_public(agent: Agent) -> dict[str, Any]:
             "started_at": iso(agent.started_at), "configurations": agent.configurations or {}}
 
 
-def list_agents(session: Session, *, caller: Caller) -> list[dict[str, Any]]:
+def _agent_columns() -> Columns:
+    alive = Agent.heartbeat_timestamp > utcnow() - timedelta(seconds=AGENT_DOWN_SECONDS)
+    return {
+        "id": Col(Agent.id), "agent_type": Col(Agent.agent_type), "binary": Col(cast(literal_column("'connguard-agent'"), String)),
+        "host": Col(Agent.host), "alive": Col(alive, "bool"), "admin_state_up": Col(Agent.admin_state_up, "bool"),
+        "heartbeat_timestamp": Col(Agent.heartbeat_timestamp, "time"), "started_at": Col(Agent.started_at, "time"),
+        "configurations": Col(None),
+    }
+
+
+def list_agents(session: Session, *, caller: Caller, query: ListQuery = ListQuery()) -> Page:
     if not caller.is_admin:
         raise NotAuthorized("only an admin may list agents")
-    return [agent_public(a) for a in session.scalars(select(Agent).order_by(Agent.host))]
+    return page(session, select(Agent), columns=_agent_columns(), query=query, default_order=(Agent.host, Agent.id),
+                present=lambda rows: [agent_public(r[0]) for r in rows])
 
 
 def show_agent(session: Session, *, caller: Caller, agent_id: str) -> dict[str, Any]:

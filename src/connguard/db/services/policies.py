@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from connguard.db.errors import Conflict, NotAuthorized
 from connguard.db.models import Port, QosPolicy, QosRule, utcnow
@@ -19,6 +19,7 @@ from connguard.db.services.common import (
     touch_project,
     validate,
 )
+from connguard.db.services.listing import Col, Columns, ListQuery, Page, page
 from connguard.db.services.rules import rule_public
 from connguard.db.services.schemas import POLICY_MUTABLE, PolicyCreate
 
@@ -68,13 +69,29 @@ def show_policy(session: Session, *, caller: Caller, policy_id: str) -> dict[str
     return policy_public(policy, _rules_of(session, [policy.id])[policy.id])
 
 
-def list_policies(session: Session, *, caller: Caller) -> list[dict[str, Any]]:
-    q = select(QosPolicy).order_by(QosPolicy.created_at, QosPolicy.id)
-    if not caller.is_admin:
-        q = q.where(or_(QosPolicy.project_id == caller.project_id, QosPolicy.shared.is_(True)))
-    policies = list(session.scalars(q))
+COLUMNS: Columns = {
+    "id": Col(QosPolicy.id), "name": Col(QosPolicy.name), "description": Col(QosPolicy.description),
+    "project_id": Col(QosPolicy.project_id), "tenant_id": Col(QosPolicy.project_id),
+    "shared": Col(QosPolicy.shared, "bool"), "is_default": Col(QosPolicy.is_default, "bool"),
+    "enforcement": Col(QosPolicy.enforcement), "rules": Col(None), "tags": Col(QosPolicy.tags, "list"),
+    "revision_number": Col(QosPolicy.revision_number, "int"), "created_at": Col(QosPolicy.created_at, "time"),
+    "updated_at": Col(QosPolicy.updated_at, "time"),
+}
+
+
+def present_policies(session: Session, policies: list[QosPolicy]) -> list[dict[str, Any]]:
     rules = _rules_of(session, [p.id for p in policies])
     return [policy_public(p, rules[p.id]) for p in policies]
+
+
+def list_policies(session: Session, *, caller: Caller, query: ListQuery = ListQuery()) -> Page:
+    """The policies the caller sees (its project's and shared ones; an admin all): one
+    query for the page, one for the page's rules."""
+    q = select(QosPolicy)
+    if not caller.is_admin:
+        q = q.where(or_(QosPolicy.project_id == caller.project_id, QosPolicy.shared))
+    return page(session, q, columns=COLUMNS, query=query, default_order=(QosPolicy.created_at, QosPolicy.id),
+                present=lambda rows: present_policies(session, [r[0] for r in rows]))
 
 
 def _check_default(session: Session, *, caller: Caller, policy: QosPolicy) -> None:
@@ -144,18 +161,16 @@ def delete_policy(session: Session, *, caller: Caller, policy_id: str, if_match:
     session.flush()
 
 
-def default_policies(session: Session) -> tuple[dict[str, str], str | None]:
-    """(project -> its is_default policy id, the cloud default policy id)."""
-    per_project: dict[str, str] = {}
-    cloud = None
-    for p in session.scalars(select(QosPolicy).where(QosPolicy.is_default.is_(True)).order_by(QosPolicy.created_at)):
-        per_project.setdefault(p.project_id, p.id)
-        if p.shared and cloud is None:
-            cloud = p.id
-    return per_project, cloud
+def _effective_policy_id() -> ColumnElement[str | None]:
+    own, cloud = aliased(QosPolicy), aliased(QosPolicy)
+    project_default = (select(own.id).where(own.project_id == Port.project_id, own.is_default)
+                       .order_by(own.created_at).limit(1).correlate(Port).scalar_subquery())
+    cloud_default = (select(cloud.id).where(cloud.is_default, cloud.shared)
+                     .order_by(cloud.created_at).limit(1).scalar_subquery())
+    return func.coalesce(Port.qos_policy_id, project_default, cloud_default)
 
 
-def effective_policy_id(port: Port, defaults: tuple[dict[str, str], str | None]) -> str | None:
-    """The port's own policy, else its project's default, else the cloud default."""
-    per_project, cloud = defaults
-    return port.qos_policy_id or per_project.get(port.project_id) or cloud
+# A port's effective policy, in SQL (selected with the port row, so a page of ports costs one
+# query): its own policy, else its project's default (the partial unique index finds it), else
+# the cloud default (an uncorrelated subquery, evaluated once per statement).
+EFFECTIVE_POLICY_ID = _effective_policy_id()

@@ -20,13 +20,14 @@ from connguard.db.services.common import (
     touch_hosts,
     validate,
 )
-from connguard.db.services.policies import default_policies, effective_policy_id
+from connguard.db.services.listing import Col, Columns, ListQuery, Page, page
+from connguard.db.services.policies import EFFECTIVE_POLICY_ID
 from connguard.db.services.schemas import PORT_MUTABLE, PortCreate
 
 NOT_FOUND = "PortNotFound"
 
 
-def port_public(port: Port, defaults: tuple[dict[str, str], str | None]) -> dict[str, Any]:
+def port_public(port: Port, effective_policy_id: str | None) -> dict[str, Any]:
     return {
         "id": port.id,
         "name": port.name,
@@ -39,15 +40,33 @@ def port_public(port: Port, defaults: tuple[dict[str, str], str | None]) -> dict
         "status": port.status,
         "interface_name": port.interface_name,
         "qos_policy_id": port.qos_policy_id,
-        "effective_qos_policy_id": effective_policy_id(port, defaults),
+        "effective_qos_policy_id": effective_policy_id,
         "revision_number": port.revision_number,
         "created_at": iso(port.created_at),
         "updated_at": iso(port.updated_at),
     }
 
 
+COLUMNS: Columns = {
+    "id": Col(Port.id), "name": Col(Port.name), "project_id": Col(Port.project_id),
+    "tenant_id": Col(Port.project_id), "binding:host_id": Col(Port.host_id, nullable=True),
+    "mac_address": Col(Port.mac_address, nullable=True), "fixed_ips": Col(Port.fixed_ips, "list"),
+    "device_owner": Col(Port.device_owner), "status": Col(Port.status),
+    "interface_name": Col(Port.interface_name), "qos_policy_id": Col(Port.qos_policy_id, nullable=True),
+    "effective_qos_policy_id": Col(EFFECTIVE_POLICY_ID, nullable=True),
+    "revision_number": Col(Port.revision_number, "int"), "created_at": Col(Port.created_at, "time"),
+    "updated_at": Col(Port.updated_at, "time"),
+}
+WITH_EFFECTIVE = select(Port, EFFECTIVE_POLICY_ID)
+
+
 def _port_row(session: Session, *, caller: Caller, port_id: str) -> Port:
     return get_or_404(session, Port, port_id, caller=caller, not_found=NOT_FOUND, what="port")
+
+
+def present(session: Session, port: Port) -> dict[str, Any]:
+    """The public form of a port just read or written (one query for its effective policy)."""
+    return port_public(port, session.scalar(select(EFFECTIVE_POLICY_ID).where(Port.id == port.id)))
 
 
 def writable_port(session: Session, *, caller: Caller, port_id: str) -> Port:
@@ -106,21 +125,21 @@ def create_port(session: Session, *, caller: Caller, body: dict[str, Any]) -> di
     session.add(port)
     _apply(session, port=port, data=data)
     touch_hosts(session, hosts=[port.host_id])
-    return port_public(port, default_policies(session))
+    return present(session, port)
 
 
 def show_port(session: Session, *, caller: Caller, port_id: str) -> dict[str, Any]:
-    return port_public(_port_row(session, caller=caller, port_id=port_id), default_policies(session))
+    row = session.execute(WITH_EFFECTIVE.where(Port.id == port_id)).first()
+    if row is None or not caller.sees(row[0].project_id):
+        raise NotFound(f"port {port_id} could not be found", type=NOT_FOUND)
+    return port_public(*row)
 
 
-def list_ports(session: Session, *, caller: Caller, host: str | None = None) -> list[dict[str, Any]]:
-    q = select(Port).order_by(Port.created_at, Port.id)
-    if not caller.is_admin:
-        q = q.where(Port.project_id == caller.project_id)
-    if host is not None:
-        q = q.where(Port.host_id == host)
-    defaults = default_policies(session)
-    return [port_public(p, defaults) for p in session.scalars(q)]
+def list_ports(session: Session, *, caller: Caller, query: ListQuery = ListQuery()) -> Page:
+    """The caller's project's ports (an admin's: all), one query per page."""
+    q = WITH_EFFECTIVE if caller.is_admin else WITH_EFFECTIVE.where(Port.project_id == caller.project_id)
+    return page(session, q, columns=COLUMNS, query=query, default_order=(Port.created_at, Port.id),
+                present=lambda rows: [port_public(*r) for r in rows])
 
 
 def update_port(session: Session, *, caller: Caller, port_id: str, body: dict[str, Any],
@@ -140,7 +159,7 @@ def update_port(session: Session, *, caller: Caller, port_id: str, body: dict[st
     port.updated_at = utcnow()
     _apply(session, port=port, data=data)
     touch_hosts(session, hosts=[old_host, port.host_id])
-    return port_public(port, default_policies(session))
+    return present(session, port)
 
 
 def delete_port(session: Session, *, caller: Caller, port_id: str, if_match: int | None = None) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from connguard.db.errors import BadRequest, Conflict, NotFound
 from connguard.db.models import QosPolicy, QosRule, new_id, utcnow
 from connguard.db.services.common import Caller, check_revision, iso, validate
+from connguard.db.services.listing import ListQuery, Page, page_in_memory
 from connguard.db.services.rule_types import rule_class
 from connguard.model.rules import RULE_TYPES
 
@@ -82,11 +83,22 @@ def create_rule(session: Session, *, caller: Caller, policy_id: str, rule_type: 
     return rule_public(row)
 
 
-def list_rules(session: Session, *, caller: Caller, policy_id: str, rule_type: str) -> list[dict[str, Any]]:
-    rule_class(rule_type)
+COMMON = ("id", "qos_policy_id", "revision_number", "created_at", "updated_at")
+
+
+def rule_fields(rule_type: str) -> frozenset[str]:
+    return frozenset(rule_class(rule_type).model_fields) | frozenset(COMMON)
+
+
+def list_rules(session: Session, *, caller: Caller, policy_id: str, rule_type: str,
+               query: ListQuery = ListQuery()) -> Page:
+    """One policy's rules of one type. Their fields are the model's, with defaults computed by
+    the model class, so the query runs over the loaded rows (a policy has a handful)."""
+    fields = rule_fields(rule_type)
     policy = _policy(session, caller=caller, policy_id=policy_id, write=False)
     q = select(QosRule).where(QosRule.policy_id == policy.id, QosRule.type == rule_type)
-    return [rule_public(r) for r in session.scalars(q.order_by(QosRule.created_at, QosRule.id))]
+    rows = [rule_public(r) for r in session.scalars(q.order_by(QosRule.created_at, QosRule.id))]
+    return page_in_memory(rows, fields=fields, query=query)
 
 
 def show_rule(session: Session, *, caller: Caller, policy_id: str, rule_type: str, rule_id: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from connguard.db.errors import BadRequest, NotAuthorized, NotFound
 from connguard.db.models import AllowlistEntry, Ban, Event, utcnow
 from connguard.db.services.common import Caller, aware, get_or_404, iso, touch_hosts, touch_project, validate
+from connguard.db.services.listing import Col, Columns, ListQuery, Page, page
 from connguard.db.services.ports import port_or_404
 from connguard.db.services.schemas import AllowCreate, BanCreate
 
@@ -53,9 +54,18 @@ def create_allow(session: Session, *, caller: Caller, body: dict[str, Any]) -> d
     return allow_public(entry)
 
 
-def list_allow(session: Session, *, caller: Caller) -> list[dict[str, Any]]:
-    q = _visible(select(AllowlistEntry), AllowlistEntry, caller).order_by(AllowlistEntry.created_at, AllowlistEntry.id)
-    return [allow_public(e) for e in session.scalars(q)]
+ALLOW_COLUMNS: Columns = {
+    "id": Col(AllowlistEntry.id), "remote_ip_prefix": Col(AllowlistEntry.remote_ip_prefix),
+    "project_id": Col(AllowlistEntry.project_id, nullable=True), "tenant_id": Col(AllowlistEntry.project_id, nullable=True),
+    "description": Col(AllowlistEntry.description), "revision_number": Col(AllowlistEntry.revision_number, "int"),
+    "created_at": Col(AllowlistEntry.created_at, "time"), "updated_at": Col(AllowlistEntry.updated_at, "time"),
+}
+
+
+def list_allow(session: Session, *, caller: Caller, query: ListQuery = ListQuery()) -> Page:
+    return page(session, _visible(select(AllowlistEntry), AllowlistEntry, caller), columns=ALLOW_COLUMNS,
+                query=query, default_order=(AllowlistEntry.created_at, AllowlistEntry.id),
+                present=lambda rows: [allow_public(r[0]) for r in rows])
 
 
 def show_allow(session: Session, *, caller: Caller, entry_id: str) -> dict[str, Any]:
@@ -129,9 +139,20 @@ def create_ban(session: Session, *, caller: Caller, body: dict[str, Any], origin
     return ban_public(ban)
 
 
-def list_bans(session: Session, *, caller: Caller) -> list[dict[str, Any]]:
-    q = _active(_visible(select(Ban), Ban, caller), utcnow()).order_by(Ban.created_at, Ban.id)
-    return [ban_public(b) for b in session.scalars(q)]
+BAN_COLUMNS: Columns = {
+    "id": Col(Ban.id), "ip_address": Col(Ban.ip_address), "port_id": Col(Ban.port_id, nullable=True),
+    "project_id": Col(Ban.project_id, nullable=True), "tenant_id": Col(Ban.project_id, nullable=True),
+    "scope": Col(Ban.scope), "origin": Col(Ban.origin), "reason": Col(Ban.reason),
+    "host": Col(Ban.host, nullable=True), "created_at": Col(Ban.created_at, "time"),
+    "expires_at": Col(Ban.expires_at, "time", nullable=True), "offence_count": Col(Ban.offence_count, "int"),
+}
+
+
+def list_bans(session: Session, *, caller: Caller, query: ListQuery = ListQuery()) -> Page:
+    """Active bans the caller sees."""
+    q = _active(_visible(select(Ban), Ban, caller), utcnow())
+    return page(session, q, columns=BAN_COLUMNS, query=query, default_order=(Ban.created_at, Ban.id),
+                present=lambda rows: [ban_public(r[0]) for r in rows])
 
 
 def _ban_row(session: Session, *, caller: Caller, ban_id: str) -> Ban:
@@ -167,11 +188,19 @@ def event_public(event: Event) -> dict[str, Any]:
             "message": event.message, "created_at": iso(event.created_at)}
 
 
-def list_events(session: Session, *, caller: Caller) -> list[dict[str, Any]]:
-    q = select(Event).order_by(Event.created_at, Event.id)
-    if not caller.is_admin:
-        q = q.where(Event.project_id == caller.project_id)
-    return [event_public(e) for e in session.scalars(q)]
+EVENT_COLUMNS: Columns = {
+    "id": Col(Event.id), "event_type": Col(Event.event_type), "project_id": Col(Event.project_id, nullable=True),
+    "tenant_id": Col(Event.project_id, nullable=True), "port_id": Col(Event.port_id, nullable=True),
+    "rule_id": Col(Event.rule_id, nullable=True), "host": Col(Event.host, nullable=True),
+    "ip_address": Col(Event.ip_address, nullable=True), "count": Col(Event.count, "int"),
+    "message": Col(Event.message), "created_at": Col(Event.created_at, "time"),
+}
+
+
+def list_events(session: Session, *, caller: Caller, query: ListQuery = ListQuery()) -> Page:
+    q = select(Event) if caller.is_admin else select(Event).where(Event.project_id == caller.project_id)
+    return page(session, q, columns=EVENT_COLUMNS, query=query, default_order=(Event.created_at, Event.id),
+                present=lambda rows: [event_public(r[0]) for r in rows])
 
 
 def show_event(session: Session, *, caller: Caller, event_id: str) -> dict[str, Any]:

@@ -6,18 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from connguard.db.models import Agent
 from connguard.db.services import hosts as svc
 from connguard.server.deps import CallerDep, SessionDep
-from connguard.server.listing import collection, select_fields
+from connguard.server.listing import QueryDep, envelope, select_fields
 
 router = APIRouter(prefix="/agents", tags=["agents"])
-FIELDS = frozenset(svc.agent_public(Agent()))
 
 
 @router.get("")
-def list_agents(request: Request, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
-    return collection(request, "agents", svc.list_agents(session, caller=caller), fields=FIELDS)
+def list_agents(request: Request, session: SessionDep, caller: CallerDep, query: QueryDep) -> dict[str, Any]:
+    return envelope(request, "agents", svc.list_agents(session, caller=caller, query=query))
 
 
 @router.get("/{agent_id}")

@@ -6,18 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from connguard.db.models import AllowlistEntry
 from connguard.db.services import security as svc
 from connguard.server.deps import BodyDep, CallerDep, SessionDep, member
-from connguard.server.listing import collection, select_fields
+from connguard.server.listing import QueryDep, envelope, select_fields
 
 router = APIRouter(prefix="/connguard/allowlist", tags=["allowlist"])
-FIELDS = frozenset(svc.allow_public(AllowlistEntry()))
 
 
 @router.get("")
-def list_allowlist(request: Request, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
-    return collection(request, "allowlist", svc.list_allow(session, caller=caller), fields=FIELDS)
+def list_allowlist(request: Request, session: SessionDep, caller: CallerDep, query: QueryDep) -> dict[str, Any]:
+    return envelope(request, "allowlist", svc.list_allow(session, caller=caller, query=query))
 
 
 @router.post("", status_code=201)

@@ -6,18 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from connguard.db.models import Event
 from connguard.db.services import security as svc
 from connguard.server.deps import CallerDep, SessionDep
-from connguard.server.listing import collection, select_fields
+from connguard.server.listing import QueryDep, envelope, select_fields
 
 router = APIRouter(prefix="/connguard/events", tags=["events"])
-FIELDS = frozenset(svc.event_public(Event()))
 
 
 @router.get("")
-def list_events(request: Request, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
-    return collection(request, "events", svc.list_events(session, caller=caller), fields=FIELDS)
+def list_events(request: Request, session: SessionDep, caller: CallerDep, query: QueryDep) -> dict[str, Any]:
+    return envelope(request, "events", svc.list_events(session, caller=caller, query=query))
 
 
 @router.get("/{event_id}")

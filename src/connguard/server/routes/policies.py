@@ -6,18 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from connguard.db.models import QosPolicy
 from connguard.db.services import policies as svc
 from connguard.server.deps import BodyDep, CallerDep, IfMatchDep, SessionDep, member
-from connguard.server.listing import collection, select_fields
+from connguard.server.listing import QueryDep, envelope, select_fields
 
 router = APIRouter(prefix="/qos/policies", tags=["qos policies"])
-FIELDS = frozenset(svc.policy_public(QosPolicy(), []))
 
 
 @router.get("")
-def list_policies(request: Request, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
-    return collection(request, "policies", svc.list_policies(session, caller=caller), fields=FIELDS)
+def list_policies(request: Request, session: SessionDep, caller: CallerDep, query: QueryDep) -> dict[str, Any]:
+    return envelope(request, "policies", svc.list_policies(session, caller=caller, query=query))
 
 
 @router.post("", status_code=201)

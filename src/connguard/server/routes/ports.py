@@ -6,18 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from connguard.db.models import Port
 from connguard.db.services import ports as svc
 from connguard.server.deps import BodyDep, CallerDep, IfMatchDep, SessionDep, member
-from connguard.server.listing import collection, select_fields
+from connguard.server.listing import QueryDep, envelope, select_fields
 
 router = APIRouter(prefix="/ports", tags=["ports"])
-FIELDS = frozenset(svc.port_public(Port(), ({}, None)))
 
 
 @router.get("")
-def list_ports(request: Request, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
-    return collection(request, "ports", svc.list_ports(session, caller=caller), fields=FIELDS)
+def list_ports(request: Request, session: SessionDep, caller: CallerDep, query: QueryDep) -> dict[str, Any]:
+    return envelope(request, "ports", svc.list_ports(session, caller=caller, query=query))
 
 
 @router.post("", status_code=201)

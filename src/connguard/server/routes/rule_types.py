@@ -8,15 +8,14 @@ from fastapi import APIRouter, Request
 
 from connguard.db.services import rule_types as svc
 from connguard.server.deps import CallerDep
-from connguard.server.listing import collection, select_fields
+from connguard.server.listing import in_memory, select_fields
 
 router = APIRouter(prefix="/qos/rule-types", tags=["qos rule types"])
 
 
 @router.get("")
 def list_rule_types(request: Request, _caller: CallerDep) -> dict[str, Any]:
-    return collection(request, "rule_types", svc.list_rule_types(), fields=("type",),
-                      extra_params=("all_rules", "all_supported"))
+    return in_memory(request, "rule_types", svc.list_rule_types(), fields=("type",))
 
 
 @router.get("/{rule_type}")

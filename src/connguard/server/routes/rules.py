@@ -10,21 +10,20 @@ from fastapi import APIRouter, Request, Response
 from connguard.db.services import rules as svc
 from connguard.model.rules import RULE_TYPES
 from connguard.server.deps import BodyDep, CallerDep, IfMatchDep, SessionDep, member
-from connguard.server.listing import collection, select_fields
+from connguard.server.listing import QueryDep, envelope, select_fields
 
 router = APIRouter(prefix="/qos/policies/{policy_id}", tags=["qos rules"])
-COMMON = ("id", "qos_policy_id", "revision_number", "created_at", "updated_at")
 
 
 def _add(rule_type: str, cls: type) -> None:
     coll, one = f"{rule_type}_rules", f"{rule_type}_rule"
-    fields = frozenset(cls.model_fields) | set(COMMON)
     body_schema = {"content": {"application/json": {"schema": {
         "type": "object", "properties": {one: cls.model_json_schema()}, "required": [one]}}}}
 
-    def list_rules(request: Request, policy_id: str, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
-        items = svc.list_rules(session, caller=caller, policy_id=policy_id, rule_type=rule_type)
-        return collection(request, coll, items, fields=fields)
+    def list_rules(request: Request, policy_id: str, session: SessionDep, caller: CallerDep,
+                   query: QueryDep) -> dict[str, Any]:
+        return envelope(request, coll, svc.list_rules(session, caller=caller, policy_id=policy_id,
+                                                      rule_type=rule_type, query=query))
 
     def create_rule(policy_id: str, session: SessionDep, caller: CallerDep, body: BodyDep) -> dict[str, Any]:
         out = svc.create_rule(session, caller=caller, policy_id=policy_id, rule_type=rule_type,

@@ -10,7 +10,7 @@ from connguard.db.models import Token
 from connguard.db.services import tokens as svc
 from connguard.db.services.common import check_keys
 from connguard.server.deps import BodyDep, CallerDep, SessionDep, member
-from connguard.server.listing import collection
+from connguard.server.listing import in_memory
 
 router = APIRouter(prefix="/connguard/tokens", tags=["tokens"])
 FIELDS = frozenset(svc.token_public(Token()))
@@ -18,7 +18,7 @@ FIELDS = frozenset(svc.token_public(Token()))
 
 @router.get("")
 def list_tokens(request: Request, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
-    return collection(request, "tokens", svc.list_tokens(session, caller=caller), fields=FIELDS)
+    return in_memory(request, "tokens", svc.list_tokens(session, caller=caller), fields=FIELDS)
 
 
 @router.post("", status_code=201)
