@@ -39,10 +39,10 @@ def test_full_then_noop_then_small_delta():
     res = ap.apply(make(ports + ["tapnew"]))
     assert res.mode == "delta"
     cmds = commands(ex)
-    # one port more: its dispatch elements, its limit object and map element, nothing flushed
+    # one port more: its two dispatch elements and its place in the ports set, nothing flushed
     assert not any("flush" in c for c in cmds)
-    assert ("add", "limit") in verbs(cmds)
-    assert len(cmds) <= 8, cmds
+    assert verbs(cmds) == [("add", "table")] + [("add", "element")] * 3, cmds
+    assert {c["add"]["element"]["name"] for c in cmds[1:]} == {"from_vm", "to_vm", "ports"}
 
 
 def test_long_lived_sets_are_never_flushed_or_redeclared():
@@ -54,7 +54,7 @@ def test_long_lived_sets_are_never_flushed_or_redeclared():
         {"set": {"name": s.name, "type": list(s.type) if len(s.type) > 1 else s.type[0], "flags": list(s.flags)}}
         for s in rs.sets if s.map is None] + [
         {"map": {"name": s.name, "type": s.type[0], "map": s.map}} for s in rs.sets if s.map] + [
-        {"chain": {"name": c.name}} for c in rs.chains] + [{"limit": {"name": o.name}} for o in rs.limits]}
+        {"chain": {"name": c.name}} for c in rs.chains] + [{"limit": {"name": "a_stale_object"}}]}
     ap.invalidate()
     ap.apply(make(["tapa"], rules=RULES[:2] + [{**RULES[2], "max_attempts": 3}]))
     cmds = commands(ex)
@@ -65,6 +65,7 @@ def test_long_lived_sets_are_never_flushed_or_redeclared():
                 if kind in ("set", "map") and obj.get("name") in long_lived:
                     assert verb not in ("flush", "delete", "add"), c
     assert ("flush", "chain") in verbs(cmds)
+    assert ("delete", "limit") in verbs(cmds)  # named objects of an older layout are removed
 
 
 def test_removed_port_and_policy_are_cleaned_in_order():
@@ -72,9 +73,12 @@ def test_removed_port_and_policy_are_cleaned_in_order():
     ap = Applier(ex)
     ap.apply(make(["tapa", "tapb"]))
     ap.apply(make(["tapa"]))
-    v = verbs(commands(ex))
-    assert ("delete", "element") in v and ("delete", "limit") in v
-    assert v.index(("delete", "element")) < v.index(("delete", "limit"))
+    cmds = commands(ex)
+    # tapb leaves its dispatch maps and is forgotten in the policy's per-port state
+    forgotten = {c["delete"]["element"]["name"] for c in cmds
+                 if "delete" in c and c["delete"]["element"]["elem"] == ["tapb"]}
+    per_port = {s.name for s in make(["tapa"]).sets if s.role == "per_port"}
+    assert forgotten == {"to_vm", "from_vm", "ports"} | per_port
     st = compile_host(parse_state({}))
     ap.apply(st)
     v = verbs(commands(ex))

@@ -60,8 +60,9 @@ def test_dispatch_is_by_verdict_map_not_per_port_rules():
     assert len(rs.set("to_vm").elements) == len(rs.set("from_vm").elements) == 50
     # no per-port chains or sets: every chain and set name is port-free
     assert not [n for n in [c.name for c in rs.chains] + [s.name for s in rs.sets] if "tap" in n]
-    # per-port state is one limit object per port for the aggregate rule
-    assert len(rs.limits) == 50 and all(o.rate == 500 and o.burst == 500 for o in rs.limits)
+    # per-port state is created by the packet path in sets keyed by the port alone
+    aggregates = [s for s in rs.sets if s.name.startswith("a") and s.role == "per_port"]
+    assert len(aggregates) == 1 and aggregates[0].type == ("ifname",) and aggregates[0].long_lived
 
 
 def test_bans_come_before_established_accept():
@@ -138,13 +139,14 @@ def test_synproxy_services_per_port_address():
     assert len(rs.set("synproxy6").elements) == 2
 
 
-def test_rate_change_keeps_bucket_sets_but_replaces_limit_objects():
+def test_rate_change_keeps_per_remote_buckets_but_restarts_the_aggregate():
     a = compile_host(state([RATE_REMOTE, RATE_PORT]))
     b = compile_host(state([{**RATE_REMOTE, "max_cps": 40}, {**RATE_PORT, "max_cps": 900}]))
     sets_a = {s.name for s in a.sets if s.long_lived}
     sets_b = {s.name for s in b.sets if s.long_lived}
-    assert sets_a == sets_b
-    assert {o.name for o in a.limits}.isdisjoint({o.name for o in b.limits})
+    changed = sets_a ^ sets_b
+    # only the aggregate (named after its numbers) is new; per-remote buckets, hits, bans stay
+    assert len(changed) == 2 and all(n.startswith("a") for n in changed)
 
 
 def test_connection_limit_any_shares_one_set_across_directions():
@@ -168,3 +170,14 @@ def test_ports_without_policy_are_not_dispatched():
 def test_window_to_rate(window, expected):
     from connguard.compiler.fragments import per_unit
     assert per_unit(10, window) == expected
+
+
+def test_overlapping_synproxy_ranges_are_merged():
+    # found by the property test: an interval set refuses overlapping elements
+    rs = compile_host(state([
+        {"type": "syn_flood", "port_range_min": 1, "port_range_max": 1, "max_syn_rate": 1},
+        {"type": "syn_flood", "port_range_min": 1, "port_range_max": 2, "max_syn_rate": 1},
+        {"type": "syn_flood", "port_range_min": 3, "port_range_max": 9, "max_syn_rate": 1},
+        {"type": "syn_flood", "port_range_min": 20, "port_range_max": 30, "max_syn_rate": 1}]))
+    assert [e.key for e in rs.set("synproxy4").elements] == [
+        {"concat": ["10.0.0.1", {"range": [1, 9]}]}, {"concat": ["10.0.0.1", {"range": [20, 30]}]}]

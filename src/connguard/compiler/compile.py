@@ -5,9 +5,9 @@ Layout (one table, ``inet connguard``):
 - one chain pair per *policy*, ``in_<pid>`` (towards the VM) and ``out_<pid>`` (from the VM),
   shared by every port using that policy; ports reach them through the ``to_vm``/``from_vm``
   verdict maps;
-- per-port state without per-port rules: shared dynamic sets keyed ``ifname . remote`` and
-  named limit objects found through ``ifname : limit`` maps. Loading 10,000 ports is then a
-  matter of map elements and objects, not 10,000 chains (bench/dataplane_bench.py).
+- per-port state without per-port rules or objects: shared dynamic sets keyed
+  ``ifname . remote`` or ``ifname``, filled by the packet path. Adding a port is two verdict map
+  elements and one set element (bench/dataplane_bench.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from connguard.compiler.conn_limit import compile_conn_limit
 from connguard.compiler.context import Contribution, RuleContext, short_id
 from connguard.compiler.dispatch import BANNED, FROM_VM, TO_VM, ban_elements, base_chains, host_sets
 from connguard.compiler.rate_limit import compile_rate_limit
-from connguard.compiler.ruleset import Chain, Element, LimitObject, NftSet, Rule, Ruleset
+from connguard.compiler.ruleset import Chain, NftSet, Rule, Ruleset
 from connguard.compiler.syn_flood import compile_syn_flood
 from connguard.model.objects import Policy
 from connguard.model.rules import BruteForceRule, ConnectionLimitRule, ConnectionRateLimitRule, SynFloodRule
@@ -48,8 +48,8 @@ def _allow_rule(direction: str) -> list[Rule]:
     return [Rule((f.in_set(f.addr(v, side), ALLOW[v]), f.ret()), "allowlist") for v in (4, 6)]
 
 
-def compile_policy(policy: Policy) -> tuple[list[Chain], list[NftSet], list, list]:
-    """Chains, sets, per-port limit requests and synproxy services of one policy."""
+def compile_policy(policy: Policy) -> tuple[list[Chain], list[NftSet], list]:
+    """Chains, sets and synproxy services of one policy."""
     monitor = policy.enforcement == "monitor"
     synproxy = () if monitor else tuple(
         (r.port_range_min, r.port_range_max) for r in policy.rules if isinstance(r, SynFloodRule) and r.synproxy)
@@ -62,16 +62,13 @@ def compile_policy(policy: Policy) -> tuple[list[Chain], list[NftSet], list, lis
         staged.sort(key=lambda t: (t[0], t[1]))  # stable within a rule
         chains.append(Chain(prefix + pid, tuple(_allow_rule(direction) + [r for _, _, r in staged])))
     sets = [s for part in parts for s in part.sets]
-    limits = [pl for part in parts for pl in part.port_limits]
     services = [svc for part in parts for svc in part.synproxy_services]
-    return chains, sets, limits, services
+    return chains, sets, services
 
 
 def compile_host(state: HostState) -> Ruleset:
     chains = base_chains()
     sets: dict[str, NftSet] = {}
-    limit_maps: dict[str, list[Element]] = {}
-    limits: list[LimitObject] = []
     to_vm: dict[str, str] = {}
     from_vm: dict[str, str] = {}
     synproxy: dict[int, list[tuple[str, int, int]]] = {}
@@ -80,12 +77,10 @@ def compile_host(state: HostState) -> Ruleset:
     compiled = {p.name: compile_policy(p) for p in state.policies}
     hit_sets = {f"h{RuleContext(p, i, False, ()).rid}": f"policy {p.name} rule {i} {r.type}"
                 for p in state.policies for i, r in enumerate(p.rules)}
-    for name, (pchains, psets, plimits, _) in compiled.items():
+    for pchains, psets, _ in compiled.values():
         chains += pchains
         for s in psets:
             sets[s.name] = s
-        for pl in plimits:
-            limit_maps.setdefault(pl.map, [])
 
     for port in state.ports:
         policy = state.policy_of(port)
@@ -95,25 +90,18 @@ def compile_host(state: HostState) -> Ruleset:
         port_policy[ifname] = policy.name
         pid = policy_id(policy)
         to_vm[ifname], from_vm[ifname] = "in_" + pid, "out_" + pid
-        _, _, plimits, services = compiled[policy.name]
-        for pl in plimits:
-            obj = pl.object_for(ifname)
-            limits.append(obj)
-            limit_maps[pl.map].append(Element(ifname, obj.name))
+        services = compiled[policy.name][2]
         for v, lo, hi in services:
             for ip in port.fixed_ips:
                 if (":" in ip) == (v == 6):
                     synproxy.setdefault(v, []).append((ip, lo, hi))
 
-    for map_name, elements in limit_maps.items():
-        sets[map_name] = NftSet(map_name, ("ifname",), map="limit", elements=tuple(sorted(elements, key=Element.ident)))
     for s in host_sets(allowlist=state.allowlist, ports=[p.interface_name for p in state.ports],
                        synproxy=synproxy, to_vm=to_vm, from_vm=from_vm):
         sets[s.name] = s
     seeds = tuple((name, e) for name, elems in sorted(ban_elements(state.bans).items()) for e in elems)
     return Ruleset(
         sets=tuple(sorted(sets.values(), key=lambda s: s.name)),
-        limits=tuple(sorted(limits, key=lambda o: o.name)),
         counters=(BANNED, SET_FULL),
         chains=tuple(sorted(chains, key=lambda c: c.name)),
         seeds=seeds,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from connguard.compiler import fragments as f
 from connguard.compiler.common import hits, match_exprs, new_connection_variants, offender, port_key, refuse, remote_key, rule_ports, versions_for
-from connguard.compiler.context import PORT_SET_SIZE, REMOTE_SET_SIZE, Contribution, RuleContext, Stage
+from connguard.compiler.context import REMOTE_SET_SIZE, Contribution, RuleContext, Stage, per_port_set
 from connguard.compiler.rate_limit import ADDR_TYPE, hit_set
 from connguard.compiler.ruleset import NftSet, Rule
 from connguard.model.rules import ConnectionLimitRule
@@ -23,7 +23,7 @@ def compile_conn_limit(ctx: RuleContext) -> Contribution:
     stage = Stage.CONN_PER_REMOTE if per_remote else Stage.CONN_PER_PORT
     count = f.ct_count(rule.max_connections)
     if not per_remote:
-        out.sets.append(NftSet(f"c{ctx.rid}", ("ifname",), size=PORT_SET_SIZE))
+        out.sets.append(per_port_set(f"c{ctx.rid}"))
     for v in versions_for(ctx, rule, keyed=per_remote):
         if per_remote:
             out.sets.append(NftSet(f"c{ctx.rid}{v}", ("ifname", ADDR_TYPE[v]), size=REMOTE_SET_SIZE))

@@ -11,13 +11,14 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from connguard.compiler.ruleset import LimitObject, NftSet, Rule
+from connguard.compiler.ruleset import NftSet, Rule
 from connguard.model.objects import Policy
 
 # Sizes of the shared dynamic sets. A per-source limiter whose set is full fails open
 # (the kernel skips the rest of the rule); the canary counter ``set_full`` counts that.
 REMOTE_SET_SIZE = 1_048_576
 PORT_SET_SIZE = 65_536
+MAX_PORTS = PORT_SET_SIZE // 2  # per host; the model refuses more (model.state.MAX_PORTS)
 BAN_SET_SIZE = 262_144
 RATE_SET_TIMEOUT = 60        # seconds a per-remote bucket lives after its creation
 OFFENDER_TIMEOUT = 3600      # monitor mode remembers an offender this long
@@ -59,19 +60,12 @@ class RuleContext:
         return f"policy {self.policy.name} rule {self.index} {self.rule.type} {direction}"
 
 
-@dataclass(frozen=True)
-class PortLimit:
-    """Ask for one named limit object per port using the policy, found through a map
-    ``ifname : limit`` named ``map``. The name carries the parameters, so a changed rate
-    makes a new object instead of silently keeping the old one."""
-
-    map: str
-    rate: int
-    per: str
-    burst: int
-
-    def object_for(self, ifname: str) -> LimitObject:
-        return LimitObject(f"{self.map}_{ifname}", self.rate, self.per, self.burst)
+def per_port_set(name: str) -> NftSet:
+    """Long-lived per-port state (an aggregate bucket, a conntrack count, hit counters) in one
+    set keyed by interface name. Only ports dispatched to the policy reach its rules and the
+    host is limited to ``MAX_PORTS``, half the size, so these sets cannot fill up: the
+    aggregate limits behind every per-remote limiter fail closed."""
+    return NftSet(name, ("ifname",), size=PORT_SET_SIZE, role="per_port")
 
 
 @dataclass
@@ -79,7 +73,6 @@ class Contribution:
     ingress: list[tuple[int, Rule]] = field(default_factory=list)
     egress: list[tuple[int, Rule]] = field(default_factory=list)
     sets: list[NftSet] = field(default_factory=list)
-    port_limits: list[PortLimit] = field(default_factory=list)
     # (version, port range) of services this rule proxies: becomes synproxy set elements
     synproxy_services: list[tuple[int, int, int]] = field(default_factory=list)
 

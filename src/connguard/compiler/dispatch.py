@@ -61,6 +61,18 @@ def _collapse(prefixes: list[str], version: int) -> list[str]:
     return [str(n) for n in ipaddress.collapse_addresses(nets)]  # type: ignore[arg-type]
 
 
+def _merge_ranges(services: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """Per address, merge overlapping or adjacent port ranges: an interval set refuses
+    overlapping elements (two syn_flood rules may cover the same ports)."""
+    merged: list[tuple[str, int, int]] = []
+    for ip, lo, hi in sorted(set(services), key=lambda t: (ipaddress.ip_address(t[0]), t[1], t[2])):
+        if merged and merged[-1][0] == ip and lo <= merged[-1][2] + 1:
+            merged[-1] = (ip, merged[-1][1], max(hi, merged[-1][2]))
+        else:
+            merged.append((ip, lo, hi))
+    return merged
+
+
 def host_sets(*, allowlist: tuple[AllowlistEntry, ...], ports: list[str],
               synproxy: dict[int, list[tuple[str, int, int]]],
               to_vm: dict[str, str], from_vm: dict[str, str]) -> list[NftSet]:
@@ -74,7 +86,7 @@ def host_sets(*, allowlist: tuple[AllowlistEntry, ...], ports: list[str],
         allowed = _collapse([e.remote_ip_prefix for e in allowlist], v)
         sets.append(NftSet(ALLOW[v], (ADDR[v],), flags=("interval",),
                            elements=tuple(Element(f.prefix(p)) for p in allowed)))
-        proxied = sorted(set(synproxy.get(v, [])))
+        proxied = _merge_ranges(synproxy.get(v, []))
         sets.append(NftSet(SYNPROXY[v], (ADDR[v], "inet_service"), flags=("interval",), elements=tuple(
             Element(f.concat(ip, lo if lo == hi else {"range": [lo, hi]})) for ip, lo, hi in proxied)))
     sets.append(NftSet(PORTS, ("ifname",), size=PORT_SET_SIZE, elements=tuple(Element(p) for p in sorted(ports))))

@@ -82,10 +82,6 @@ def limit(rate: int, per: str, burst: int) -> Json:
     return {"limit": {"rate": rate, "per": per, "burst": burst, "burst_unit": "packets", "inv": True}}
 
 
-def limit_map(key: Json, map_name: str) -> Json:
-    return {"limit": {"map": {"key": key, "data": f"@{map_name}"}}}
-
-
 def dynset(op: str, name: str, key: Json, *stmts: Json, timeout: int | None = None) -> Json:
     elem: Json = key
     if timeout is not None:

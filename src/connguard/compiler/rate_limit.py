@@ -3,8 +3,8 @@
 Per-remote buckets live in a dynamic set keyed ``ifname . remote`` (IPv6 per /64) that is never
 flushed by an apply. When the set is full the kernel skips the rest of the rule and the packet
 passes (fail-open); the canary rule right below counts those bypasses in ``set_full``, and a
-port-scope rule in the same policy bounds the damage. Aggregates use named limit objects (no
-set), so they cannot fill up (fail-closed).
+port-scope rule in the same policy bounds the damage. Aggregates live in a set keyed by the
+port alone, which cannot fill up (context.per_port_set): they fail closed.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from connguard.compiler.context import (
     RATE_SET_TIMEOUT,
     REMOTE_SET_SIZE,
     Contribution,
-    PortLimit,
+    per_port_set,
     RuleContext,
     Stage,
     short_id,
@@ -39,7 +39,7 @@ ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 
 
 def hit_set(rid: str) -> NftSet:
-    return NftSet(f"h{rid}", ("ifname",), size=PORT_SET_SIZE, counter=True)
+    return NftSet(f"h{rid}", ("ifname",), size=PORT_SET_SIZE, counter=True, role="per_port")
 
 
 def compile_rate_limit(ctx: RuleContext) -> Contribution:
@@ -65,14 +65,15 @@ def compile_rate_limit(ctx: RuleContext) -> Contribution:
                         Rule(tuple(base + [f.in_set(key, name, negate=True), f.counter(SET_FULL)]), origin + " set-full"))
         return out
 
-    limit = PortLimit(f"a{ctx.rid}{short_id(rule.max_cps, rule.max_burst_cps, n=4)}",
-                      rule.max_cps, "second", rule.max_burst_cps)  # type: ignore[arg-type]
-    out.port_limits.append(limit)
+    # The name carries the numbers: a changed rate starts fresh buckets at the new rate rather
+    # than keeping the old rate in every existing element.
+    aggregate = per_port_set(f"a{ctx.rid}{short_id(rule.max_cps, rule.max_burst_cps, n=4)}")
+    out.sets.append(aggregate)
     for v in versions_for(ctx, rule, keyed=False):
         for pred, ack in new_connection_variants(ctx, d, v, rule.protocol, rule_ports(rule)):
             base = pred + match_exprs(rule, d, v)
             for pre, verdict in refuse(ctx, rule.protocol, gentle=False, ack_stage=ack):
-                stmts = [f.limit_map(port_key(d), limit.map), hit]
+                stmts = [f.dynset("add", aggregate.name, port_key(d), bucket), hit]
                 out.add(d, Stage.RATE_PER_PORT,
                         Rule(tuple(base + pre + stmts + offender(ctx, d, v) + verdict), origin))
     return out

@@ -29,6 +29,8 @@ class Element:
     timeout: int | None = None  # seconds
 
     def ident(self) -> str:
+        if isinstance(self.key, str):  # interface names: most elements, on the hot path
+            return self.key
         return json.dumps(self.key, sort_keys=True, separators=(",", ":"))
 
 
@@ -42,7 +44,9 @@ class NftSet:
     counter: bool = False          # a counter on every element
     map: str | None = None         # for maps: "verdict", "limit"
     elements: tuple[Element, ...] | None = None
-    role: str = ""                 # "bf_meter": brute-force meters, reset by the agent on a ban
+    # "bf_meter": brute-force meters, reset by the agent on a ban; "per_port": long-lived state
+    # keyed by the interface alone, cleared for a port that leaves the policy using it
+    role: str = ""
 
     def key_is_port(self) -> bool:
         return self.type == ("ifname",) and self.map is not None
@@ -50,16 +54,6 @@ class NftSet:
     @property
     def long_lived(self) -> bool:
         return self.elements is None
-
-
-@dataclass(frozen=True)
-class LimitObject:
-    """A named limit: per-port state with no set behind it, so it can never fill up."""
-
-    name: str
-    rate: int
-    per: str
-    burst: int
 
 
 @dataclass(frozen=True)
@@ -86,7 +80,6 @@ class Chain:
 @dataclass(frozen=True)
 class Ruleset:
     sets: tuple[NftSet, ...] = ()
-    limits: tuple[LimitObject, ...] = ()
     counters: tuple[str, ...] = ()
     chains: tuple[Chain, ...] = ()
     # elements added to long-lived sets if missing (state-file bans); never removed by an apply

@@ -2,8 +2,8 @@
 
 With synproxy the SYN is not tracked (raw prerouting marks it notrack, see dispatch.py), the
 host answers with a SYN cookie and only a client that completes the handshake reaches the VM:
-a spoofed flood creates no conntrack entry. The budget is a named per-port limit object, so a
-flood with random sources cannot exhaust it by filling a set. Monitor mode counts what the
+a spoofed flood creates no conntrack entry. The budget is keyed by the port alone (it
+cannot fill up), so a flood with random sources cannot get around it. Monitor mode counts what the
 budget would drop and does not proxy.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from connguard.compiler import fragments as f
 from connguard.compiler.common import SYNPROXY, hits, refuse
-from connguard.compiler.context import Contribution, PortLimit, RuleContext, Stage, short_id
+from connguard.compiler.context import Contribution, RuleContext, Stage, per_port_set, short_id
 from connguard.compiler.rate_limit import hit_set
 from connguard.compiler.ruleset import Rule
 from connguard.model.rules import SynFloodRule
@@ -20,8 +20,9 @@ from connguard.model.rules import SynFloodRule
 def compile_syn_flood(ctx: RuleContext) -> Contribution:
     rule: SynFloodRule = ctx.rule
     out = Contribution(sets=[hit_set(ctx.rid)])
-    budget = PortLimit(f"s{ctx.rid}{short_id(rule.max_syn_rate, n=4)}", rule.max_syn_rate, "second", rule.max_syn_rate)
-    out.port_limits.append(budget)
+    budget = per_port_set(f"s{ctx.rid}{short_id(rule.max_syn_rate, n=4)}")
+    out.sets.append(budget)
+    tokens = f.limit(rule.max_syn_rate, "second", rule.max_syn_rate)
     proxy = rule.synproxy and not ctx.monitor
     origin = ctx.origin("ingress")
     hit = hits(f"h{ctx.rid}", "ingress")
@@ -30,7 +31,7 @@ def compile_syn_flood(ctx: RuleContext) -> Contribution:
         proxied = f.in_set(f.concat(f.addr(v, "daddr"), f.payload("tcp", "dport")), SYNPROXY[v])
         state = f.ct_state("untracked") if proxy else f.ct_state("new")
         for pre, verdict in refuse(ctx, "tcp", gentle=False):
-            stmts = [f.limit_map(f.meta("oifname"), budget.map), hit]
+            stmts = [f.dynset("add", budget.name, f.meta("oifname"), tokens), hit]
             out.add("ingress", Stage.SYN_BUDGET,
                     Rule(tuple([state] + service + [f.tcp_flags_syn_only()] + pre + stmts + verdict), origin))
         if proxy:

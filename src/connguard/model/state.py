@@ -13,6 +13,8 @@ from connguard.exceptions import ValidationFailed
 from connguard.model.common import Frozen
 from connguard.model.objects import AllowlistEntry, Ban, Policy, Port
 
+MAX_PORTS = 32_768  # per host; connguard.compiler.context sizes per-port sets at twice this
+
 
 class HostState(Frozen):
     policies: tuple[Policy, ...] = ()
@@ -23,6 +25,9 @@ class HostState(Frozen):
 
     @model_validator(mode="after")
     def _references(self) -> "HostState":
+        if len(self.ports) > MAX_PORTS:
+            # per-port state lives in sets sized twice this: they cannot fill up (fail closed)
+            raise _at(("ports",), f"at most {MAX_PORTS} ports per host, got {len(self.ports)}")
         names: dict[str, int] = {}
         for i, pol in enumerate(self.policies):
             if pol.name in names:

@@ -5,8 +5,9 @@ atomic batch per apply.
   owned chains and sets are flushed and refilled, long-lived sets are created only if missing,
   and whatever is ours but no longer wanted is deleted.
 - Later applies: *delta* against what the last successful apply put there: changed chains are
-  flushed and refilled, owned sets and maps change element by element, new limit objects are
-  added and unused ones deleted. Adding one port to 10,000 is a handful of elements.
+  flushed and refilled, owned sets and maps change element by element, and a port leaving a
+  policy is forgotten in that policy's per-port state. Adding one port to 10,000 is a handful
+  of elements.
 - Bookkeeping (``self.applied``) changes only after the kernel accepted the batch. A rejected
   batch changes nothing in the kernel; ``ApplyError`` says which port or rule it came from.
 """
@@ -78,7 +79,6 @@ def drift(applied: Ruleset, inv: Inventory) -> list[str]:
         elif inv.rules.get(c.name, []) != [rule.origin[:127] for rule in c.rules]:
             problems.append(f"chain {c.name} has other rules than applied")
     problems += [f"set {s.name} is missing" for s in applied.sets if s.name not in inv.sets]
-    problems += [f"limit {o.name} is missing" for o in applied.limits if o.name not in inv.limits]
     return problems
 
 
@@ -129,7 +129,6 @@ class Applier:
                     fill.append(r.flush_set(s))
                 if s.elements:
                     fill.extend(self._element_cmds(s, s.elements, new))
-        head += [r.add_limit(o, self._origin_of_object(o.name, new)) for o in new.limits if o.name not in inv.limits]
         head += [r.add_counter(c) for c in new.counters if c not in inv.counters]
         rules: list[Cmd] = []
         for c in new.chains:
@@ -143,7 +142,8 @@ class Applier:
         tail += [r.flush_chain(n) for n in stale] + [r.delete_chain(n) for n in stale]
         wanted_sets = {s.name for s in new.sets}
         tail += [r.delete_set(n, "map" if b.get("map") else "set") for n, b in sorted(inv.sets.items()) if n not in wanted_sets]
-        tail += [r.delete_limit(n) for n in sorted(inv.limits - {o.name for o in new.limits})]
+        # named limit objects are never ours any more (an older layout): remove them
+        tail += [r.delete_limit(n) for n in sorted(inv.limits)]
         return head + rules + fill + tail
 
     def _delta(self, old: Ruleset, new: Ruleset) -> list[Cmd]:
@@ -160,8 +160,6 @@ class Applier:
         for name, s in new_sets.items():
             if name not in old_sets:
                 head.append(r.add_set(s))
-        old_limits = {o.name for o in old.limits}
-        head += [r.add_limit(o, self._origin_of_object(o.name, new)) for o in new.limits if o.name not in old_limits]
         head += [r.add_counter(c) for c in new.counters if c not in old.counters]
         old_chains = {c.name: c for c in old.chains}
         for c in new.chains:
@@ -192,19 +190,33 @@ class Applier:
         stale = sorted(set(old_chains) - {c.name for c in new.chains})
         tail += [r.flush_chain(n) for n in stale] + [r.delete_chain(n) for n in stale]
         tail += [r.delete_set(n, "map" if o.map else "set") for n, o in sorted(old_sets.items()) if n not in new_sets]
-        tail += [r.delete_limit(n) for n in sorted(old_limits - {o.name for o in new.limits})]
-        return head + rules + deletes + fill + tail
+        return head + rules + deletes + self._forget_ports(old, new) + fill + tail
 
     @staticmethod
-    def _origin_of_object(name: str, rs: Ruleset) -> str:
-        ifname = name.rsplit("_", 1)[-1]
+    def _forget_ports(old: Ruleset, new: Ruleset) -> list[Cmd]:
+        """A port that leaves a policy leaves nothing behind in the per-port state of the sets
+        that stay (a later port of the same name starts afresh). Add-then-delete removes an
+        element whether or not the packet path ever created it."""
+        gone = [p for p, pol in old.port_policy.items() if new.port_policy.get(p) != pol]
+        if not gone:
+            return []
+        new_sets = {s.name for s in new.sets}
+        cmds: list[Cmd] = []
+        for s in old.sets:
+            if s.role == "per_port" and s.name in new_sets:
+                elems = [Element(p) for p in gone]
+                cmds += [r.add_elements(s, elems, f"forget ports in {s.name}"), r.delete_elements(s, elems)]
+        return cmds
+
+    @staticmethod
+    def _origin_of_port(ifname: str, rs: Ruleset) -> str:
         return f"port {ifname} (policy {rs.port_policy.get(ifname, '?')})"
 
     def _element_cmds(self, s: NftSet, elements, rs: Ruleset) -> list[Cmd]:
         # One command per set, except the per-port maps, which get one per port so that a
         # rejected element names its port.
         if s.key_is_port():
-            return [r.add_elements(s, [e], self._origin_of_object(f"x_{e.key}", rs)) for e in elements] \
+            return [r.add_elements(s, [e], self._origin_of_port(e.key, rs)) for e in elements] \
                 if len(elements) <= 64 else [r.add_elements(s, elements)]
         return [r.add_elements(s, elements)]
 

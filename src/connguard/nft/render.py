@@ -6,7 +6,7 @@ so a rejected batch can be reported against what the operator wrote.
 
 from __future__ import annotations
 
-from connguard.compiler.ruleset import FAMILY, TABLE, Chain, Element, LimitObject, NftSet, Rule
+from connguard.compiler.ruleset import FAMILY, TABLE, Chain, Element, NftSet, Rule
 
 Cmd = tuple[dict, str]  # (command, origin)
 
@@ -57,11 +57,6 @@ def add_elements(s: NftSet, elements, origin: str | None = None) -> Cmd:
 
 def delete_elements(s: NftSet, elements) -> Cmd:
     return {"delete": {"element": {**T, "name": s.name, "elem": [e.key for e in elements]}}}, f"elements of {s.name}"
-
-
-def add_limit(o: LimitObject, origin: str) -> Cmd:
-    return {"add": {"limit": {**T, "name": o.name, "rate": o.rate, "per": o.per, "burst": o.burst,
-                              "inv": True}}}, origin
 
 
 def delete_limit(name: str) -> Cmd:
