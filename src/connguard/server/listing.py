@@ -9,6 +9,7 @@ from typing import Annotated, Any, Iterable
 from urllib.parse import urlencode
 
 from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
 
 from connguard.db.errors import BadRequest
 from connguard.db.services.listing import ListQuery, Page, page_in_memory
@@ -51,7 +52,9 @@ def _href(request: Request, marker: str, *, reverse: bool) -> str:
     return str(request.url.replace(query=urlencode(query)))
 
 
-def envelope(request: Request, name: str, page: Page) -> dict[str, Any]:
+def envelope(request: Request, name: str, page: Page) -> JSONResponse:
+    """The JSON response itself: the items are plain JSON values already, and FastAPI's
+    generic encoder would cost as much again as building the page."""
     out: dict[str, Any] = {name: [select_fields(i, request) for i in page.items]}
     links = []
     if page.next_marker is not None:
@@ -60,10 +63,10 @@ def envelope(request: Request, name: str, page: Page) -> dict[str, Any]:
         links.append({"rel": "previous", "href": _href(request, page.previous_marker, reverse=True)})
     if links:
         out[f"{name}_links"] = links
-    return out
+    return JSONResponse(out)
 
 
-def in_memory(request: Request, name: str, items: Iterable[dict[str, Any]], *, fields: Iterable[str]) -> dict[str, Any]:
+def in_memory(request: Request, name: str, items: Iterable[dict[str, Any]], *, fields: Iterable[str]) -> JSONResponse:
     """For small collections whose fields are not columns (rule types, tokens)."""
     return envelope(request, name, page_in_memory(items, fields=fields, query=list_query(request)))
 

@@ -65,9 +65,9 @@ class Caller:
 def iso(dt: datetime | None) -> str | None:
     if dt is None:
         return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if dt.tzinfo is not None:  # naive values (SQLite) are UTC already
+        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return dt.isoformat(timespec="seconds") + "Z"
 
 
 def aware(dt: datetime | None) -> datetime | None:
@@ -116,11 +116,10 @@ def touch_hosts(session: Session, *, hosts: Iterable[str | None]) -> None:
         return
     dialect = session.get_bind().dialect.name
     ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(HostRevision)
-    for name in names:
-        stmt = ins.values(host=name, revision=1).on_conflict_do_update(
-            index_elements=["host"], set_={"revision": HostRevision.revision + 1}
-        )
-        session.execute(stmt)
+    stmt = ins.values([{"host": name, "revision": 1} for name in names]).on_conflict_do_update(
+        index_elements=["host"], set_={"revision": HostRevision.revision + 1}
+    )
+    session.execute(stmt)  # one statement for all the hosts
 
 
 def touch_project(session: Session, *, project_id: str | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 
 from connguard.db.services import security as svc
 from connguard.server.deps import BodyDep, CallerDep, SessionDep, member
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/connguard/allowlist", tags=["allowlist"])
 
 
 @router.get("")
-def list_allowlist(request: Request, session: SessionDep, caller: CallerDep, query: QueryDep) -> dict[str, Any]:
+def list_allowlist(request: Request, session: SessionDep, caller: CallerDep, query: QueryDep) -> JSONResponse:
     return envelope(request, "allowlist", svc.list_allow(session, caller=caller, query=query))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from connguard.db.services import security as svc
 from connguard.server.deps import CallerDep, SessionDep
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/connguard/events", tags=["events"])
 
 
 @router.get("")
-def list_events(request: Request, session: SessionDep, caller: CallerDep, query: QueryDep) -> dict[str, Any]:
+def list_events(request: Request, session: SessionDep, caller: CallerDep, query: QueryDep) -> JSONResponse:
     return envelope(request, "events", svc.list_events(session, caller=caller, query=query))
 
 

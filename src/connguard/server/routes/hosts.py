@@ -7,6 +7,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from connguard.db.services import hosts as svc
@@ -31,14 +32,14 @@ def _read(request: Request, caller: Caller, host: str, since: int | None) -> dic
 @router.get("/state")
 async def host_state(request: Request, host: str, caller: AnyCallerDep,
                      revision: Annotated[int | None, Query(ge=0)] = None,
-                     wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0) -> dict[str, Any]:
+                     wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0) -> JSONResponse:
     svc.check_host_access(caller, host)
     deadline = time.monotonic() + wait
     while True:
         last = time.monotonic() >= deadline
         state = await run_in_threadpool(_read, request, caller, host, None if last else revision)
         if state is not None:
-            return {"host_state": state}
+            return JSONResponse({"host_state": state})  # plain JSON values: skip FastAPI's encoder
         # Woken at once by a commit in this process; re-read anyway now and then for writes
         # made by other server processes.
         await request.app.state.notifier.wait(min(POLL_SECONDS, max(deadline - time.monotonic(), 0)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 
 from connguard.db.services import ports as svc
 from connguard.server.deps import BodyDep, CallerDep, IfMatchDep, SessionDep, member
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/ports", tags=["ports"])
 
 
 @router.get("")
-def list_ports(request: Request, session: SessionDep, caller: CallerDep, query: QueryDep) -> dict[str, Any]:
+def list_ports(request: Request, session: SessionDep, caller: CallerDep, query: QueryDep) -> JSONResponse:
     return envelope(request, "ports", svc.list_ports(session, caller=caller, query=query))
 
 

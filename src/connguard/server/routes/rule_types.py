@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from connguard.db.services import rule_types as svc
 from connguard.server.deps import CallerDep
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/qos/rule-types", tags=["qos rule types"])
 
 
 @router.get("")
-def list_rule_types(request: Request, _caller: CallerDep) -> dict[str, Any]:
+def list_rule_types(request: Request, _caller: CallerDep) -> JSONResponse:
     return in_memory(request, "rule_types", svc.list_rule_types(), fields=("type",))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 
 from connguard.db.services import rules as svc
 from connguard.model.rules import RULE_TYPES
@@ -21,7 +22,7 @@ def _add(rule_type: str, cls: type) -> None:
         "type": "object", "properties": {one: cls.model_json_schema()}, "required": [one]}}}}
 
     def list_rules(request: Request, policy_id: str, session: SessionDep, caller: CallerDep,
-                   query: QueryDep) -> dict[str, Any]:
+                   query: QueryDep) -> JSONResponse:
         return envelope(request, coll, svc.list_rules(session, caller=caller, policy_id=policy_id,
                                                       rule_type=rule_type, query=query))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 
 from connguard.db.models import Token
 from connguard.db.services import tokens as svc
@@ -17,7 +18,7 @@ FIELDS = frozenset(svc.token_public(Token()))
 
 
 @router.get("")
-def list_tokens(request: Request, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
+def list_tokens(request: Request, session: SessionDep, caller: CallerDep) -> JSONResponse:
     return in_memory(request, "tokens", svc.list_tokens(session, caller=caller), fields=FIELDS)
 
 
