@@ -47,6 +47,7 @@ class BanBook:
         self.path = path
         self.bans: dict[tuple, BookBan] = {}
         self.offences: dict[str, dict] = {}  # "ifname|ip" -> {"count": n, "until": epoch}
+        self._written: str | None = None
         self._load()
 
     def _load(self) -> None:
@@ -62,14 +63,19 @@ class BanBook:
         self.offences = data.get("offences", {})
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the book if it changed since the last write (atomically, fsync'd)."""
         payload = {"bans": [asdict(b) for b in self.bans.values()], "offences": self.offences}
+        text = json.dumps(payload, indent=1, sort_keys=True)
+        if text == self._written:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".bans.")
         with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=1, sort_keys=True)
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
+        self._written = text
 
     def sync(self, kernel: list[KernelBan], now: float, *, manual: set[tuple], ban_for) -> list[Escalation]:
         """Fold the kernel's current bans into the book. ``ban_for(ifname, offence)`` gives the

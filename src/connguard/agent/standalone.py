@@ -24,7 +24,7 @@ from connguard.exceptions import ApplyError, ValidationFailed
 from connguard.model import BruteForceRule, HostState, load_state_file
 from connguard.nft import Applier, observe
 from connguard.nft.applier import drift, read_inventory
-from connguard.nft.bans import add_ban, replace_ban, reset_meter
+from connguard.nft.bans import add_bans, replace_ban, reset_meter
 from connguard.nft.executor import Executor, NftFailure
 
 log = logging.getLogger("connguard.agent")
@@ -122,11 +122,14 @@ class StandaloneAgent:
             log.warning("repeat offence %d by %s on %s: ban lengthened to %d s",
                         e.offence, e.ip_address, e.interface_name, e.seconds)
             cmds += replace_ban(e.ip_address, e.interface_name, e.seconds)
+        restore = []
         for ban in self.book.missing_from(kernel, now):
             remaining = ban.remaining(now)
-            log.warning("restoring ban of %s on %s (%s s left)", ban.ip_address, ban.interface_name or "all ports",
-                        "no expiry" if remaining is None else int(remaining))
-            cmds.append(add_ban(ban.ip_address, ban.interface_name, None if remaining is None else int(remaining)))
+            restore.append((ban.ip_address, ban.interface_name, None if remaining is None else int(remaining)))
+        if restore:
+            log.warning("restoring %d ban(s) the kernel lost, e.g. %s on %s", len(restore), restore[0][0],
+                        restore[0][1] or "all ports")
+            cmds += add_bans(restore)
         if cmds:
             try:
                 self.executor.batch({"nftables": cmds})

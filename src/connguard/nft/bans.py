@@ -17,9 +17,18 @@ def _target(ip: str, ifname: str | None):
 
 
 def add_ban(ip: str, ifname: str | None, seconds: int | None) -> dict:
-    name, key = _target(ip, ifname)
-    elem = key if seconds is None else {"elem": {"val": key, "timeout": int(seconds)}}
-    return {"add": {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": [elem]}}}
+    return add_bans([(ip, ifname, seconds)])[0]
+
+
+def add_bans(bans) -> list[dict]:
+    """One command per ban set with every element in one list: loading 100,000 bans this way
+    took half the time of one command per ban (bench/dataplane_bench.py)."""
+    by_set: dict[str, list] = {}
+    for ip, ifname, seconds in bans:
+        name, key = _target(ip, ifname)
+        by_set.setdefault(name, []).append(key if seconds is None else {"elem": {"val": key, "timeout": int(seconds)}})
+    return [{"add": {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": elems}}}
+            for name, elems in sorted(by_set.items())]
 
 
 def delete_ban(ip: str, ifname: str | None) -> dict:
