@@ -433,7 +433,7 @@ class Bench:
             progress(f"  fresh #{i + 1}: parse {t_parse * 1e3:.0f} ms, compile_host {t_comp * 1e3:.0f} ms, "
                      f"apply {res.seconds * 1e3:.0f} ms ({res.mode}, {res.commands} commands; nft batch "
                      f"{ex.take('batch') * 1e3:.0f} ms, inventory query {ex.take('query') * 1e3:.0f} ms)")
-        objs = {"sets": len(rs.sets), "limits": len(rs.limits), "chains": len(rs.chains),
+        objs = {"sets": len(rs.sets), "chains": len(rs.chains),
                 "elements": sum(len(s.elements or ()) for s in rs.sets)}
         r["objects"] = [objs]
 
@@ -487,7 +487,8 @@ class Bench:
 
     def nft_probe(self) -> None:
         """What one small nft call costs (ip netns exec + nft start + nft's cache fetch) with the
-        connguard table present, with nothing, and with only the same number of named limits."""
+        connguard table present, with nothing, and with a table of 18,000 named limit objects
+        (the per-port objects of an earlier layout: nft loads every object into its cache)."""
         from connguard.nft import NftCli
 
         cli = NftCli(self.lab.host)
@@ -508,7 +509,7 @@ class Bench:
         out = {f"with the connguard table ({len(self.names)} ports)": timed()}
         self.clear_tables()
         out["empty ruleset"] = timed()
-        n = self.results["apply"]["objects"][0]["limits"]
+        n = 18_000
         self.nft("-f", "-", stdin="table inet cglimits {\n" + "".join(
             f"  limit l{i} {{ rate 1000/second burst 1000 packets }}\n" for i in range(n)) + "}\n")
         out[f"with only a table of {n} named limits"] = timed()
@@ -555,7 +556,7 @@ class Bench:
         from connguard.compiler import compile_host
         from connguard.model import parse_state
         from connguard.nft import Applier, NftCli
-        from connguard.nft.bans import add_ban
+        from connguard.nft.bans import add_ban, add_bans
 
         a, lab = self.a, self.lab
         n = a.bans
@@ -569,9 +570,8 @@ class Bench:
         def build(method: str) -> dict:
             if method == "per_command":
                 return {"nftables": [add_ban(ip, p, 600) for ip, p in zip(addrs, ports)]}
-            elem = [{"elem": {"val": {"concat": [p, ip]}, "timeout": 600}} for ip, p in zip(addrs, ports)]
-            return {"nftables": [{"add": {"element": {"family": "inet", "table": "connguard", "name": "ban4",
-                                                      "elem": elem}}}]}
+            # what the agent does (connguard.nft.bans.add_bans): one command per set
+            return {"nftables": add_bans([(ip, p, 600) for ip, p in zip(addrs, ports)])}
 
         progress(f"bans: {n} distinct addresses on {min(n, len(self.names))} real port names into ban4, "
                  f"x{a.reps} per method, alternating")
@@ -658,7 +658,7 @@ class Bench:
             print()
             o = ap["objects"][0]
             print(f"### 2. Compile + apply, {a.ports} ports ({o['chains']} chains, {o['sets']} sets/maps, "
-                  f"{o['limits']} named limits, {o['elements']} set/map elements); median of {a.reps}")
+                  f"{o['elements']} set/map elements); median of {a.reps}")
             print()
             print("| step | parse (ms) | compile_host (ms) | apply (ms) | of which nft batch (ms) | compile+apply (ms) | mode | commands |")
             print("|---|---|---|---|---|---|---|---|")

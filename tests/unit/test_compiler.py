@@ -56,7 +56,7 @@ RATE_PORT = {"type": "connection_rate_limit", "direction": "ingress", "scope": "
 def test_dispatch_is_by_verdict_map_not_per_port_rules():
     rs = compile_host(state([RATE_REMOTE, RATE_PORT], ports=[f"tap{i}" for i in range(50)]))
     forward = rs.chain("forward")
-    assert len(forward.rules) == 11  # independent of the number of ports
+    assert len(forward.rules) == 4  # independent of the number of ports
     assert len(rs.set("to_vm").elements) == len(rs.set("from_vm").elements) == 50
     # no per-port chains or sets: every chain and set name is port-free
     assert not [n for n in [c.name for c in rs.chains] + [s.name for s in rs.sets] if "tap" in n]
@@ -66,18 +66,23 @@ def test_dispatch_is_by_verdict_map_not_per_port_rules():
 
 
 def test_bans_come_before_established_accept():
-    forward = compile_host(state([RATE_REMOTE])).chain("forward")
-    origins = [r.origin for r in forward.rules]
-    first_established = origins.index("established")
-    assert all(o.startswith(("ban", "host ban")) for o in origins[:first_established])
-    assert len(origins[:first_established]) == 8
+    rs = compile_host(state([RATE_REMOTE]))
+    origins = [r.origin for r in rs.chain("forward").rules]
+    assert origins.index("bans") < origins.index("established")
+    dispatch = rs.chain("forward").rules[0].expr[0]["vmap"]["data"]["set"]
+    assert dispatch == [["ipv4", {"jump": {"target": "bans4"}}], ["ipv6", {"jump": {"target": "bans6"}}]]
+    for v in (4, 6):
+        chain = rs.chain(f"bans{v}")
+        assert [r.origin for r in chain.rules] == [f"ban oifname ipv{v}", f"ban iifname ipv{v}",
+                                                   f"host ban oifname ipv{v}", f"host ban iifname ipv{v}"]
+        assert all(r.expr[-1] == {"drop": None} for r in chain.rules)
 
 
 def test_per_remote_limiter_sits_above_port_aggregate_with_canary():
     rs = compile_host(state([RATE_PORT, RATE_REMOTE]))  # order in the policy does not matter
     chain = next(c for c in rs.chains if c.name.startswith("in_"))
     origins = [r.origin for r in chain.rules]
-    assert origins[:2] == ["allowlist", "allowlist"]
+    assert "allowlist" not in origins  # no entries, no lookups
     remote = [i for i, o in enumerate(origins) if "rule 1" in o]
     aggregate = [i for i, o in enumerate(origins) if "rule 0" in o]
     assert max(remote) < min(aggregate)
@@ -129,6 +134,11 @@ def test_allowlist_is_collapsed_and_exempts_first():
     rs = compile_host(state([RATE_REMOTE], allowlist=[{"remote_ip_prefix": "192.0.2.0/25"},
                                                       {"remote_ip_prefix": "192.0.2.128/25"}]))
     assert [e.key for e in rs.set("allow4").elements] == [{"prefix": {"addr": "192.0.2.0", "len": 24}}]
+    for c in rs.chains:
+        if c.name.startswith(("in_", "out_")):
+            # first in every policy chain, and only for the family that has entries
+            assert c.rules[0].origin == "allowlist" and '"@allow4"' in json.dumps(c.rules[0].expr)
+            assert sum(r.origin == "allowlist" for r in c.rules) == 1
 
 
 def test_synproxy_services_per_port_address():

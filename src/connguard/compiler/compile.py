@@ -23,6 +23,7 @@ from connguard.compiler.dispatch import BANNED, FROM_VM, TO_VM, ban_elements, ba
 from connguard.compiler.rate_limit import compile_rate_limit
 from connguard.compiler.ruleset import Chain, NftSet, Rule, Ruleset
 from connguard.compiler.syn_flood import compile_syn_flood
+from connguard.model.common import prefix_version
 from connguard.model.objects import Policy
 from connguard.model.rules import BruteForceRule, ConnectionLimitRule, ConnectionRateLimitRule, SynFloodRule
 from connguard.model.state import HostState
@@ -43,12 +44,14 @@ def policy_id(policy: Policy) -> str:
     return short_id(policy.name)
 
 
-def _allow_rule(direction: str) -> list[Rule]:
+def _allow_rule(direction: str, versions: tuple[int, ...]) -> list[Rule]:
+    """Allowlisted remotes skip the policy. Only for families that have entries: an empty
+    allowlist costs no lookup per new connection."""
     side = "saddr" if direction == "ingress" else "daddr"
-    return [Rule((f.in_set(f.addr(v, side), ALLOW[v]), f.ret()), "allowlist") for v in (4, 6)]
+    return [Rule((f.in_set(f.addr(v, side), ALLOW[v]), f.ret()), "allowlist") for v in versions]
 
 
-def compile_policy(policy: Policy) -> tuple[list[Chain], list[NftSet], list]:
+def compile_policy(policy: Policy, allow_versions: tuple[int, ...] = (4, 6)) -> tuple[list[Chain], list[NftSet], list]:
     """Chains, sets and synproxy services of one policy."""
     monitor = policy.enforcement == "monitor"
     synproxy = () if monitor else tuple(
@@ -60,7 +63,7 @@ def compile_policy(policy: Policy) -> tuple[list[Chain], list[NftSet], list]:
         staged = [(stage, i, rule) for i, part in enumerate(parts)
                   for stage, rule in (part.ingress if direction == "ingress" else part.egress)]
         staged.sort(key=lambda t: (t[0], t[1]))  # stable within a rule
-        chains.append(Chain(prefix + pid, tuple(_allow_rule(direction) + [r for _, _, r in staged])))
+        chains.append(Chain(prefix + pid, tuple(_allow_rule(direction, allow_versions) + [r for _, _, r in staged])))
     sets = [s for part in parts for s in part.sets]
     services = [svc for part in parts for svc in part.synproxy_services]
     return chains, sets, services
@@ -74,7 +77,8 @@ def compile_host(state: HostState) -> Ruleset:
     synproxy: dict[int, list[tuple[str, int, int]]] = {}
     port_policy: dict[str, str] = {}
 
-    compiled = {p.name: compile_policy(p) for p in state.policies}
+    allow_versions = tuple(sorted({prefix_version(e.remote_ip_prefix) for e in state.allowlist}))
+    compiled = {p.name: compile_policy(p, allow_versions) for p in state.policies}
     hit_sets = {f"h{RuleContext(p, i, False, ()).rid}": f"policy {p.name} rule {i} {r.type}"
                 for p in state.policies for i, r in enumerate(p.rules)}
     for pchains, psets, _ in compiled.values():
@@ -82,16 +86,16 @@ def compile_host(state: HostState) -> Ruleset:
         for s in psets:
             sets[s.name] = s
 
+    # the per-port loop is the only part that grows with the host: keep it to lookups
+    pids = {p.name: policy_id(p) for p in state.policies}
     for port in state.ports:
-        policy = state.policy_of(port)
-        if policy is None:
+        name = port.policy or state.default_policy
+        if name is None:
             continue
         ifname = port.interface_name
-        port_policy[ifname] = policy.name
-        pid = policy_id(policy)
-        to_vm[ifname], from_vm[ifname] = "in_" + pid, "out_" + pid
-        services = compiled[policy.name][2]
-        for v, lo, hi in services:
+        port_policy[ifname] = name
+        to_vm[ifname], from_vm[ifname] = "in_" + pids[name], "out_" + pids[name]
+        for v, lo, hi in compiled[name][2]:
             for ip in port.fixed_ips:
                 if (":" in ip) == (v == 6):
                     synproxy.setdefault(v, []).append((ip, lo, hi))

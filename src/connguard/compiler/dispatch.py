@@ -27,15 +27,17 @@ FILTER_PRIORITY = -10  # before the usual filter chains, so bans win over their 
 ADDR = {4: "ipv4_addr", 6: "ipv6_addr"}
 
 
-def _ban_rules() -> list[Rule]:
+def _ban_chain(v: int) -> Chain:
+    """Every forwarded packet passes here (bans must cut established flows too), so one chain
+    per family, entered by a single nfproto dispatch, keeps it to four lookups."""
     rules = []
-    for v in (4, 6):
-        for port, side in (("oifname", "saddr"), ("iifname", "daddr")):
-            rules.append(Rule((f.in_set(f.concat(f.meta(port), f.remote_key(v, side)), BAN[v]),
-                               f.counter(BANNED), f.drop()), f"ban {port} ipv{v}"))
-            rules.append(Rule((f.in_set(f.meta(port), PORTS), f.in_set(f.addr(v, side), HOST_BAN[v]),
-                               f.counter(BANNED), f.drop()), f"host ban {port} ipv{v}"))
-    return rules
+    for port, side in (("oifname", "saddr"), ("iifname", "daddr")):
+        rules.append(Rule((f.in_set(f.concat(f.meta(port), f.remote_key(v, side)), BAN[v]),
+                           f.counter(BANNED), f.drop()), f"ban {port} ipv{v}"))
+    for port, side in (("oifname", "saddr"), ("iifname", "daddr")):
+        rules.append(Rule((f.in_set(f.meta(port), PORTS), f.in_set(f.addr(v, side), HOST_BAN[v]),
+                           f.counter(BANNED), f.drop()), f"host ban {port} ipv{v}"))
+    return Chain(f"bans{v}", tuple(rules))
 
 
 def base_chains() -> list[Chain]:
@@ -45,7 +47,10 @@ def base_chains() -> list[Chain]:
               f.in_set(f.concat(f.addr(v, "daddr"), f.payload("tcp", "dport")), SYNPROXY[v]), f.notrack()),
              f"synproxy notrack ipv{v}")
         for v in (4, 6)), Hook("prerouting", RAW_PRIORITY))
-    forward = Chain("forward", tuple(_ban_rules() + [
+    by_family = {"vmap": {"key": f.meta("nfproto"), "data": {"set": [["ipv4", f.jump("bans4")],
+                                                                      ["ipv6", f.jump("bans6")]]}}}
+    forward = Chain("forward", tuple([
+        Rule((by_family,), "bans"),
         established,
         Rule((f.vmap(f.meta("iifname"), FROM_VM),), "dispatch from VM"),
         Rule((f.vmap(f.meta("oifname"), TO_VM),), "dispatch to VM"),
@@ -53,7 +58,7 @@ def base_chains() -> list[Chain]:
     # VM -> host services (DHCP, DNS, metadata) traverse input, not forward.
     host_in = Chain("host_in", (established, Rule((f.vmap(f.meta("iifname"), FROM_VM),), "dispatch from VM")),
                     Hook("input", FILTER_PRIORITY))
-    return [raw, forward, host_in]
+    return [raw, forward, host_in, _ban_chain(4), _ban_chain(6)]
 
 
 def _collapse(prefixes: list[str], version: int) -> list[str]:
@@ -91,8 +96,9 @@ def host_sets(*, allowlist: tuple[AllowlistEntry, ...], ports: list[str],
             Element(f.concat(ip, lo if lo == hi else {"range": [lo, hi]})) for ip, lo, hi in proxied)))
     sets.append(NftSet(PORTS, ("ifname",), size=PORT_SET_SIZE, elements=tuple(Element(p) for p in sorted(ports))))
     for name, targets in ((TO_VM, to_vm), (FROM_VM, from_vm)):
+        verdicts = {chain: f.jump(chain) for chain in set(targets.values())}  # shared, never mutated
         sets.append(NftSet(name, ("ifname",), map="verdict", size=PORT_SET_SIZE, elements=tuple(
-            Element(port, f.jump(chain)) for port, chain in sorted(targets.items()))))
+            Element(port, verdicts[chain]) for port, chain in sorted(targets.items()))))
     return sets
 
 
