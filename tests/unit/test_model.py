@@ -96,3 +96,18 @@ def test_example_state_file_is_valid():
 def test_api_style_fixed_ips():
     st = parse_state(yaml.safe_load("ports: [{interface_name: t1, fixed_ips: [{ip_address: 10.0.0.1}, 'fd00::1']}]"))
     assert st.ports[0].fixed_ips == ("10.0.0.1", "fd00::1")
+
+
+@pytest.mark.parametrize("value", ["10.0.0.1", "255.255.255.255", "fd00::5", "::ffff:1.2.3.4", "FD00:0:0::5"])
+def test_addresses_are_normalised_like_ipaddress(value):
+    import ipaddress
+
+    from connguard.model.common import _check_address
+    assert _check_address(value) == str(ipaddress.ip_address(value))
+
+
+@pytest.mark.parametrize("value", ["010.0.0.1", "1.2.3", "1.2.3.4 ", "256.0.0.1", "fd00::5::1", ""])
+def test_bad_addresses_are_refused(value):
+    from connguard.model.common import _check_address
+    with pytest.raises(ValueError, match="not an IPv4 or IPv6 address"):
+        _check_address(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -42,6 +43,12 @@ def _check_prefix(value: str) -> str:
 
 
 def _check_address(value: str) -> str:
+    # Hosts carry thousands of ports: the C parser takes the common IPv4 case (it refuses
+    # leading zeros and short forms as ipaddress does, and prints the same dotted quad).
+    try:
+        return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, value))
+    except (OSError, TypeError):
+        pass
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
