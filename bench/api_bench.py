@@ -39,6 +39,7 @@ from connguard.db.models import HostRevision, Port, QosPolicy, QosRule  # noqa: 
 from connguard.db.services.tokens import create_token  # noqa: E402
 from connguard.model.rules import RULE_TYPES  # noqa: E402
 from connguard.server import create_app  # noqa: E402
+from connguard.server.app import freeze_startup_heap  # noqa: E402
 
 PORTS, POLICIES, HOSTS = 10_000, 1_000, 50  # 200 ports per host
 PROJECT = "bench"
@@ -158,6 +159,7 @@ def throughput(app: Any, token: str, fn: Callable[[TestClient, dict[str, str], i
 def run(db_url: str, n: int, n_list: int) -> tuple[dict[str, list[float]], dict[str, float]]:
     app = create_app(db_url)
     ids = populate(app)
+    freeze_startup_heap()  # what the server's start-up (ASGI lifespan) does
     c = TestClient(app)
     h, agent = {"X-Auth-Token": ids["member"]}, {"X-Auth-Token": ids["agent"]}
     rnd = random.Random(1)
@@ -277,7 +279,7 @@ def main() -> None:
     args = ap.parse_args()
     n = args.n or (60 if args.quick else 500)
     n_list = max(n // 3, 20) if args.quick else max(n * 3 // 5, 20)
-    t0 = time.perf_counter()
+    t0, load_before = time.perf_counter(), os.getloadavg()
     backends = {}
     with tempfile.TemporaryDirectory() as tmp:
         log("sqlite")
@@ -286,8 +288,10 @@ def main() -> None:
         with pg_database(args.pg) as url:
             log("postgresql")
             backends["postgresql"] = run(url, n, n_list)
-    log(f"total {time.perf_counter() - t0:.0f} s")
     report(backends, args)
+    # Tails are sensitive to other work on the machine: say how loaded it was.
+    print(f"\n{time.perf_counter() - t0:.0f} s; load average (1 min) {load_before[0]:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after, on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":
