@@ -19,7 +19,7 @@ from connguard.compiler.brute_force import compile_brute_force
 from connguard.compiler.common import ALLOW, SET_FULL
 from connguard.compiler.conn_limit import compile_conn_limit
 from connguard.compiler.context import Contribution, RuleContext, short_id
-from connguard.compiler.dispatch import BANNED, FROM_VM, TO_VM, ban_elements, base_chains, host_sets
+from connguard.compiler.dispatch import BANNED, ban_elements, base_chains, host_sets
 from connguard.compiler.rate_limit import compile_rate_limit
 from connguard.compiler.ruleset import Chain, NftSet, Rule, Ruleset
 from connguard.compiler.syn_flood import compile_syn_flood
