@@ -127,3 +127,37 @@ def test_status_reports_ports_rules_and_bans(netns, tmp_path):
 def test_status_without_table_says_so(netns, tmp_path):
     result = run(["status", "--netns", netns], tmp_path)
     assert result.exit_code == 0 and "enforces nothing" in result.output
+
+
+def test_overlapping_state_bans_never_block_the_ruleset(netns, tmp_path):
+    from connguard.compiler import compile_host
+    from connguard.model import parse_state
+    from connguard.nft import Applier, NftCli, observe
+
+    applier = Applier(NftCli(netns))
+    # overlapping prefixes in one file are merged (the kernel refuses overlaps in one batch)
+    first = {**GOOD, "bans": [{"ip_address": "10.1.0.0/16"}, {"ip_address": "10.1.2.0/24", "seconds": 60}]}
+    applier.apply(compile_host(parse_state(first)))
+    assert [b.ip_address for b in observe(NftCli(netns)).bans] == ["10.1.0.0/16"]
+    # a ban overlapping one the kernel already holds: the ruleset change lands, the ban is reported
+    second = {**GOOD, "ports": GOOD["ports"] + [{"interface_name": "tapweb2", "policy": "web"}],
+              "bans": [{"ip_address": "10.0.0.0/8", "seconds": 60}]}
+    result = applier.apply(compile_host(parse_state(second)))
+    assert result.warnings and "10.0.0.0" in result.warnings[0], result
+    assert "tapweb2" in ruleset(netns)
+    assert [b.ip_address for b in observe(NftCli(netns)).bans] == ["10.1.0.0/16"]
+
+
+def test_a_set_of_another_shape_is_replaced(netns):
+    """An older layout left ban4 with another key type and a rule using it: a full sync
+    replaces it instead of failing with EBUSY."""
+    from connguard.compiler import compile_host
+    from connguard.model import parse_state
+    from connguard.nft import Applier, NftCli
+
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], check=True, text=True, input=(
+        "table inet connguard {\n set ban4 { type ipv4_addr; }\n"
+        " chain bans4 {\n  ip daddr @ban4 drop\n }\n chain old_chain {\n  ip saddr @ban4 drop\n }\n}\n"))
+    Applier(NftCli(netns)).apply(compile_host(parse_state(GOOD)))
+    text = ruleset(netns)
+    assert "type ifname . ipv4_addr" in text and "old_chain" not in text

@@ -121,3 +121,30 @@ def test_egress_brute_force_bans_the_vms_access_to_that_remote(lab, tmp_path):
             assert other_service.connected == 0  # the VM may not talk to that remote at all
         with cl.hold(vm, 80, 1, timeout=0.8, source=cl.extra_ipv4[0]) as unrelated:
             assert unrelated.connected == 1  # another remote still reaches the VM
+
+
+def test_state_file_ban_is_applied_once_and_never_escalated(lab, tmp_path):
+    vm, cl = lab.vms[0], lab.clients[0]
+    banned = cl.extra_ipv4[1]
+    state = state_dict(lab, [BF], bans=[{"ip_address": banned, "interface_name": vm.tap, "seconds": 2}])
+    with RunningAgent(lab, state, tmp_path) as ra:
+        [ban] = bans_of(lab, banned)
+        assert ban.timeout == 2
+        wait_for(lambda: not bans_of(lab, banned), 6, what="the state ban to expire")
+        assert ra.agent.book.bans.get((vm.tap, banned)) is None or \
+            ra.agent.book.bans[(vm.tap, banned)].origin == "manual"
+    # a restart (full sync) does not put the expired ban back, let alone escalate it
+    with RunningAgent(lab, state, tmp_path) as ra:
+        assert ra.agent.last_apply["mode"] == "full"
+        assert bans_of(lab, banned) == []
+        assert all(b.origin == "manual" for b in ra.agent.book.bans.values() if b.ip_address == banned)
+
+
+def test_emptied_dispatch_map_is_repaired(lab, tmp_path):
+    vm, cl = lab.vms[0], lab.clients[0]
+    with RunningAgent(lab, state_dict(lab, [BF]), tmp_path, drift_interval=1) as ra:
+        lab.exec(lab.host, ["nft", "flush", "map", "inet", "connguard", "to_vm"])
+        wait_for(lambda: vm.tap in lab.exec(lab.host, ["nft", "list", "map", "inet", "connguard", "to_vm"]).stdout,
+                 10, what="to_vm repaired")
+        assert ra.agent.last_apply["mode"] == "full"
+        assert outcomes(cl.bruteforce(vm, 22, attempts=ATTEMPTS + 1, timeout=0.8))[-1] != "connected"

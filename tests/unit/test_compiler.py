@@ -125,9 +125,23 @@ def test_enforce_brute_force_bans_for_ban_seconds():
     meter = next(e for e in v4 if "set" in e and e["set"]["op"] == "update" and e["set"]["set"].startswith("@b"))
     assert meter["set"]["stmt"] == [{"limit": {"rate": 6, "per": "minute", "burst": 6, "burst_unit": "packets",
                                                "inv": True}}]
-    ban = next(e for e in v4 if "set" in e and e["set"]["set"] == "@ban4")
-    assert ban["set"]["elem"]["elem"]["timeout"] == 600
-    assert v4[-1] == {"drop": None}
+    # over the limit: jump to the rule's punishment chain, where the ban and the drop are
+    # separate rules (a full ban set must not skip the drop)
+    target = v4[-1]["jump"]["target"]
+    punish = rs.chain(target)
+    assert [list(r.expr[-1]) for r in punish.rules] == [["set"], ["reject"], ["drop"]]
+    ban = punish.rules[0].expr[0]["set"]
+    assert ban["set"] == "@ban4" and ban["elem"]["elem"]["timeout"] == 600
+
+
+def test_overlapping_host_bans_are_merged_and_port_bans_use_the_kernel_key():
+    st = parse_state({"ports": [{"interface_name": "tapa"}], "bans": [
+        {"ip_address": "10.0.0.0/8", "seconds": 60}, {"ip_address": "10.1.0.0/16", "seconds": 600},
+        {"ip_address": "192.0.2.1"}, {"ip_address": "2001:db8:1:2::9", "interface_name": "tapa", "seconds": 5}]})
+    seeds = {(name, json.dumps(e.key), e.timeout) for name, e in compile_host(st).seeds}
+    assert seeds == {("hostban4", json.dumps({"prefix": {"addr": "10.0.0.0", "len": 8}}), 600),
+                     ("hostban4", json.dumps("192.0.2.1"), None),
+                     ("ban6", json.dumps({"concat": ["tapa", "2001:db8:1:2::"]}), 5)}
 
 
 def test_allowlist_is_collapsed_and_exempts_first():

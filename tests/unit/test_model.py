@@ -111,3 +111,23 @@ def test_bad_addresses_are_refused(value):
     from connguard.model.common import _check_address
     with pytest.raises(ValueError, match="not an IPv4 or IPv6 address"):
         _check_address(value)
+
+
+@pytest.mark.parametrize("state,field,reason", [
+    ({"ports": [{"interface_name": "tap1", "fixed_ips": ["fe80::1%eth0"]}]}, "ports[0].fixed_ips[0]", "scope id"),
+    ({"allowlist": [{"remote_ip_prefix": "fe80::1%x y}"}]}, "allowlist[0].remote_ip_prefix", "scope id"),
+    ({"policies": [{"name": "a\x00b"}]}, "policies[0].name", "control characters"),
+    ({"policies": [{"name": "p", "rules": [{"type": "brute_force", "profile": "ssh", "protocol": "udp"}]}]},
+     "policies[0].rules[0]", "has no udp service"),
+])
+def test_more_bad_input_found_in_review(state, field, reason):
+    with pytest.raises(ValidationFailed) as info:
+        parse_state(state)
+    assert any(f == field and reason in r for f, r in info.value.errors), info.value.errors
+
+
+def test_escalation_never_overflows():
+    r = BruteForceRule(profile="ssh", ban_seconds=60, ban_multiplier=100, max_ban_seconds=60)
+    assert r.ban_for(10_000) == 60
+    r = BruteForceRule(profile="ssh", ban_seconds=60, ban_multiplier=2, max_ban_seconds=86400)
+    assert r.ban_for(5000) == 86400

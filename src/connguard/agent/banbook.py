@@ -47,6 +47,9 @@ class BanBook:
         self.path = path
         self.bans: dict[tuple, BookBan] = {}
         self.offences: dict[str, dict] = {}  # "ifname|ip" -> {"count": n, "until": epoch}
+        # state-file bans already put in the kernel once ("ifname|ip" -> expiry or None): they
+        # are not put there again (after a restart, once expired), only restored while unexpired
+        self.seeded: dict[str, float | None] = {}
         self._written: str | None = None
         self._load()
 
@@ -61,10 +64,12 @@ class BanBook:
             ban = BookBan(**b)
             self.bans[ban.key()] = ban
         self.offences = data.get("offences", {})
+        self.seeded = data.get("seeded", {})
 
     def save(self) -> None:
         """Write the book if it changed since the last write (atomically, fsync'd)."""
-        payload = {"bans": [asdict(b) for b in self.bans.values()], "offences": self.offences}
+        payload = {"bans": [asdict(b) for b in self.bans.values()], "offences": self.offences,
+                   "seeded": self.seeded}
         text = json.dumps(payload, indent=1, sort_keys=True)
         if text == self._written:
             return

@@ -20,10 +20,11 @@ from connguard.agent.banbook import BanBook
 from connguard.agent.statusfile import write_status
 from connguard.compiler import compile_host
 from connguard.compiler.ruleset import Ruleset
-from connguard.exceptions import ApplyError, ValidationFailed
+from connguard.compiler.dispatch import ban_key
+from connguard.exceptions import ApplyError, CompileError, ValidationFailed
 from connguard.model import BruteForceRule, HostState, load_state_file
 from connguard.nft import Applier, observe
-from connguard.nft.applier import drift, read_inventory
+from connguard.nft.applier import dispatch_drift, drift, read_inventory
 from connguard.nft.bans import add_bans, replace_ban, reset_meter
 from connguard.nft.executor import Executor, NftFailure
 
@@ -35,6 +36,10 @@ class _Loaded:
     stamp: tuple
     state: HostState
     ruleset: Ruleset
+
+
+def _book_key(key: tuple[str | None, str]) -> str:
+    return f"{key[0] or ''}|{key[1]}"
 
 
 class StandaloneAgent:
@@ -68,8 +73,10 @@ class StandaloneAgent:
             return False
         try:
             state = load_state_file(self.state_file)
-            ruleset = compile_host(state)
-        except ValidationFailed as exc:
+            # the file's bans are put in the kernel once, with their lifetime from then
+            fresh = tuple(b for b in state.bans if _book_key(ban_key(b)) not in self.book.seeded)
+            ruleset = compile_host(state.model_copy(update={"bans": fresh}))
+        except (ValidationFailed, CompileError) as exc:
             self._error(f"state file rejected, still enforcing the last good state: {exc}")
             if self.loaded is not None:
                 self.loaded.stamp = stamp  # do not re-report every tick
@@ -86,7 +93,8 @@ class StandaloneAgent:
         now = self.clock()
         if now >= self._next_drift and self.applier.applied is not None:
             self._next_drift = now + self.drift_interval
-            problems = drift(self.applier.applied, read_inventory(self.executor))
+            problems = drift(self.applier.applied, read_inventory(self.executor)) \
+                or dispatch_drift(self.executor, self.applier.applied)
             if problems:
                 log.warning("drift: %s; repairing with a full sync", "; ".join(problems[:5]))
                 self.applier.invalidate()
@@ -94,19 +102,37 @@ class StandaloneAgent:
             result = self.applier.apply(self.loaded.ruleset)
         except ApplyError as exc:
             self._error(str(exc))
-            return
-        if result.mode != "noop":
-            self.last_apply = {"mode": result.mode, "commands": result.commands,
-                               "seconds": round(result.seconds, 4), "at": now}
-            log.info("applied (%s): %d commands in %.0f ms", result.mode, result.commands, result.seconds * 1000)
-        self.last_error = None
+        else:
+            if result.mode != "noop":
+                self.last_apply = {"mode": result.mode, "commands": result.commands,
+                                   "seconds": round(result.seconds, 4), "at": now}
+                log.info("applied (%s): %d commands in %.0f ms", result.mode, result.commands, result.seconds * 1000)
+            for w in result.warnings:
+                log.warning("state ban not applied: %s", w)
+            self._record_seeds(now)
+            self.last_error = None
+        # bans are kept, escalated and restored even while the ruleset cannot be applied
         self._bans(now)
         self._write_status(now)
+
+    def _record_seeds(self, now: float) -> None:
+        assert self.loaded is not None
+        current = {}
+        for b in self.loaded.state.bans:
+            key = _book_key(ban_key(b))
+            current[key] = self.book.seeded.get(key, None if b.seconds is None else now + b.seconds)
+        # forget bans taken out of the file: if they come back, they are new bans
+        recorded = set(current) - set(self.book.seeded)
+        self.book.seeded = current
+        if recorded and self.loaded.ruleset.seeds:
+            # from now on the book keeps (and restores) them; a later full sync must not put
+            # them back with their whole lifetime
+            self.loaded.ruleset = compile_host(self.loaded.state.model_copy(update={"bans": ()}))
 
     def _bans(self, now: float) -> None:
         kernel = observe(self.executor, bans_only=True).bans
         state = self.loaded.state  # type: ignore[union-attr]
-        manual = {(b.interface_name, b.ip_address) for b in state.bans}
+        manual = {ban_key(b) for b in state.bans}
         known = set(self.book.bans)
         escalations = self.book.sync(kernel, now, manual=manual, ban_for=self._ban_for)
         cmds: list[dict] = []
@@ -130,12 +156,24 @@ class StandaloneAgent:
             log.warning("restoring %d ban(s) the kernel lost, e.g. %s on %s", len(restore), restore[0][0],
                         restore[0][1] or "all ports")
             cmds += add_bans(restore)
-        if cmds:
-            try:
-                self.executor.batch({"nftables": cmds})
-            except NftFailure as exc:
-                self._error(f"could not update bans: {exc.message}")
+        self._run_each(cmds)
         self.book.save()
+
+    def _run_each(self, cmds: list[dict]) -> None:
+        """One batch; if the kernel refuses it (a ban expired between observing and replacing
+        it, say), command by command, so one failure does not hold back the others."""
+        if not cmds:
+            return
+        try:
+            self.executor.batch({"nftables": cmds})
+            return
+        except NftFailure:
+            pass
+        for cmd in cmds:
+            try:
+                self.executor.batch({"nftables": [cmd]})
+            except NftFailure as exc:
+                log.warning("ban update not applied: %s", exc.message.strip().splitlines()[0])
 
     def _ban_for(self, ifname: str, offence: int) -> int | None:
         """Escalated ban for a port: its policy's most severe brute-force rule decides (the
@@ -168,6 +206,9 @@ class StandaloneAgent:
                 self.tick()
             except NftFailure as exc:
                 self._error(f"nft: {exc.message}")
+            except Exception as exc:  # the loop must outlive any one pass; the kernel keeps enforcing
+                log.exception("reconciliation pass failed")
+                self._error(f"internal error: {exc!r}")
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
     def stop(self) -> None:

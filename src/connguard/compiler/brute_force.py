@@ -11,10 +11,10 @@ cannot remember history beyond the ban itself.
 from __future__ import annotations
 
 from connguard.compiler import fragments as f
-from connguard.compiler.common import BAN, hits, new_connection_variants, offender, port_key, refuse, remote_key, remote_side
+from connguard.compiler.common import BAN, hits, new_connection_variants, offender, port_key, remote_key, remote_side
 from connguard.compiler.context import BAN_SET_SIZE, Contribution, RuleContext, Stage
 from connguard.compiler.rate_limit import ADDR_TYPE, hit_set
-from connguard.compiler.ruleset import NftSet, Rule
+from connguard.compiler.ruleset import Chain, NftSet, Rule
 from connguard.model.rules import BruteForceRule
 
 
@@ -29,16 +29,30 @@ def compile_brute_force(ctx: RuleContext) -> Contribution:
         out.sets.append(NftSet(name, ("ifname", ADDR_TYPE[v]), flags=("timeout",), size=BAN_SET_SIZE,
                                role="bf_meter"))
         key = f.concat(port_key(d), remote_key(d, v))
+        punish = _punishment(ctx, d, v, key, rule.ban_seconds)
         for svc in rule.services():
-            for pred, ack in new_connection_variants(ctx, d, v, svc.protocol, (svc.port_min, svc.port_max)):
+            for pred, _ in new_connection_variants(ctx, d, v, svc.protocol, (svc.port_min, svc.port_max)):
                 base = pred + [f.nfproto(v)] + f.port_match(svc.protocol, svc.port_min, svc.port_max)
                 if rule.remote_ip_prefix is not None:
                     base.append(f.match(f.addr(v, remote_side(d)), f.prefix(rule.remote_ip_prefix)))
-                stmts = [f.dynset("update", name, key, meter, timeout=rule.window)]
-                if not ctx.monitor:
-                    stmts.append(f.dynset("add", BAN[v], key, timeout=rule.ban_seconds))
-                stmts.append(hits(f"h{ctx.rid}", d))
-                for pre, verdict in refuse(ctx, svc.protocol, gentle=False, ack_stage=ack):
-                    out.add(d, Stage.BRUTE_FORCE,
-                            Rule(tuple(base + pre + stmts + offender(ctx, d, v) + verdict), ctx.origin(d)))
+                stmts = [f.dynset("update", name, key, meter, timeout=rule.window), hits(f"h{ctx.rid}", d)]
+                if ctx.monitor:
+                    out.add(d, Stage.BRUTE_FORCE, Rule(tuple(base + stmts + offender(ctx, d, v)), ctx.origin(d)))
+                else:
+                    out.add(d, Stage.BRUTE_FORCE, Rule(tuple(base + stmts + [f.jump(punish.name)]), ctx.origin(d)))
+        if not ctx.monitor:
+            out.chains.append(punish)
     return out
+
+
+def _punishment(ctx: RuleContext, d: str, v: int, key, ban_seconds: int) -> Chain:
+    """Ban, then refuse, as separate rules: when the ban set is full the kernel skips the rest of
+    the rule that failed to add, and a drop in that same rule would be skipped too (fail-open).
+    Here a full ban set costs the ban, never the drop."""
+    origin = ctx.origin(d)
+    return Chain(f"x{ctx.rid}{v}", (
+        Rule((f.dynset("add", BAN[v], key, timeout=ban_seconds),), origin + " ban"),
+        # the synproxy ACK stage: the client believes it is connected, reset it
+        Rule((f.ct_state("invalid"), f.l4proto("tcp"), f.reject_tcp_reset()), origin + " reset"),
+        Rule((f.drop(),), origin + " drop"),
+    ))

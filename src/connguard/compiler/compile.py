@@ -23,6 +23,7 @@ from connguard.compiler.dispatch import BANNED, ban_elements, base_chains, host_
 from connguard.compiler.rate_limit import compile_rate_limit
 from connguard.compiler.ruleset import Chain, NftSet, Rule, Ruleset
 from connguard.compiler.syn_flood import compile_syn_flood
+from connguard.exceptions import CompileError
 from connguard.model.common import prefix_version
 from connguard.model.objects import Policy
 from connguard.model.rules import BruteForceRule, ConnectionLimitRule, ConnectionRateLimitRule, SynFloodRule
@@ -64,26 +65,29 @@ def compile_policy(policy: Policy, allow_versions: tuple[int, ...] = (4, 6)) -> 
                   for stage, rule in (part.ingress if direction == "ingress" else part.egress)]
         staged.sort(key=lambda t: (t[0], t[1]))  # stable within a rule
         chains.append(Chain(prefix + pid, tuple(_allow_rule(direction, allow_versions) + [r for _, _, r in staged])))
+    chains += [c for part in parts for c in part.chains]
     sets = [s for part in parts for s in part.sets]
     services = [svc for part in parts for svc in part.synproxy_services]
     return chains, sets, services
 
 
 def compile_host(state: HostState) -> Ruleset:
-    chains = base_chains()
+    allow_versions = tuple(sorted({prefix_version(e.remote_ip_prefix) for e in state.allowlist}))
+    chains = base_chains(allow_versions)
     sets: dict[str, NftSet] = {}
     to_vm: dict[str, str] = {}
     from_vm: dict[str, str] = {}
     synproxy: dict[int, list[tuple[str, int, int]]] = {}
     port_policy: dict[str, str] = {}
 
-    allow_versions = tuple(sorted({prefix_version(e.remote_ip_prefix) for e in state.allowlist}))
     compiled = {p.name: compile_policy(p, allow_versions) for p in state.policies}
     hit_sets = {f"h{RuleContext(p, i, False, ()).rid}": f"policy {p.name} rule {i} {r.type}"
                 for p in state.policies for i, r in enumerate(p.rules)}
     for pchains, psets, _ in compiled.values():
         chains += pchains
         for s in psets:
+            if sets.get(s.name, s) != s:
+                raise CompileError(f"two rules compile to the same set name {s.name}; rename a policy")
             sets[s.name] = s
 
     # the per-port loop is the only part that grows with the host: keep it to lookups
@@ -104,6 +108,9 @@ def compile_host(state: HostState) -> Ruleset:
                        synproxy=synproxy, to_vm=to_vm, from_vm=from_vm):
         sets[s.name] = s
     seeds = tuple((name, e) for name, elems in sorted(ban_elements(state.bans).items()) for e in elems)
+    names = [c.name for c in chains]
+    if len(set(names)) != len(names):
+        raise CompileError("two policies or rules compile to the same chain name; rename one of them")
     return Ruleset(
         sets=tuple(sorted(sets.values(), key=lambda s: s.name)),
         counters=(BANNED, SET_FULL),

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from connguard.compiler.ruleset import NftSet, Rule
+from connguard.compiler.ruleset import Chain, NftSet, Rule
 from connguard.model.objects import Policy
 
 # Sizes of the shared dynamic sets. A per-source limiter whose set is full fails open
@@ -35,7 +35,8 @@ class Stage(IntEnum):
     INVALID = 95
 
 
-def short_id(*parts: object, n: int = 8) -> str:
+def short_id(*parts: object, n: int = 16) -> str:
+    # 64 bits: names are derived from operator-chosen text; compile_host refuses a collision
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:n]
 
 
@@ -73,6 +74,7 @@ class Contribution:
     ingress: list[tuple[int, Rule]] = field(default_factory=list)
     egress: list[tuple[int, Rule]] = field(default_factory=list)
     sets: list[NftSet] = field(default_factory=list)
+    chains: list[Chain] = field(default_factory=list)  # jumped to from the rule's own rules
     # (version, port range) of services this rule proxies: becomes synproxy set elements
     synproxy_services: list[tuple[int, int, int]] = field(default_factory=list)
 

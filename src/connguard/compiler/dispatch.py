@@ -40,11 +40,15 @@ def _ban_chain(v: int) -> Chain:
     return Chain(f"bans{v}", tuple(rules))
 
 
-def base_chains() -> list[Chain]:
+def base_chains(allow_versions: tuple[int, ...] = ()) -> list[Chain]:
     established = Rule((f.ct_state("established", "related"), f.accept()), "established")
+    # Allowlisted clients skip synproxy like every other protection: their SYNs stay tracked,
+    # or their flows would reach the VM untracked and fall foul of any "ct state" firewall.
     raw = Chain("raw_pre", tuple(
         Rule((f.nfproto(v), f.l4proto("tcp"), f.tcp_flags_syn_only(),
-              f.in_set(f.concat(f.addr(v, "daddr"), f.payload("tcp", "dport")), SYNPROXY[v]), f.notrack()),
+              f.in_set(f.concat(f.addr(v, "daddr"), f.payload("tcp", "dport")), SYNPROXY[v]))
+             + ((f.in_set(f.addr(v, "saddr"), ALLOW[v], negate=True),) if v in allow_versions else ())
+             + (f.notrack(),),
              f"synproxy notrack ipv{v}")
         for v in (4, 6)), Hook("prerouting", RAW_PRIORITY))
     by_family = {"vmap": {"key": f.meta("nfproto"), "data": {"set": [["ipv4", f.jump("bans4")],
@@ -102,15 +106,44 @@ def host_sets(*, allowlist: tuple[AllowlistEntry, ...], ports: list[str],
     return sets
 
 
+def ban_key(ban: Ban) -> tuple[str | None, str]:
+    """(interface, remote) as the kernel's ban sets and ``observe`` spell them."""
+    net = ipaddress.ip_network(ban.ip_address)
+    if ban.interface_name is not None:
+        return ban.interface_name, normalise_remote(str(net.network_address))
+    return None, str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
 def ban_elements(bans: tuple[Ban, ...]) -> dict[str, list[Element]]:
-    """State-file bans as elements to add (if missing) to the long-lived ban sets."""
+    """State-file bans as elements to add (if missing) to the long-lived ban sets. Host-wide
+    prefixes go into an interval set, which refuses overlaps: a prefix inside another one is
+    left out (the wider ban already covers it; the longer lifetime is kept)."""
     out: dict[str, list[Element]] = {}
+    port_bans: dict[tuple, int | None] = {}
+    host: dict[int, list[tuple[ipaddress._BaseNetwork, int | None]]] = {4: [], 6: []}
     for ban in bans:
         net = ipaddress.ip_network(ban.ip_address)
-        v = net.version
         if ban.interface_name is not None:
-            remote = normalise_remote(str(net.network_address))
-            out.setdefault(BAN[v], []).append(Element(f.concat(ban.interface_name, remote), timeout=ban.seconds))
+            key = ban_key(ban)
+            port_bans[key] = _longer(port_bans.get(key, 0), ban.seconds)
         else:
-            out.setdefault(HOST_BAN[v], []).append(Element(f.prefix(str(net)), timeout=ban.seconds))
+            host[net.version].append((net, ban.seconds))
+    for (ifname, remote), seconds in sorted(port_bans.items()):
+        v = 6 if ":" in remote else 4
+        out.setdefault(BAN[v], []).append(Element(f.concat(ifname, remote), timeout=seconds))
+    for v, nets in host.items():
+        kept: list[tuple[ipaddress._BaseNetwork, int | None]] = []
+        for net, seconds in sorted(nets, key=lambda t: (t[0].prefixlen, t[0])):
+            outer = next((i for i, (k, _) in enumerate(kept) if net.subnet_of(k)), None)  # type: ignore[arg-type]
+            if outer is None:
+                kept.append((net, seconds))
+            else:
+                kept[outer] = (kept[outer][0], _longer(kept[outer][1], seconds))
+        for net, seconds in sorted(kept, key=lambda t: t[0]):
+            out.setdefault(HOST_BAN[v], []).append(Element(f.prefix(str(net)), timeout=seconds))
     return out
+
+
+def _longer(a: int | None, b: int | None) -> int | None:
+    """The longer of two ban lifetimes; None (no expiry) is the longest."""
+    return None if a is None or b is None else max(a, b)

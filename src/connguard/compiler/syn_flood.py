@@ -29,7 +29,9 @@ def compile_syn_flood(ctx: RuleContext) -> Contribution:
     for v in rule.families():
         service = [f.nfproto(v)] + f.port_match("tcp", rule.port_range_min, rule.port_range_max)  # type: ignore[arg-type]
         proxied = f.in_set(f.concat(f.addr(v, "daddr"), f.payload("tcp", "dport")), SYNPROXY[v])
-        state = f.ct_state("untracked") if proxy else f.ct_state("new")
+        # untracked: SYNs notracked for synproxy (the port's fixed_ips); new: everything else to
+        # the port (ports without fixed_ips, a family without one, secondary addresses)
+        state = f.ct_state("new", "untracked") if proxy else f.ct_state("new")
         for pre, verdict in refuse(ctx, "tcp", gentle=False):
             stmts = [f.dynset("add", budget.name, f.meta("oifname"), tokens), hit]
             out.add("ingress", Stage.SYN_BUDGET,

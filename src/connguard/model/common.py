@@ -31,7 +31,15 @@ def _check_ifname(value: str) -> str:
     return value
 
 
+def _no_scope(value: str) -> None:
+    # ipaddress accepts IPv6 scope ids ("fe80::1%eth0") and keeps them in str(): nft would
+    # then try to resolve the text as a host name. Addresses on the wire never carry one.
+    if "%" in value:
+        raise ValueError(f"{value!r}: a zone/scope id (%...) is not allowed")
+
+
 def _check_prefix(value: str) -> str:
+    _no_scope(value)
     try:
         net = ipaddress.ip_network(value, strict=False)
     except ValueError:
@@ -49,13 +57,21 @@ def _check_address(value: str) -> str:
         return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, value))
     except (OSError, TypeError):
         pass
+    _no_scope(value)
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
         raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
 
 
+def _check_text(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
 InterfaceName = Annotated[str, AfterValidator(_check_ifname)]
+Text = Annotated[str, AfterValidator(_check_text)]
 IPPrefix = Annotated[str, AfterValidator(_check_prefix)]
 IPAddress = Annotated[str, AfterValidator(_check_address)]
 

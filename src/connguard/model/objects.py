@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
-from connguard.model.common import Enforcement, Frozen, InterfaceName, IPAddress, IPPrefix
+from connguard.model.common import Enforcement, Frozen, InterfaceName, IPAddress, IPPrefix, Text
 from connguard.model.rules import Rule
 
-Name = Annotated[str, Field(min_length=1, max_length=255)]
+Name = Annotated[Text, Field(min_length=1, max_length=255)]
 
 
 class Policy(Frozen):

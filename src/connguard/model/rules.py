@@ -193,6 +193,9 @@ class BruteForceRule(MatchFields):
             raise ValueError("profile custom requires protocol and port_range_min (the login service)")
         if self.max_ban_seconds < self.ban_seconds:
             raise ValueError("max_ban_seconds must be >= ban_seconds")
+        if not self.services():
+            raise ValueError(f"profile {self.profile} has no {self.protocol} service; "
+                             "give port_range_min/port_range_max or another protocol")
         return self
 
     def services(self) -> tuple[Service, ...]:
@@ -207,7 +210,11 @@ class BruteForceRule(MatchFields):
 
     def ban_for(self, offence: int) -> int:
         """Ban length in seconds for the ``offence``-th offence (1-based)."""
-        seconds = self.ban_seconds * (self.ban_multiplier ** max(offence - 1, 0))
+        seconds = float(self.ban_seconds)
+        for _ in range(max(offence - 1, 0)):  # stops at the cap: no overflow however many offences
+            if seconds >= self.max_ban_seconds:
+                break
+            seconds *= self.ban_multiplier
         return int(min(seconds, self.max_ban_seconds))
 
     def key(self) -> tuple:

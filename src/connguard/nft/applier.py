@@ -14,6 +14,7 @@ atomic batch per apply.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -27,9 +28,10 @@ from connguard.nft.render import Cmd
 
 @dataclass(frozen=True)
 class ApplyResult:
-    mode: str         # "full", "delta" or "noop"
+    mode: str         # "full", "delta", "bans" (only the state's bans) or "noop"
     commands: int
     seconds: float
+    warnings: tuple[str, ...] = ()  # state bans the kernel refused (the ruleset was applied)
 
 
 @dataclass
@@ -76,9 +78,27 @@ def drift(applied: Ruleset, inv: Inventory) -> list[str]:
     for c in applied.chains:
         if c.name not in inv.chains:
             problems.append(f"chain {c.name} is missing")
-        elif inv.rules.get(c.name, []) != [rule.origin[:127] for rule in c.rules]:
+        elif inv.rules.get(c.name, []) != [r.comment(rule.origin) for rule in c.rules]:
             problems.append(f"chain {c.name} has other rules than applied")
     problems += [f"set {s.name} is missing" for s in applied.sets if s.name not in inv.sets]
+    return problems
+
+
+def dispatch_drift(executor: Executor, applied: Ruleset) -> list[str]:
+    """Whether the dispatch maps still send every protected port to its policy: a port missing
+    there is silently unprotected. The maps hold at most one element per port, so reading them
+    is cheap."""
+    problems = []
+    for name in ("to_vm", "from_vm"):
+        want = {e.key for e in applied.set(name).elements or ()}
+        try:
+            items = executor.query("list", "map", FAMILY, TABLE, name).get("nftables", [])
+        except NftFailure:
+            return [f"map {name} is missing"]
+        body = next((i["map"] for i in items if "map" in i), {})
+        have = {e[0] for e in body.get("elem", []) or []}
+        if have != want:
+            problems.append(f"map {name} has {len(have)} of {len(want)} ports")
     return problems
 
 
@@ -104,23 +124,38 @@ class Applier:
 
     # ---- planning -------------------------------------------------------------------------
     def plan(self, desired: Ruleset) -> tuple[str, list[Cmd]]:
+        """The ruleset batch, followed by the state's bans (applied as a second batch)."""
+        mode, cmds = self._plan(desired)
+        return mode, cmds + self._seeds(desired)
+
+    def _plan(self, desired: Ruleset) -> tuple[str, list[Cmd]]:
         if self.applied is None:
             return "full", self._full(desired, read_inventory(self.executor))
         if self.applied == desired:
             return "noop", []
         return "delta", self._delta(self.applied, desired)
 
+    def _seeds(self, desired: Ruleset) -> list[Cmd]:
+        if self.applied is None:
+            return self._seed_cmds(desired, desired.seeds)
+        old = {(n, e.ident(), e.timeout) for n, e in self.applied.seeds}
+        return self._seed_cmds(desired, [(n, e) for n, e in desired.seeds if (n, e.ident(), e.timeout) not in old])
+
     def _full(self, new: Ruleset, inv: Inventory) -> list[Cmd]:
-        head: list[Cmd] = [r.table()]
+        # Every chain of ours is flushed first: after that no rule references any set, so sets
+        # of another shape (an older connguard) or no longer wanted can be deleted at once.
+        head: list[Cmd] = [r.table()] + [r.flush_chain(n) for n in sorted(inv.chains)]
         fill: list[Cmd] = []
         tail: list[Cmd] = []
+        wanted_sets = {s.name for s in new.sets}
+        for n, b in sorted(inv.sets.items()):
+            if n not in wanted_sets:
+                head.append(r.delete_set(n, "map" if b.get("map") else "set"))
         for s in new.sets:
             kernel = inv.sets.get(s.name)
             if kernel is not None and not _same_declaration(s, kernel):
-                # A set of ours with another shape (an older connguard): replace it. This is the
-                # one case where a long-lived set's contents are lost.
-                head.insert(0, r.delete_set(s.name, "map" if kernel.get("map") else "set"))
-                head.insert(0, r.table())
+                # the one case where a long-lived set's contents are lost
+                head.append(r.delete_set(s.name, "map" if kernel.get("map") else "set"))
                 kernel = None
             if kernel is None:
                 head.append(r.add_set(s))
@@ -133,15 +168,9 @@ class Applier:
         rules: list[Cmd] = []
         for c in new.chains:
             head.append(r.add_chain(c))
-            if c.name in inv.chains:
-                rules.append(r.flush_chain(c.name))
             rules += [r.add_rule(c.name, rule) for rule in c.rules]
-        fill += self._seed_cmds(new, new.seeds)
-        wanted_chains = {c.name for c in new.chains}
-        stale = sorted(inv.chains - wanted_chains)
-        tail += [r.flush_chain(n) for n in stale] + [r.delete_chain(n) for n in stale]
-        wanted_sets = {s.name for s in new.sets}
-        tail += [r.delete_set(n, "map" if b.get("map") else "set") for n, b in sorted(inv.sets.items()) if n not in wanted_sets]
+        # stale chains go last: verdict map elements may jump to them until the maps are refilled
+        tail += [r.delete_chain(n) for n in sorted(inv.chains - {c.name for c in new.chains})]
         # named limit objects are never ours any more (an older layout): remove them
         tail += [r.delete_limit(n) for n in sorted(inv.limits)]
         return head + rules + fill + tail
@@ -185,8 +214,6 @@ class Applier:
                 deletes.append(r.delete_elements(s, gone))
             if added:
                 fill.extend(self._element_cmds(s, added, new))
-        old_seeds = {(n, e.ident(), e.timeout) for n, e in old.seeds}
-        fill += self._seed_cmds(new, [(n, e) for n, e in new.seeds if (n, e.ident(), e.timeout) not in old_seeds])
         stale = sorted(set(old_chains) - {c.name for c in new.chains})
         tail += [r.flush_chain(n) for n in stale] + [r.delete_chain(n) for n in stale]
         tail += [r.delete_set(n, "map" if o.map else "set") for n, o in sorted(old_sets.items()) if n not in new_sets]
@@ -231,21 +258,47 @@ class Applier:
     # ---- applying -------------------------------------------------------------------------
     def apply(self, desired: Ruleset, *, check: bool = False) -> ApplyResult:
         start = time.monotonic()
-        mode, cmds = self.plan(desired)
-        if not cmds:
+        seeds = self._seeds(desired)
+        mode, cmds = self._plan(desired)
+        if not cmds and not seeds:
             return ApplyResult("noop", 0, time.monotonic() - start)
+        if cmds:
+            try:
+                self.executor.batch({"nftables": [c for c, _ in cmds]}, check=check)
+            except NftFailure as exc:
+                where = self._locate(cmds)
+                raise ApplyError("the kernel rejected the ruleset; nothing was changed",
+                                 kernel_message=exc.message, where=where) from None
+        if check:
+            return ApplyResult(mode, len(cmds), time.monotonic() - start)
+        if any(desired.set(SYNPROXY[v]).elements for v in (4, 6)):
+            # synproxy needs the handshake's ACK to be "invalid", not picked up mid-stream; set
+            # before the bookkeeping, so that a failure here is retried by the next apply
+            self.executor.sysctl("net.netfilter.nf_conntrack_tcp_loose", "0")
+        self.applied = desired
+        # The state's bans go in a batch of their own: one that the kernel refuses (it overlaps
+        # a ban already there) must not hold back the ruleset, nor the other bans.
+        warnings = self._apply_seeds(seeds)
+        return ApplyResult(mode if cmds else "bans", len(cmds) + len(seeds), time.monotonic() - start,
+                           tuple(warnings))
+
+    def _apply_seeds(self, seeds: list[Cmd]) -> list[str]:
+        if not seeds:
+            return []
         try:
-            self.executor.batch({"nftables": [c for c, _ in cmds]}, check=check)
-        except NftFailure as exc:
-            where = self._locate(cmds)
-            raise ApplyError("the kernel rejected the ruleset; nothing was changed",
-                             kernel_message=exc.message, where=where) from None
-        if not check:
-            self.applied = desired
-            if any(desired.set(SYNPROXY[v]).elements for v in (4, 6)):
-                # synproxy needs the handshake's ACK to be "invalid", not picked up mid-stream.
-                self.executor.sysctl("net.netfilter.nf_conntrack_tcp_loose", "0")
-        return ApplyResult(mode, len(cmds), time.monotonic() - start)
+            self.executor.batch({"nftables": [c for c, _ in seeds]})
+            return []
+        except NftFailure:
+            pass
+        warnings = []
+        for cmd, origin in seeds:
+            for elem in cmd["add"]["element"]["elem"]:
+                one = {"add": {"element": {**cmd["add"]["element"], "elem": [elem]}}}
+                try:
+                    self.executor.batch({"nftables": [one]})
+                except NftFailure as exc:
+                    warnings.append(f"{origin}: {json.dumps(elem)} not added: {exc.message.strip().splitlines()[0]}")
+        return warnings
 
     def _locate(self, cmds: list[Cmd]) -> str | None:
         """Find the first command whose prefix of the batch the kernel rejects (nft --check),

@@ -82,5 +82,11 @@ def delete_chain(name: str) -> Cmd:
     return {"delete": {"chain": {**T, "name": name}}}, f"chain {name}"
 
 
+def comment(origin: str) -> str:
+    """The rule's comment: nft takes at most 127 *bytes*; cut on a character boundary."""
+    raw = origin.encode()[:127]
+    return raw.decode(errors="ignore")
+
+
 def add_rule(chain: str, r: Rule) -> Cmd:
-    return {"add": {"rule": {**T, "chain": chain, "expr": list(r.expr), "comment": r.origin[:127]}}}, r.origin
+    return {"add": {"rule": {**T, "chain": chain, "expr": list(r.expr), "comment": comment(r.origin)}}}, r.origin
