@@ -126,3 +126,15 @@ def state_dict(lab, rules, *, enforcement="enforce", vms=(0,), **extra) -> dict:
 
 def bans_of(lab, ip: str):
     return [b for b in kernel(lab).bans if b.ip_address == ip]
+
+
+def private_netns(prefix: str):
+    """A bare network namespace with a unique name, always deleted (a generator for fixtures)."""
+    import uuid
+
+    name = f"{prefix}{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)

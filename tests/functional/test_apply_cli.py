@@ -2,13 +2,13 @@
 exits non-zero and leaves the kernel exactly as it was; a rejected batch changes nothing."""
 
 import subprocess
-import uuid
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from connguard.cli.main import cli
+from nsenforce import private_netns
 
 pytestmark = pytest.mark.netns
 
@@ -40,12 +40,7 @@ BAD = [
 
 @pytest.fixture
 def netns():
-    name = f"cgtest{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
+    yield from private_netns("cgtest")
 
 
 def ruleset(netns) -> str:

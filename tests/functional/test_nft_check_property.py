@@ -4,7 +4,6 @@ random state that is really applied first."""
 
 import os
 import subprocess
-import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 from connguard.compiler import compile_host
 from connguard.model import parse_state
 from connguard.nft import Applier, NftCli
+from nsenforce import private_netns
 
 pytestmark = pytest.mark.netns
 
@@ -98,12 +98,7 @@ def host_state(draw):
 
 @pytest.fixture(scope="module")
 def netns():
-    name = f"cgprop{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
+    yield from private_netns("cgprop")
 
 
 # CI runs a fixed (derandomized) set of examples so that a run is repeatable; explore more with

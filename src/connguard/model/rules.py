@@ -40,6 +40,13 @@ MAX_BAN = 30 * 86_400
 Rate = Annotated[int, Field(ge=1, le=MAX_RATE)]
 
 
+def _single_port(data: Any) -> Any:
+    """``port_range_min`` alone means that one port, as in Neutron's security-group rules."""
+    if isinstance(data, dict) and data.get("port_range_min") is not None and data.get("port_range_max") is None:
+        data = {**data, "port_range_max": data["port_range_min"]}
+    return data
+
+
 class MatchFields(Frozen):
     protocol: Protocol | None = None
     ethertype: Ethertype | None = None
@@ -53,9 +60,7 @@ class MatchFields(Frozen):
     @model_validator(mode="before")
     @classmethod
     def _default_port_max(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("port_range_min") is not None and data.get("port_range_max") is None:
-            data = {**data, "port_range_max": data["port_range_min"]}
-        return data
+        return _single_port(data)
 
     @model_validator(mode="after")
     def _check_match(self) -> "MatchFields":
@@ -138,9 +143,7 @@ class SynFloodRule(Frozen):
     @model_validator(mode="before")
     @classmethod
     def _default_port_max(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("port_range_min") is not None and data.get("port_range_max") is None:
-            data = {**data, "port_range_max": data["port_range_min"]}
-        return data
+        return _single_port(data)
 
     @model_validator(mode="after")
     def _check(self) -> "SynFloodRule":
