@@ -58,15 +58,32 @@ def parse_ban_set(name: str, body: dict) -> list[KernelBan]:
     return out
 
 
+def _reported_sets(executor: Executor) -> tuple[list[dict], list[str]]:
+    """The table without elements (``nft -t``), and the names of the sets worth reading back.
+    Limiter buckets (up to a million elements each) are left in the kernel."""
+    items = executor.query("list", "table", FAMILY, TABLE, terse=True).get("nftables", [])
+    wanted = []
+    for item in items:
+        body = item.get("set") or item.get("map")
+        if body is None:
+            continue
+        name = body["name"]
+        if (name in BAN.values() or name in HOST_BAN.values() or name in OFFENDERS.values() or name == "to_vm"
+                or (name.startswith("h") and body.get("stmt"))):
+            wanted.append(name)
+    return [i for i in items if "counter" in i], wanted
+
+
 def observe(executor: Executor, *, bans_only: bool = False) -> Observation:
     obs = Observation()
     try:
         if bans_only:
-            items = []
-            for name in (*BAN.values(), *HOST_BAN.values()):
-                items += executor.query("list", "set", FAMILY, TABLE, name).get("nftables", [])
+            items, names = [], [*BAN.values(), *HOST_BAN.values()]
         else:
-            items = executor.query("list", "table", FAMILY, TABLE).get("nftables", [])
+            items, names = _reported_sets(executor)
+        for name in names:
+            kind = "map" if name == "to_vm" else "set"
+            items += executor.query("list", kind, FAMILY, TABLE, name).get("nftables", [])
     except NftFailure as exc:
         if "No such file or directory" in exc.message:
             return obs
