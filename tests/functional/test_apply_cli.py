@@ -157,3 +157,12 @@ def test_a_set_of_another_shape_is_replaced(netns):
     Applier(NftCli(netns)).apply(compile_host(parse_state(GOOD)))
     text = ruleset(netns)
     assert "type ifname . ipv4_addr" in text and "old_chain" not in text
+
+
+def test_check_asks_the_kernel_and_changes_nothing(netns, tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(GOOD))
+    before = ruleset(netns)
+    result = run(["apply", str(good), "--netns", netns, "--check"], tmp_path)
+    assert result.exit_code == 0 and "would accept" in result.output
+    assert ruleset(netns) == before

@@ -21,7 +21,9 @@ from connguard.nft import Applier, FakeExecutor, NftCli
 @click.argument("state_file", type=click.Path(dir_okay=False))
 @netns_option
 @click.option("--dry-run", is_flag=True, help="Print the nftables batch (libnftables JSON) and touch nothing.")
-def apply_cmd(state_file: str, netns: str | None, dry_run: bool) -> None:
+@click.option("--check", is_flag=True,
+              help="Have the kernel check the batch against what it holds now (nft --check); change nothing.")
+def apply_cmd(state_file: str, netns: str | None, dry_run: bool, check: bool) -> None:
     """Compile STATE_FILE and apply it to the kernel in one atomic batch."""
     try:
         state = load_state_file(state_file)
@@ -32,7 +34,13 @@ def apply_cmd(state_file: str, netns: str | None, dry_run: bool) -> None:
             _, cmds = applier.plan(ruleset)
             click.echo(json.dumps({"nftables": [c for c, _ in cmds]}, indent=1))
             return
+        if check:
+            Applier(NftCli(netns)).apply(ruleset, check=True)
+            click.echo(f"ok: the kernel{' in netns ' + netns if netns else ''} would accept this state", err=True)
+            return
         result = Applier(NftCli(netns)).apply(ruleset)
+        for warning in result.warnings:
+            click.echo(f"warning: {warning}", err=True)
         write_status(agent_dir(netns), state=state, ruleset=ruleset, source=str(Path(state_file).resolve()),
                      netns=netns, now=time.time(), pid=None, last_error=None,
                      last_apply={"mode": result.mode, "commands": result.commands, "seconds": round(result.seconds, 4)})
