@@ -25,16 +25,15 @@ import threading
 import time
 import uuid
 import warnings
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from sqlalchemy import create_engine, insert, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy import insert, text  # noqa: E402
 
+from connguard.db.scratch import temporary_database  # noqa: E402
 from connguard.db.models import HostRevision, Port, QosPolicy, QosRule  # noqa: E402
 from connguard.db.services.tokens import create_token  # noqa: E402
 from connguard.model.rules import RULE_TYPES  # noqa: E402
@@ -54,20 +53,6 @@ SINGLE_READS = ("GET one policy", "GET one port", "GET one rule")
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-@contextmanager
-def pg_database(url: str) -> Iterator[str]:
-    name = f"connguard_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _rule_row(policy_id: str, rule_type: str, params: dict[str, Any], at: datetime) -> dict[str, Any]:
@@ -285,7 +270,7 @@ def main() -> None:
         log("sqlite")
         backends["sqlite"] = run(f"sqlite:///{tmp}/bench.db", n, n_list)
     if args.pg:
-        with pg_database(args.pg) as url:
+        with temporary_database(args.pg, "connguard_bench") as url:
             log("postgresql")
             backends["postgresql"] = run(url, n, n_list)
     report(backends, args)

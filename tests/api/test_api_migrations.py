@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from apitest import pg_url
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
+
+from connguard.db.scratch import temporary_database
+from sqlalchemy import inspect, text
 
 from connguard.db.models import Base
 from connguard.db.session import SchemaTooNew, alembic_config, current_revision, make_engine, migrate
@@ -24,16 +24,8 @@ def empty_db(request, tmp_path):
     url = pg_url()
     if not url:
         pytest.skip("CONNGUARD_TEST_PG_URL not set")
-    name = f"connguard_mig_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database(url, "connguard_mig") as scratch:
+        yield scratch
 
 
 def test_upgrade_from_empty_matches_models(empty_db):

@@ -57,3 +57,18 @@ def test_manual_bans_are_not_escalated(tmp_path):
         esc = book.sync([KernelBan("10.0.0.9", "tapa", 599, 600)], t, manual={("tapa", "10.0.0.9")}, ban_for=ban_for)
         assert esc == []
         book.sync([], t + 700, manual=set(), ban_for=ban_for)
+
+
+def test_book_is_written_only_when_it_changed(tmp_path):
+    path = tmp_path / "bans.json"
+    book = BanBook(path)
+    ban = [KernelBan("10.0.0.9", "tapa", 599, 600)]
+    book.sync(ban, 1000.0, manual=set(), ban_for=ban_for)
+    book.save()
+    first = path.stat().st_ino
+    book.sync(ban, 1001.0, manual=set(), ban_for=ban_for)  # nothing new
+    book.save()
+    assert path.stat().st_ino == first  # not rewritten (a rewrite replaces the file)
+    book.sync([], 2000.0, manual=set(), ban_for=ban_for)  # expired: removed
+    book.save()
+    assert path.stat().st_ino != first and BanBook(path).bans == {}

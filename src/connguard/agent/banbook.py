@@ -50,7 +50,7 @@ class BanBook:
         # state-file bans already put in the kernel once ("ifname|ip" -> expiry or None): they
         # are not put there again (after a restart, once expired), only restored while unexpired
         self.seeded: dict[str, float | None] = {}
-        self._written: str | None = None
+        self.dirty = False  # set by every change; save() writes only then
         self._load()
 
     def _load(self) -> None:
@@ -66,13 +66,18 @@ class BanBook:
         self.offences = data.get("offences", {})
         self.seeded = data.get("seeded", {})
 
+    def set_seeded(self, seeded: dict[str, float | None]) -> None:
+        if seeded != self.seeded:
+            self.seeded = seeded
+            self.dirty = True
+
     def save(self) -> None:
         """Write the book if it changed since the last write (atomically, fsync'd)."""
+        if not self.dirty:
+            return
         payload = {"bans": [asdict(b) for b in self.bans.values()], "offences": self.offences,
                    "seeded": self.seeded}
         text = json.dumps(payload, indent=1, sort_keys=True)
-        if text == self._written:
-            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".bans.")
         with os.fdopen(fd, "w") as fh:
@@ -80,7 +85,7 @@ class BanBook:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
-        self._written = text
+        self.dirty = False
 
     def sync(self, kernel: list[KernelBan], now: float, *, manual: set[tuple], ban_for) -> list[Escalation]:
         """Fold the kernel's current bans into the book. ``ban_for(ifname, offence)`` gives the
@@ -96,6 +101,7 @@ class BanBook:
             if known is not None:
                 if expires_at is not None and (known.expires_at is None or expires_at > known.expires_at + 1):
                     known.expires_at = expires_at  # lengthened elsewhere (manual, escalation)
+                    self.dirty = True
                 continue
             origin = "manual" if key in manual or kb.interface_name is None else "detected"
             ban = BookBan(kb.ip_address, kb.interface_name, expires_at, 1, origin)
@@ -110,20 +116,20 @@ class BanBook:
                     ban.expires_at = now + seconds
                 self.offences[okey] = {"count": count, "until": (ban.expires_at or now) + FORGET_AFTER}
             self.bans[key] = ban
+            self.dirty = True
         # Bans the kernel no longer has: expired ones are done; unexpired ones were lost
         # (flushed table) and stay in the book to be restored.
         for key, ban in list(self.bans.items()):
             if key not in seen and ban.expires_at is not None and ban.expires_at <= now + 0.5:
                 del self.bans[key]
+                self.dirty = True
         for okey, history in list(self.offences.items()):
             if history["until"] <= now:
                 del self.offences[okey]
+                self.dirty = True
         return escalations
 
     def missing_from(self, kernel: list[KernelBan], now: float) -> list[BookBan]:
         present = {(kb.interface_name, kb.ip_address) for kb in kernel}
         return [b for k, b in self.bans.items()
                 if k not in present and (b.expires_at is None or b.expires_at - now >= 1)]
-
-    def forget(self, key: tuple) -> None:
-        self.bans.pop(key, None)

@@ -30,6 +30,8 @@ from connguard.nft.executor import Executor, NftFailure
 
 log = logging.getLogger("connguard.agent")
 
+STATUS_HEARTBEAT = 10.0  # seconds between rewrites of an unchanged status file
+
 
 @dataclass
 class _Loaded:
@@ -58,6 +60,8 @@ class StandaloneAgent:
         self.last_apply: dict | None = None
         self._next_drift = 0.0
         self._stop = threading.Event()
+        self._status_key: tuple | None = None
+        self._status_at = 0.0
 
     # ---- state file ---------------------------------------------------------------------
     def _stamp(self) -> tuple:
@@ -123,7 +127,7 @@ class StandaloneAgent:
             current[key] = self.book.seeded.get(key, None if b.seconds is None else now + b.seconds)
         # forget bans taken out of the file: if they come back, they are new bans
         recorded = set(current) - set(self.book.seeded)
-        self.book.seeded = current
+        self.book.set_seeded(current)
         if recorded and self.loaded.ruleset.seeds:
             # from now on the book keeps (and restores) them; a later full sync must not put
             # them back with their whole lifetime
@@ -192,7 +196,13 @@ class StandaloneAgent:
         self.last_error = message
 
     def _write_status(self, now: float) -> None:
+        """On any change, and as a heartbeat every STATUS_HEARTBEAT seconds: the file names
+        every port, so rewriting it every pass would be real work on a large host."""
         assert self.loaded is not None
+        key = (id(self.loaded.ruleset), str(self.last_apply), self.last_error)
+        if key == self._status_key and now < self._status_at + STATUS_HEARTBEAT:
+            return
+        self._status_key, self._status_at = key, now
         write_status(self.workdir, state=self.loaded.state, ruleset=self.loaded.ruleset,
                      source=str(self.state_file.resolve()), netns=self.executor.netns, now=now,
                      last_apply=self.last_apply, last_error=self.last_error, pid=os.getpid())

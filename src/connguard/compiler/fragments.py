@@ -120,10 +120,6 @@ def reject_tcp_reset() -> Json:
     return {"reject": {"type": "tcp reset"}}
 
 
-def reject_admin() -> Json:
-    return {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}
-
-
 def notrack() -> Json:
     return {"notrack": None}
 

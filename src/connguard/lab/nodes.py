@@ -9,16 +9,13 @@ import json
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from connguard.exceptions import LabError
 from connguard.lab import netns as nsx
 from connguard.lab.procs import Proc
 from connguard.lab.results import (BruteForceAttempt, BruteForceResult, FloodResult,
                                    SynFloodResult)
-
-if TYPE_CHECKING:
-    from connguard.lab.topology import Client, VM
 
 TRAFFIC = "connguard.lab.traffic"
 
