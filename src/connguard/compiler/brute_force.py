@@ -1,48 +1,119 @@
-"""brute_force: ban a remote after ``max_attempts`` new connections to a login service within
+"""brute_force: ban a remote after ``max_attempts`` login attempts to a service within
 ``window`` seconds.
 
-The meter is a per-(port, remote) bucket of ``max_attempts`` tokens refilled at
-max_attempts/window, so exactly ``max_attempts`` connections pass and the next one both is
-dropped and puts ``port . remote`` into the shared ban set for ``ban_seconds``. Repeat offences
-are escalated by the agent (it sees the ban appear and lengthens it), not here: the packet path
-cannot remember history beyond the ban itself.
+An attempt is a connection whose source has proven its address, counted once (docs/dataplane.md,
+"Brute force"): a new connection to the service is marked pending in its ct mark
+(``CT_PENDING``), and the ``handshake`` chain (dispatch.py) sends its first packet after the
+proof back through the policy chain, where the rules below meter it. For TCP the proof is the
+client's ACK that conntrack accepts (``ct status assured``: set on SYN_RECV -> ESTABLISHED,
+never by a SYN retransmission or a blind spoofer), behind synproxy the first client packet after
+synproxy accepted the cookie; for UDP a packet from the source after the VM answered
+(``seen-reply``), which a spoofer who times a second packet blindly can also produce.
+
+The meter is a fixed window: ``add`` (which never refreshes the timeout) creates the element
+``port . remote`` with a lifetime of ``window`` and a bucket of ``max_attempts`` tokens that
+refills at 1/week, i.e. not within any window (windows are at most a day). So exactly
+``max_attempts`` attempts pass in the ``window`` seconds from a source's first attempt, the next
+one jumps to the punishment chain, and a window starts afresh at the first attempt after one
+ends: at most 2 * max_attempts in any ``window`` seconds around a boundary, at most
+``max_attempts`` per window on average, however the attempts are paced.
+
+Behind the per-source meter, two aggregates keep sources that rotate from multiplying the
+allowance; exceeding them refuses the attempt (TCP reset) without banning anyone:
+- per port (keyed by the interface alone, cannot fill): ``PORT_BUDGET_FACTOR * max_attempts``
+  attempts per window from all non-allowlisted sources together;
+- per IPv6 /48: ``PREFIX48_FACTOR * max_attempts`` per window (one site's allocation holds
+  65,536 /64s).
+Repeat offences are escalated by the agent, not here.
 """
 
 from __future__ import annotations
 
 from connguard.compiler import fragments as f
-from connguard.compiler.common import BAN, hits, new_connection_variants, offender, port_key, remote_key, remote_side
-from connguard.compiler.context import BAN_SET_SIZE, Contribution, RuleContext, Stage
+from connguard.compiler.common import (
+    BAN,
+    CT_PENDING,
+    CT_REFUSED,
+    SET_FULL,
+    hits,
+    offender,
+    port_key,
+    remote_key,
+    remote_side,
+)
+from connguard.compiler.context import BAN_SET_SIZE, Contribution, RuleContext, Stage, per_port_set, short_id
 from connguard.compiler.rate_limit import ADDR_TYPE, hit_set
 from connguard.compiler.ruleset import Chain, NftSet, Rule
 from connguard.model.rules import BruteForceRule
+
+PORT_BUDGET_FACTOR = 10   # attempts per window to one port from all sources, in max_attempts
+PREFIX48_FACTOR = 4       # attempts per window from one IPv6 /48, in max_attempts
+
+
+def window_meter(count: int) -> dict:
+    """``count`` tokens that do not come back within a window (windows are at most a day):
+    with ``add`` and an element timeout of one window, a fixed-window counter."""
+    return f.limit(1, "week", count)
 
 
 def compile_brute_force(ctx: RuleContext) -> Contribution:
     rule: BruteForceRule = ctx.rule
     d = rule.direction
     out = Contribution(sets=[hit_set(ctx.rid)])
-    rate, per = f.per_unit(rule.max_attempts, rule.window)
-    meter = f.limit(rate, per, rule.max_attempts)
+    origin = ctx.origin(d)
+    hit = hits(f"h{ctx.rid}", d)
+    pending = CT_PENDING[d]
+    per_port = PORT_BUDGET_FACTOR * rule.max_attempts
+    budget = per_port_set(f"q{ctx.rid}{short_id(per_port, n=4)}", timeout=True)
+    out.sets.append(budget)
     for v in rule.families():
         name = f"b{ctx.rid}{v}"
         out.sets.append(NftSet(name, ("ifname", ADDR_TYPE[v]), flags=("timeout",), size=BAN_SET_SIZE,
                                role="bf_meter"))
         key = f.concat(port_key(d), remote_key(d, v))
+        prefix_meter = None
+        if v == 6:
+            prefix_meter = NftSet(f"g{ctx.rid}6", ("ifname", ADDR_TYPE[6]), flags=("timeout",), size=BAN_SET_SIZE,
+                                  role="bf_prefix")
+            out.sets.append(prefix_meter)
         punish = _punishment(ctx, d, v, key, rule.ban_seconds)
         for svc in rule.services():
-            for pred, _ in new_connection_variants(ctx, d, v, svc.protocol, (svc.port_min, svc.port_max)):
-                base = pred + [f.nfproto(v)] + f.port_match(svc.protocol, svc.port_min, svc.port_max)
-                if rule.remote_ip_prefix is not None:
-                    base.append(f.match(f.addr(v, remote_side(d)), f.prefix(rule.remote_ip_prefix)))
-                stmts = [f.dynset("update", name, key, meter, timeout=rule.window), hits(f"h{ctx.rid}", d)]
-                if ctx.monitor:
-                    out.add(d, Stage.BRUTE_FORCE, Rule(tuple(base + stmts + offender(ctx, d, v)), ctx.origin(d)))
-                else:
-                    out.add(d, Stage.BRUTE_FORCE, Rule(tuple(base + stmts + [f.jump(punish.name)]), ctx.origin(d)))
+            service = [f.nfproto(v)] + f.port_match(svc.protocol, svc.port_min, svc.port_max)
+            if rule.remote_ip_prefix is not None:
+                service.append(f.match(f.addr(v, remote_side(d)), f.prefix(rule.remote_ip_prefix)))
+            # a new connection (SYN, first UDP packet) only becomes pending: it proves nothing
+            out.add(d, Stage.BRUTE_FORCE, Rule(tuple([f.ct_state("new")] + service + [f.ct_mark_or(pending)]),
+                                               origin + " pending"))
+            # reached only from the handshake chain: established, pending, proven
+            proven = [f.ct_state("established"), f.ct_mark_any(pending)] + service
+            refuse = _refuse(ctx, d, v, svc.protocol)
+            out.add(d, Stage.BRUTE_FORCE, Rule(tuple(proven + [
+                f.dynset("add", budget.name, port_key(d), window_meter(per_port), timeout=rule.window), hit]
+                + refuse), origin + " port budget"))
+            if prefix_meter is not None:
+                key48 = f.concat(port_key(d), f.remote_key48(remote_side(d)))
+                out.add(d, Stage.BRUTE_FORCE, Rule(tuple(proven + [
+                    f.dynset("add", prefix_meter.name, key48, window_meter(PREFIX48_FACTOR * rule.max_attempts),
+                             timeout=rule.window), hit] + refuse), origin + " /48"))
+                out.add(d, Stage.BRUTE_FORCE, Rule(tuple(proven + [
+                    f.in_set(key48, prefix_meter.name, negate=True), f.counter(SET_FULL)]), origin + " /48 set-full"))
+            stmts = [f.dynset("add", name, key, window_meter(rule.max_attempts), timeout=rule.window), hit]
+            verdict = offender(ctx, d, v) if ctx.monitor else [f.ct_mark_or(CT_REFUSED), f.jump(punish.name)]
+            out.add(d, Stage.BRUTE_FORCE, Rule(tuple(proven + stmts + verdict), origin))
+            # a full meter fails open (no ban; the budgets above still hold): count it
+            out.add(d, Stage.BRUTE_FORCE, Rule(tuple(proven + [f.in_set(key, name, negate=True), f.counter(SET_FULL)]),
+                                               origin + " set-full"))
         if not ctx.monitor:
             out.chains.append(punish)
     return out
+
+
+def _refuse(ctx: RuleContext, d: str, v: int, protocol: str) -> list:
+    """Over a budget: no ban, but this connection is refused (and marked, so that the handshake
+    chain drops whatever else it sends). TCP is reset: the client believes it is connected."""
+    if ctx.monitor:
+        return offender(ctx, d, v)
+    return [f.ct_mark_or(CT_REFUSED), f.reject_tcp_reset() if protocol == "tcp" else f.drop()]
 
 
 def _punishment(ctx: RuleContext, d: str, v: int, key, ban_seconds: int) -> Chain:

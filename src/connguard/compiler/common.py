@@ -16,6 +16,17 @@ ALLOW = {4: "allow4", 6: "allow6"}
 SYNPROXY = {4: "synproxy4", 6: "synproxy6"}
 SET_FULL = "set_full"
 
+# ct mark bits owned by connguard (masked: every other bit of the mark is left alone). A
+# brute-force rule marks a new connection to its service "pending" in its direction; the
+# forward and input chains send packets of marked connections to the ``handshake`` chain, which
+# meters the connection once its source has proven its address and then clears the pending
+# bits. "refused" is set on a connection a brute-force rule turned away (ban, per-port budget,
+# /48 meter): the handshake chain drops the rest of it.
+CT_PENDING = {"ingress": 1 << 24, "egress": 1 << 25}
+CT_REFUSED = 1 << 26
+CT_PENDING_BITS = CT_PENDING["ingress"] | CT_PENDING["egress"]
+CT_BITS = CT_PENDING_BITS | CT_REFUSED
+
 
 def port_key(direction: str) -> Json:
     """The protected port's interface: traffic towards the VM leaves by it, from the VM arrives."""

@@ -61,12 +61,13 @@ class RuleContext:
         return f"policy {self.policy.name} rule {self.index} {self.rule.type} {direction}"
 
 
-def per_port_set(name: str) -> NftSet:
+def per_port_set(name: str, *, timeout: bool = False) -> NftSet:
     """Long-lived per-port state (an aggregate bucket, a conntrack count, hit counters) in one
     set keyed by interface name. Only ports dispatched to the policy reach its rules and the
     host is limited to ``MAX_PORTS``, half the size, so these sets cannot fill up: the
-    aggregate limits behind every per-remote limiter fail closed."""
-    return NftSet(name, ("ifname",), size=PORT_SET_SIZE, role="per_port")
+    aggregate limits behind every per-remote limiter fail closed. ``timeout``: elements carry
+    their own lifetime (a fixed window)."""
+    return NftSet(name, ("ifname",), flags=("timeout",) if timeout else (), size=PORT_SET_SIZE, role="per_port")
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 from connguard.compiler import fragments as f
-from connguard.compiler.common import ALLOW, BAN, HOST_BAN, OFFENDERS, SYNPROXY
+from connguard.compiler.common import ALLOW, BAN, CT_BITS, CT_PENDING, CT_PENDING_BITS, CT_REFUSED, HOST_BAN, OFFENDERS, SYNPROXY
 from connguard.compiler.context import BAN_SET_SIZE, OFFENDER_TIMEOUT, PORT_SET_SIZE, REMOTE_SET_SIZE
 from connguard.compiler.ruleset import Chain, Element, Hook, NftSet, Rule
 from connguard.model.objects import AllowlistEntry, Ban
@@ -40,8 +40,42 @@ def _ban_chain(v: int) -> Chain:
     return Chain(f"bans{v}", tuple(rules))
 
 
+def _handshake_chain() -> Chain:
+    """Packets of connections a brute-force rule marked pending (or refused). Until the source
+    has proven its address they go back to the fast path; the first packet after the proof is
+    dispatched to the port's policy chains, whose brute-force rules meter it (they match only
+    ``ct state established`` with their pending bit, which only this chain can bring there),
+    and the pending bits are cleared: one count per connection. Proof: TCP (and SCTP),
+    ``assured`` (the handshake's ACK accepted by conntrack; behind synproxy, set when synproxy
+    completes the handshake with the VM); UDP, a packet from the source after the VM answered."""
+    return Chain("handshake", (
+        Rule((f.ct_mark_any(CT_REFUSED), f.drop()), "refused connection"),
+        Rule((f.ct_direction("reply"), f.ret()), "reply"),
+        Rule((f.l4proto("udp", "!="), f.ct_status_lacks("assured"), f.ret()), "not yet proven"),
+        Rule((f.ct_status_lacks("seen-reply"), f.ret()), "udp not yet answered"),
+        Rule((f.vmap(f.meta("iifname"), FROM_VM),), "count from VM"),
+        Rule((f.vmap(f.meta("oifname"), TO_VM),), "count to VM"),
+        Rule((f.ct_mark_clear(CT_PENDING_BITS),), "counted"),
+    ))
+
+
+def _host_out_chain() -> Chain:
+    """Behind synproxy the forward chain never sees a new connection: the SYN towards the VM is
+    the host's own, sent once the client's cookie checked out. Mark it pending here so that the
+    handshake chain counts the connection (once, like any other; allowlisted sources return in
+    the policy chain before any count)."""
+    return Chain("host_out", tuple(
+        Rule((f.nfproto(v), f.l4proto("tcp"), f.tcp_flags_syn_only(),
+              f.in_set(f.concat(f.addr(v, "daddr"), f.payload("tcp", "dport")), SYNPROXY[v]),
+              f.ct_state("new"), f.ct_mark_or(CT_PENDING["ingress"])), f"synproxy pending ipv{v}")
+        for v in (4, 6)), Hook("output", FILTER_PRIORITY))
+
+
 def base_chains(allow_versions: tuple[int, ...] = ()) -> list[Chain]:
     established = Rule((f.ct_state("established", "related"), f.accept()), "established")
+    # the fast path pays one ct mark load for this: only connections a brute-force rule is
+    # waiting on (pending) or turned away (refused) carry these bits
+    handshake = Rule((f.ct_mark_any(CT_BITS), f.jump("handshake")), "handshake")
     # Allowlisted clients skip synproxy like every other protection: their SYNs stay tracked,
     # or their flows would reach the VM untracked and fall foul of any "ct state" firewall.
     raw = Chain("raw_pre", tuple(
@@ -55,14 +89,15 @@ def base_chains(allow_versions: tuple[int, ...] = ()) -> list[Chain]:
                                                                       ["ipv6", f.jump("bans6")]]}}}
     forward = Chain("forward", tuple([
         Rule((by_family,), "bans"),
+        handshake,
         established,
         Rule((f.vmap(f.meta("iifname"), FROM_VM),), "dispatch from VM"),
         Rule((f.vmap(f.meta("oifname"), TO_VM),), "dispatch to VM"),
     ]), Hook("forward", FILTER_PRIORITY))
     # VM -> host services (DHCP, DNS, metadata) traverse input, not forward.
-    host_in = Chain("host_in", (established, Rule((f.vmap(f.meta("iifname"), FROM_VM),), "dispatch from VM")),
+    host_in = Chain("host_in", (handshake, established, Rule((f.vmap(f.meta("iifname"), FROM_VM),), "dispatch from VM")),
                     Hook("input", FILTER_PRIORITY))
-    return [raw, forward, host_in, _ban_chain(4), _ban_chain(6)]
+    return [raw, forward, host_in, _handshake_chain(), _host_out_chain(), _ban_chain(4), _ban_chain(6)]
 
 
 def _collapse(prefixes: list[str], version: int) -> list[str]:

@@ -11,6 +11,8 @@ from typing import Any
 Json = Any
 
 V6_MASK64 = "ffff:ffff:ffff:ffff::"
+V6_MASK48 = "ffff:ffff:ffff::"
+CT_MARK_BITS = 0xFFFFFFFF
 
 
 def meta(key: str) -> Json:
@@ -61,6 +63,38 @@ def remote_key(version: int, which: str) -> Json:
     if version == 4:
         return addr(4, which)
     return {"&": [addr(6, which), V6_MASK64]}
+
+
+def remote_key48(which: str) -> Json:
+    """An IPv6 remote's /48 (the usual size of one site's allocation)."""
+    return {"&": [addr(6, which), V6_MASK48]}
+
+
+def ct(key: str) -> Json:
+    return {"ct": {"key": key}}
+
+
+def ct_mark_any(bits: int) -> Json:
+    """ct mark & bits != 0: one ct load, whatever else the mark carries."""
+    return match({"&": [ct("mark"), bits]}, 0, "!=")
+
+
+def ct_mark_or(bits: int) -> Json:
+    """Set ``bits`` in the ct mark, keeping every other bit (other users of ct mark)."""
+    return {"mangle": {"key": ct("mark"), "value": {"|": [ct("mark"), bits]}}}
+
+
+def ct_mark_clear(bits: int) -> Json:
+    return {"mangle": {"key": ct("mark"), "value": {"&": [ct("mark"), CT_MARK_BITS & ~bits]}}}
+
+
+def ct_status_lacks(flag: str) -> Json:
+    """ct status & flag == 0 (``assured``, ``seen-reply``)."""
+    return match({"&": [ct("status"), flag]}, 0)
+
+
+def ct_direction(direction: str) -> Json:
+    return match(ct("direction"), direction)
 
 
 def prefix(value: str) -> Json:
