@@ -41,7 +41,7 @@ from connguard.compiler.common import (
     remote_key,
     remote_side,
 )
-from connguard.compiler.context import BAN_SET_SIZE, Contribution, RuleContext, Stage, per_port_set, short_id
+from connguard.compiler.context import BAN_SET_SIZE, Contribution, RuleContext, Stage, per_port_set
 from connguard.compiler.rate_limit import ADDR_TYPE, hit_set
 from connguard.compiler.ruleset import Chain, NftSet, Rule
 from connguard.model.rules import BruteForceRule
@@ -64,7 +64,8 @@ def compile_brute_force(ctx: RuleContext) -> Contribution:
     hit = hits(f"h{ctx.rid}", d)
     pending = CT_PENDING[d]
     per_port = PORT_BUDGET_FACTOR * rule.max_attempts
-    budget = per_port_set(f"q{ctx.rid}{short_id(per_port, n=4)}", timeout=True)
+    # a stable name, like the meter's: a changed max_attempts applies from each port's next window
+    budget = per_port_set(f"q{ctx.rid}", timeout=True)
     out.sets.append(budget)
     for v in rule.families():
         name = f"b{ctx.rid}{v}"
