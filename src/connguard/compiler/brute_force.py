@@ -82,8 +82,11 @@ def compile_brute_force(ctx: RuleContext) -> Contribution:
             service = [f.nfproto(v)] + f.port_match(svc.protocol, svc.port_min, svc.port_max)
             if rule.remote_ip_prefix is not None:
                 service.append(f.match(f.addr(v, remote_side(d)), f.prefix(rule.remote_ip_prefix)))
-            # a new connection (SYN, first UDP packet) only becomes pending: it proves nothing
-            out.add(d, Stage.BRUTE_FORCE, Rule(tuple([f.ct_state("new")] + service + [f.ct_mark_or(pending)]),
+            # a new connection only becomes pending: it proves nothing yet. TCP: only a real start
+            # (a SYN); a connection conntrack picks up mid-stream (one older than the ruleset, or
+            # a bare ACK with tcp_loose=1) is never counted
+            start = [f.tcp_flags_syn_only()] if svc.protocol == "tcp" else []
+            out.add(d, Stage.BRUTE_FORCE, Rule(tuple([f.ct_state("new")] + service + start + [f.ct_mark_or(pending)]),
                                                origin + " pending"))
             # reached only from the handshake chain: established, pending, proven
             proven = [f.ct_state("established"), f.ct_mark_any(pending)] + service
