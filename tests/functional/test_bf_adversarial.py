@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import subprocess
 import threading
 import time
 
@@ -18,6 +19,7 @@ import pytest
 
 from connguard.compiler import compile_host
 from connguard.compiler.brute_force import PORT_BUDGET_FACTOR, PREFIX48_FACTOR
+from connguard.lab import netns as nsx
 from nsenforce import bans_of, enforce, kernel, module_lab, state_for, wait_for
 
 pytestmark = pytest.mark.netns
@@ -126,9 +128,19 @@ def test_bare_acks_with_tcp_loose_ban_nobody(lab):
     victim = cl.extra_ipv4[2]
     enforce(lab, [BF])
     lab.exec(lab.host, ["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=1"])
-    assert hping(lab, attacker.netns, vm.ipv4, 22, flags="-A", src=victim, count=50) == 50
-    # conntrack picked each one up as a connection (the attack path is live) ...
-    picked = tracked_from(lab, victim, 22)
+    # conntrack picks each one up as a connection (the attack path is live; the VM's reset then
+    # deletes the entry at once, so watch the events) ...
+    events = subprocess.Popen(nsx.ns_argv(lab.host, ["stdbuf", "-oL", "conntrack", "-E", "-e", "NEW", "-s", victim,
+                                                      "-p", "tcp", "--dport", "22"]),
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(0.5)
+        assert hping(lab, attacker.netns, vm.ipv4, 22, flags="-A", src=victim, count=50) == 50
+        time.sleep(0.5)
+    finally:
+        events.terminate()
+        out, _ = events.communicate(timeout=5)
+    picked = sum(1 for line in out.splitlines() if "NEW" in line)
     assert picked >= 45, f"conntrack picked up {picked} of 50 bare ACKs"
     # ... and none proved anything: the VM answers a stray ACK with a reset
     assert bans_of(lab, victim) == [], "bare ACKs banned the victim with tcp_loose=1"
