@@ -305,3 +305,11 @@ def test_udp_flow_counts_once_when_the_source_answers_and_one_way_spoof_never(la
         # N flows answered twice; the (N+1)-th is counted at its second datagram and banned
         assert replies == [2] * N + [1], replies
         assert bans_of(lab, victim)
+        # the documented limit of UDP: a spoofer who sends a second datagram blindly, 0.2 s after
+        # the first (the VM has answered by then), passes the proof (docs/dataplane.md)
+        blind = cl.extra_ipv4[9]
+        for k in range(N + 1):
+            proc = lab.exec(attacker.netns, ["hping3", "-q", "--udp", "-a", blind, "-s", str(30000 + k), "-k",
+                                             "-d", "16", "-p", "5060", "-c", "2", "-i", "u200000", vm.ipv4], timeout=30)
+            assert "2 packets transmitted" in proc.stdout + proc.stderr
+        assert bans_of(lab, blind), f"{N + 1} blind two-datagram flows did not count: the docs overstate the risk"

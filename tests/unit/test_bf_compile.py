@@ -1,0 +1,132 @@
+"""Brute force compiles to handshake counting: the structure the kernel tests rely on."""
+
+import json
+
+from connguard.compiler import compile_host
+from connguard.compiler.brute_force import PORT_BUDGET_FACTOR, PREFIX48_FACTOR
+from connguard.compiler.common import CT_BITS, CT_PENDING, CT_REFUSED
+from connguard.model import parse_state
+
+SSH = {"type": "brute_force", "profile": "ssh", "max_attempts": 5, "window": 30, "ban_seconds": 60}
+
+
+def state(rules, enforcement="enforce"):
+    return parse_state({
+        "policies": [{"name": "p", "enforcement": enforcement, "rules": rules}],
+        "ports": [{"interface_name": "tapa", "fixed_ips": ["10.0.0.1", "fd00::1"], "policy": "p"}],
+    })
+
+
+def chain(rs, prefix):
+    return next(c for c in rs.chains if c.name.startswith(prefix))
+
+
+def dynsets(rule):
+    return [e["set"] for e in rule.expr if "set" in e]
+
+
+def test_fast_path_is_one_mark_test_before_established():
+    rs = compile_host(state([SSH]))
+    for name in ("forward", "host_in"):
+        rules = rs.chain(name).rules
+        origins = [r.origin for r in rules]
+        assert origins.index("handshake") == origins.index("established") - 1
+        hs = rules[origins.index("handshake")].expr
+        assert hs == ({"match": {"op": "!=", "left": {"&": [{"ct": {"key": "mark"}}, CT_BITS]}, "right": 0}},
+                      {"jump": {"target": "handshake"}})
+    assert [r.origin for r in rs.chain("handshake").rules] == [
+        "refused connection", "reply", "not yet proven", "udp not yet answered", "count from VM", "count to VM",
+        "counted"]
+    # clearing the pending bits keeps every other bit of the mark
+    clear = rs.chain("handshake").rules[-1].expr[0]["mangle"]["value"]["&"][1]
+    assert clear == 0xFFFFFFFF & ~(CT_PENDING["ingress"] | CT_PENDING["egress"])
+
+
+def test_policy_chain_rules_all_start_with_a_ct_state_match():
+    """The handshake chain dispatches established packets into the policy chains: a rule that
+    did not test ct state first would act on every such packet."""
+    rules = [SSH, {"type": "syn_flood", "port_range_min": 22, "max_syn_rate": 100},
+             {"type": "connection_rate_limit", "direction": "ingress", "scope": "remote_ip", "max_cps": 5},
+             {"type": "connection_limit", "direction": "any", "max_connections": 9},
+             {**SSH, "direction": "egress", "profile": "custom", "protocol": "tcp", "port_range_min": 2222}]
+    rs = compile_host(state(rules))
+    for c in rs.chains:
+        if c.name.startswith(("in_", "out_")):
+            for r in c.rules:
+                if r.origin != "allowlist":
+                    assert r.expr[0]["match"]["left"] == {"ct": {"key": "state"}}, r.origin
+
+
+def test_meter_is_a_fixed_window_counted_only_on_proof():
+    rs = compile_host(state([SSH, {"type": "syn_flood", "port_range_min": 22, "max_syn_rate": 100}]))
+    rules = chain(rs, "in_").rules
+    bf = [r for r in rules if "brute_force" in r.origin]
+    # no rule at the synproxy ACK stage: the cookie is not checked there yet
+    assert not any('"invalid"' in json.dumps(r.expr) for r in bf)
+    pending = [r for r in bf if r.origin.endswith("pending")]
+    assert len(pending) == 2
+    for r in pending:
+        text = json.dumps(r.expr)
+        assert '"new"' in text and '"syn"' in text and "mangle" in text  # only a real SYN
+    counted = [r for r in bf if not r.origin.endswith("pending")]
+    for r in counted:
+        assert r.expr[0]["match"]["right"] == "established"
+        assert r.expr[1]["match"]["left"]["&"][1] == CT_PENDING["ingress"]
+    meters = [r for r in counted if r.origin.endswith("brute_force ingress")]
+    assert len(meters) == 2
+    for v, meter in zip((4, 6), meters):
+        [d] = [d for d in dynsets(meter) if d["set"].startswith("@b")]
+        assert d["op"] == "add" and d["elem"]["elem"]["timeout"] == 30
+        assert d["stmt"] == [{"limit": {"rate": 1, "per": "week", "burst": 5, "burst_unit": "packets", "inv": True}}]
+        after = counted[counted.index(meter) + 1]
+        assert after.origin.endswith("set-full") and {"counter": "set_full"} in after.expr
+        assert {"jump": {"target": f"x{d['set'][2:-1]}{v}"}} in meter.expr
+        assert meter.expr.index({"mangle": {"key": {"ct": {"key": "mark"}},
+                                            "value": {"|": [{"ct": {"key": "mark"}}, CT_REFUSED]}}}) \
+            < len(meter.expr) - 1
+
+
+def test_per_port_budget_and_48_meter():
+    rs = compile_host(state([SSH]))
+    [budget] = [s for s in rs.sets if s.name.startswith("q")]
+    assert budget.type == ("ifname",) and budget.role == "per_port" and "timeout" in budget.flags
+    [g] = [s for s in rs.sets if s.role == "bf_prefix"]
+    assert g.name.startswith("g") and g.name.endswith("6") and g.type == ("ifname", "ipv6_addr")
+    rules = chain(rs, "in_").rules
+    for r in rules:
+        for d in dynsets(r):
+            if d["set"] == f"@{budget.name}":
+                assert d["stmt"][0]["limit"]["burst"] == PORT_BUDGET_FACTOR * 5
+                assert r.expr[-1] == {"reject": {"type": "tcp reset"}}
+            if d["set"] == f"@{g.name}":
+                assert d["stmt"][0]["limit"]["burst"] == PREFIX48_FACTOR * 5
+                assert d["elem"]["elem"]["val"]["concat"][1] == {
+                    "&": [{"payload": {"protocol": "ip6", "field": "saddr"}}, "ffff:ffff:ffff::"]}
+    assert sum(r.origin.endswith("/48 set-full") for r in rules) == 1
+
+
+def test_egress_uses_its_own_pending_bit_and_udp_is_not_syn_gated():
+    rs = compile_host(state([{**SSH, "direction": "egress", "profile": "sip"}]))
+    rules = [r for r in chain(rs, "out_").rules if "brute_force" in r.origin]
+    text = json.dumps([r.expr for r in rules])
+    assert str(CT_PENDING["egress"]) in text and str(CT_PENDING["ingress"]) not in text
+    udp_pending = [r for r in rules if r.origin.endswith("pending") and '"udp"' in json.dumps(r.expr)]
+    assert udp_pending and all('"syn"' not in json.dumps(r.expr) for r in udp_pending)
+    meter = next(r for r in rules if r.origin.endswith("egress"))
+    key = next(d for d in dynsets(meter) if d["set"].startswith("@b"))["elem"]["elem"]["val"]["concat"]
+    assert key[0] == {"meta": {"key": "iifname"}}
+
+
+def test_synproxy_syn_from_the_host_is_marked_pending():
+    rs = compile_host(state([SSH]))
+    out = rs.chain("host_out")
+    assert out.hook.hook == "output"
+    for r, v in zip(out.rules, (4, 6)):
+        text = json.dumps(r.expr)
+        assert f'"@synproxy{v}"' in text and '"syn"' in text and str(CT_PENDING["ingress"]) in text
+
+
+def test_monitor_never_refuses():
+    rs = compile_host(state([SSH], enforcement="monitor"))
+    text = json.dumps([r.expr for r in chain(rs, "in_").rules])
+    assert str(CT_REFUSED) not in text and '"jump"' not in text and '"reject"' not in text
