@@ -212,11 +212,13 @@ def test_apply_in_host2_limits_host2s_vm_only(lab, tmp_path):
 
         r = lab.clients[0].flood(target, 80, rate=OFFERED, duration=SECONDS)
         rate = r.admitted_rate(skip=1)
+        print(f"host 2 {target.tap}: admitted {rate:.1f}/s of {r.offered_rate:.0f}/s offered, max_cps {RATE}")
         assert within(rate, RATE), f"admitted {rate:.1f}/s on {target.tap}, max_cps {RATE}: {r.series}"
         assert r.attempted >= 0.9 * OFFERED * SECONDS, f"the flood itself fell short: {r.attempted}"
         # the same flood at the VMs of hosts 0 and 1, and at host 2's unprotected VM: unlimited
         for vm in (lab.hosts[0].vms[0], lab.hosts[1].vms[1], h2.vms[1]):
             free = lab.clients[0].flood(vm, 80, rate=OFFERED, duration=2)
+            print(f"host {vm.host} {vm.tap}: admitted {free.admitted} of {free.attempted}")
             assert free.admitted >= 0.9 * free.attempted, \
                 f"{vm.tap} (host {vm.host}): admitted {free.admitted} of {free.attempted}: {free.series}"
     finally:
