@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -265,6 +264,31 @@ def test_each_host_runs_its_own_agent_and_lab_down_from_another_process_reaps_th
         assert not os.path.exists(procs_dir(lab.prefix))
     finally:
         lab.down()
+
+
+def _links(host) -> str:
+    return host.exec(["ip", "-o", "link"]).stdout
+
+
+def test_a_vm_added_to_a_running_host_gets_a_tap_there_and_is_reachable():
+    needs_root()
+    with Lab.up(hosts=2, vms=1, clients=1, sources=0) as lab:
+        vm = lab.add_vm(host=1)
+        assert (vm.index, vm.tap, vm.host, vm.ipv6) == (2, "tapvm2", 1, "fd77:0:2::2")
+        assert f" {vm.tap}@" in _links(lab.hosts[1]) and vm.tap not in _links(lab.hosts[0])
+        assert [v.tap for v in Lab.load(lab.prefix).hosts[1].vms] == ["tapvm1", "tapvm2"]
+        with vm.serve(tcp=[80]):
+            for ipv6 in (False, True):
+                r = lab.clients[0].flood(vm, 80, rate=20, duration=0.5, ipv6=ipv6, timeout=0.5)
+                assert r.admitted == 10, (ipv6, r.series)
+            r = lab.vms[0].flood(vm, 80, rate=20, duration=0.5)  # from host 0's VM
+            assert r.admitted == 10, r.series
+        lab.remove_vm(vm)
+        assert vm.tap not in _links(lab.hosts[1]) and vm.netns not in ip_netns_list(lab.prefix)
+        assert "10.77.2.0" not in lab.exec(lab.edge, ["ip", "route"]).stdout
+        assert [v.index for v in Lab.load(lab.prefix).vms] == [0, 1]
+        with pytest.raises(LabError, match="host must be between 0 and 1"):
+            lab.add_vm(host=2)
 
 
 def test_down_removes_every_namespace_even_when_the_body_raises():

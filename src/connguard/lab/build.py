@@ -159,8 +159,51 @@ def build(lab: Lab) -> None:
         for host in lab.hosts:
             _attach_host(lab.edge, host, cmds[lab.edge], cmds[host.netns])
         for vm in lab.vms:
-            host = lab.hosts[vm.host]
-            cmds[lab.edge] += [f"route add 10.77.{vm.index}.0/24 via {host.ipv4} dev {host.edge_if}",
-                               f"route add fd77:0:{vm.index}::/64 via {host.ipv6} dev {host.edge_if}"]
+            cmds[lab.edge] += _edge_routes(lab, vm, "add")
     for ns in routers[::-1]:  # hosts first, then the edge (whose routes need the uplinks up)
         nsx.ip_batch(ns, cmds[ns])
+
+
+def _edge_routes(lab: Lab, vm: VM, verb: str) -> list[str]:
+    host = lab.hosts[vm.host]
+    return [f"route {verb} 10.77.{vm.index}.0/24 via {host.ipv4} dev {host.edge_if}",
+            f"route {verb} fd77:0:{vm.index}::/64 via {host.ipv6} dev {host.edge_if}"]
+
+
+def new_vm(lab: Lab, host: int) -> VM:
+    """The next VM of a running lab, on host ``host`` (the lowest free lab-wide index)."""
+    from connguard.lab.topology import VM
+
+    if not 0 <= host < len(lab.hosts):
+        raise LabError(f"host must be between 0 and {len(lab.hosts) - 1}, got {host}")
+    used = {v.index for v in lab.vms}
+    i = next(i for i in range(MAX_VMS + 1) if i not in used)
+    if i >= MAX_VMS:
+        raise LabError(f"the lab already has {MAX_VMS} VMs, the most its address plan holds")
+    return VM(i, f"{lab.prefix}-vm{i}", f"tapvm{i}", f"10.77.{i}.2", f"fd77:0:{i}::2",
+              f"10.77.{i}.1", f"fd77:0:{i}::1", host=host)
+
+
+def add_vm(lab: Lab, vm: VM) -> None:
+    """Create ``vm`` in a running lab: its namespace, its tap in its host, the edge's routes.
+    On failure nothing of it is left."""
+    router = lab.hosts[vm.host].netns
+    try:
+        nsx.add_netns(vm.netns)
+        nsx.sysctl(vm.netns, LEAF_SYSCTL)
+        cmds: list[str] = []
+        _attach_vm(router, vm, cmds)
+        nsx.ip_batch(router, cmds)
+        if lab.edge:
+            nsx.ip_batch(lab.edge, _edge_routes(lab, vm, "add"))
+    except BaseException:
+        remove_vm(lab, vm)
+        raise
+
+
+def remove_vm(lab: Lab, vm: VM) -> None:
+    """Delete ``vm``'s namespace (its veth pair, so its tap, goes with it) and the edge's routes."""
+    nsx.delete_netns(vm.netns)
+    if lab.edge:
+        for cmd in _edge_routes(lab, vm, "del"):
+            nsx.run(["ip", "-n", lab.edge, *cmd.split()], check=False)

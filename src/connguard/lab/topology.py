@@ -40,7 +40,6 @@ from connguard.exceptions import LabError
 from connguard.lab import build as _build
 from connguard.lab import netns as nsx
 from connguard.lab import spawn as _spawn
-from connguard.lab.build import MAX_CLIENTS, MAX_HOSTS, MAX_SOURCES, MAX_VMS  # noqa: F401
 from connguard.lab.nodes import NodeMixin
 
 STATE_DIR = _spawn.STATE_DIR
@@ -179,6 +178,24 @@ class Lab:
             lab.down()
             raise
         return lab
+
+    def add_vm(self, host: int = 0) -> VM:
+        """Add a VM to host ``host`` of this running lab: a new tap appears in that host's
+        namespace (port discovery); it takes the lowest free lab-wide index."""
+        vm = _build.new_vm(self, host)
+        _build.add_vm(self, vm)
+        vm.lab = self
+        self.vms.append(vm)
+        self._save()
+        return vm
+
+    def remove_vm(self, vm: VM) -> None:
+        """Delete a VM: its namespace, and so its tap, vanish from its host (a port going away)."""
+        if vm not in self.vms:
+            raise LabError(f"{vm.netns} is not a VM of lab {self.prefix}")
+        _build.remove_vm(self, vm)
+        self.vms.remove(vm)
+        self._save()
 
     def down(self) -> None:
         """End the lab's processes, remove every namespace of it and its state file.
