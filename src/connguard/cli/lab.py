@@ -49,8 +49,8 @@ def _print_lab(lab: Any, fmt: str) -> None:
         click.echo(json.dumps(lab.to_dict(), indent=2))
         return
     click.echo(lab.prefix)
-    click.echo(_table(["node", "netns", "interfaces (in the router ns)", "ipv4", "ipv6"],
-                      _lab_rows(lab)))
+    where = "interface (host ns)" if lab.edge is None else "interfaces (host or edge ns)"
+    click.echo(_table(["node", "netns", where, "ipv4", "ipv6"], _lab_rows(lab)))
     for rec in lab.processes():
         click.echo(f"{rec['name']}: pid {rec['pid']} in {rec['netns'] or 'the caller namespace'}"
                    + (f", log {rec['log']}" if rec.get("log") else ""))
@@ -153,7 +153,8 @@ def list_cmd(fmt: str) -> None:
 @click.argument("prefix", required=False)
 @click.option("--all", "all_", is_flag=True, help="remove every cglab* namespace and lab file")
 def down_cmd(prefix: str | None, all_: bool) -> None:
-    """Remove a lab (every namespace it created), or all of them with --all."""
+    """Remove a lab (every namespace it created, every process started for it), or all of
+    them with --all."""
     from connguard.lab import netns as nsx
     from connguard.lab.spawn import reap
     from connguard.lab.topology import remove, remove_all
