@@ -266,6 +266,23 @@ def test_each_host_runs_its_own_agent_and_lab_down_from_another_process_reaps_th
         lab.down()
 
 
+def test_a_server_in_the_edge_is_reached_by_every_host_at_its_edge_address():
+    needs_root()
+    with Lab.up(hosts=3, vms=1, clients=0, sources=0) as lab:
+        server = lab.spawn([sys.executable, "-m", "http.server", "--bind", "0.0.0.0", "9696"],
+                           name="server", netns=lab.edge)
+        assert [r["name"] for r in lab.processes()] == ["server"]
+        fetch = ("import sys, urllib.request; "
+                 "print(urllib.request.urlopen(sys.argv[1], timeout=2).status)")
+        for h in lab.hosts:
+            url = f"http://{h.edge4}:9696/"
+            wait_for(lambda: h.exec([sys.executable, "-c", fetch, url]).stdout.strip() == "200", 10,
+                     what=f"{h.name} to fetch {url}")
+        with pytest.raises(LabError, match="not a namespace of lab"):
+            lab.spawn(["true"], name="x", netns="cglab000000-edge")
+    assert server.proc.poll() is not None, "the edge's server outlived the lab"
+
+
 def _links(host) -> str:
     return host.exec(["ip", "-o", "link"]).stdout
 

@@ -15,6 +15,10 @@ each host namespace is linked to it; the edge routes every VM's subnets to the h
 
 So a client's connection to a VM of host k, and a VM of another host talking to it, are
 forwarded by host k's namespace and no other host's: that is where host k's agent enforces.
+A server for the hosts' agents runs either in the caller's namespace on loopback, the agents
+then started with ``Host.spawn(..., inside=False)`` and ``--netns``, or in the edge
+(``lab.spawn(argv, netns=lab.edge)``), where host k reaches it at 10.66.<k>.1 (``edge4``).
+
 ``vms`` counts VMs per host; VMs (namespace, tap, addresses) are numbered lab-wide, host k
 holding VMs ``k*vms ... k*vms+vms-1``, so every tap name is unique in the lab (like Neutron's
 ``tap<port-uuid>``) and every address too. ``lab.host`` is host 0's namespace in both layouts.
@@ -260,6 +264,15 @@ class Lab:
     def host_of(self, vm: VM) -> Host:
         """The host whose namespace forwards ``vm``'s traffic."""
         return self.hosts[vm.host]
+
+    def spawn(self, argv: Sequence[str], *, name: str, netns: str | None = None,
+              env: dict[str, str] | None = None) -> _spawn.LabProcess:
+        """Start a process for the lab as a whole (a server), reaped like ``Host.spawn``'s:
+        in ``netns`` (e.g. ``lab.edge``, where every host reaches it at its ``edge4``
+        address) or, with None, in the caller's namespace."""
+        if netns is not None and netns not in self.namespaces():
+            raise LabError(f"{netns} is not a namespace of lab {self.prefix}")
+        return _spawn.spawn(self.prefix, argv, name=name, netns=netns, env=env)
 
     def processes(self) -> list[dict[str, Any]]:
         """The lab's recorded processes that still run (``host.spawn``, ``lab up --agent``)."""
