@@ -360,6 +360,13 @@ def test_cli_up_list_attack_down_with_three_hosts():
         assert json.loads(attack.stdout)["admitted"] == 50, attack.stdout
         bad = connguard("lab", "up", "--hosts", "4", "--vms", "51")
         assert bad.returncode != 0 and "hosts x vms" in bad.stderr and "Traceback" not in bad.stderr
+        # an agent that cannot start fails `lab up`, and nothing of that lab is left
+        other = "cglab" + os.urandom(3).hex()
+        bad = connguard("lab", "up", "--hosts", "2", "--vms", "1", "--clients", "0", "--prefix", other,
+                        "--agent", "sh -c 'echo no server for {host}; exit 3'")
+        assert bad.returncode == 1 and "host0-agent" in bad.stderr and "status 3" in bad.stderr, bad.stderr
+        assert "no server for host0" in bad.stderr and ip_netns_list(other) == []
+        assert not os.path.exists(procs_dir(other)) and not os.path.exists(os.path.join(STATE_DIR, f"{other}.json"))
         down = connguard("lab", "down", prefix)
         assert down.returncode == 0, down.stderr
         assert "removed 11 namespaces" in down.stdout and "ended 3 processes" in down.stdout, down.stdout
