@@ -26,9 +26,18 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _lab_rows(lab: Any) -> list[list[Any]]:
-    rows = [["host", lab.host, ", ".join(v.tap for v in lab.vms)
-             + ("; " if lab.clients else "") + ", ".join(c.ext for c in lab.clients), "", ""]]
-    rows += [[f"vm{v.index}", v.netns, v.tap, v.ipv4, v.ipv6] for v in lab.vms]
+    def taps(vms: list[Any]) -> str:
+        return ", ".join(v.tap for v in vms)
+
+    exts = ", ".join(c.ext for c in lab.clients)
+    if lab.edge is None:
+        rows = [["host", lab.host, taps(lab.vms) + ("; " if lab.clients else "") + exts, "", ""]]
+    else:
+        rows = [["edge", lab.edge, ", ".join(h.edge_if for h in lab.hosts)
+                 + ("; " if lab.clients else "") + exts, "", ""]]
+        rows += [[h.name, h.netns, f"{h.uplink}; {taps(h.vms)}", h.ipv4, h.ipv6] for h in lab.hosts]
+    where = (lambda v: "") if lab.edge is None else (lambda v: f" ({lab.hosts[v.host].name})")
+    rows += [[f"vm{v.index}{where(v)}", v.netns, v.tap, v.ipv4, v.ipv6] for v in lab.vms]
     for c in lab.clients:
         extra = f" (+{len(c.extra_ipv4)} sources)" if c.extra_ipv4 else ""
         rows.append([f"client{c.index}", c.netns, c.ext, c.ipv4 + extra, c.ipv6])
@@ -40,7 +49,11 @@ def _print_lab(lab: Any, fmt: str) -> None:
         click.echo(json.dumps(lab.to_dict(), indent=2))
         return
     click.echo(lab.prefix)
-    click.echo(_table(["node", "netns", "interface (host ns)", "ipv4", "ipv6"], _lab_rows(lab)))
+    where = "interface (host ns)" if lab.edge is None else "interfaces (host or edge ns)"
+    click.echo(_table(["node", "netns", where, "ipv4", "ipv6"], _lab_rows(lab)))
+    for rec in lab.processes():
+        click.echo(f"{rec['name']}: pid {rec['pid']} in {rec['netns'] or 'the caller namespace'}"
+                   + (f", log {rec['log']}" if rec.get("log") else ""))
 
 
 def _fail(exc: Exception) -> click.ClickException:
@@ -49,25 +62,75 @@ def _fail(exc: Exception) -> click.ClickException:
 
 @click.group("lab")
 def lab() -> None:
-    """Network-namespace lab: VMs, clients and a routing host, with real traffic."""
+    """Network-namespace lab: hosts with VMs, clients, real traffic."""
 
 
 @lab.command("up")
-@click.option("--vms", type=click.IntRange(1, 200), default=2, show_default=True)
+@click.option("--hosts", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="host namespaces; 2 or more hang off a shared client-side edge router")
+@click.option("--vms", type=click.IntRange(1, 200), default=2, show_default=True,
+              help="VMs per host (at most 200 in the whole lab)")
 @click.option("--clients", type=click.IntRange(0, 200), default=2, show_default=True)
 @click.option("--sources", type=click.IntRange(0, 240), default=32, show_default=True,
               help="extra source addresses per client (IPv4, and IPv6 in distinct /64s)")
+@click.option("--agent", "agent_cmd", metavar="CMD", default=None,
+              help="start CMD for every host, e.g. 'connguard agent --state-file /tmp/{host}.yaml'; "
+                   "{host} (host<k>), {index}, {netns} and {prefix} are replaced; output goes to a "
+                   "log beside the lab's state file; 'lab down' ends it")
+@click.option("--agent-outside", is_flag=True,
+              help="run --agent CMD in this namespace instead of the host's (give it --netns {netns}; "
+                   "for an agent that talks to a server on this machine's loopback)")
 @click.option("--prefix", default=None, help="cglab + 6 hex digits (default: random)")
 @click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def up_cmd(vms: int, clients: int, sources: int, prefix: str | None, fmt: str) -> None:
+def up_cmd(hosts: int, vms: int, clients: int, sources: int, agent_cmd: str | None,
+           agent_outside: bool, prefix: str | None, fmt: str) -> None:
     """Build a lab and print its namespaces, interfaces and addresses."""
     from connguard.lab import Lab
 
+    if agent_outside and not agent_cmd:
+        raise click.UsageError("--agent-outside needs --agent CMD")
+    argv = _agent_argv(agent_cmd) if agent_cmd else None
     try:
-        the_lab = Lab.up(vms=vms, clients=clients, sources=sources, prefix=prefix)
+        the_lab = Lab.up(vms=vms, clients=clients, sources=sources, prefix=prefix, hosts=hosts)
     except LabError as exc:
         raise _fail(exc) from None
+    if argv:
+        try:
+            _start_agents(the_lab, argv, agent_outside)
+        except BaseException as exc:
+            the_lab.down()  # nothing half-built: no lab without its agents
+            if isinstance(exc, LabError):
+                raise _fail(exc) from None
+            raise
     _print_lab(the_lab, fmt)
+
+
+def _agent_argv(cmd: str) -> list[str]:
+    import shlex
+
+    try:
+        argv = shlex.split(cmd)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--agent'") from None
+    if not argv:
+        raise click.BadParameter("empty command", param_hint="'--agent'")
+    for arg in argv:  # fail before building anything
+        try:
+            arg.format(host="host0", index=0, netns="x", prefix="x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise click.BadParameter(f"{arg!r}: unknown placeholder {exc} (use {{host}}, "
+                                     "{index}, {netns}, {prefix})", param_hint="'--agent'") from None
+    return argv
+
+
+def _start_agents(the_lab: Any, argv: list[str], outside: bool) -> None:
+    from connguard.lab.spawn import spawn_detached
+
+    for h in the_lab.hosts:
+        args = [a.format(host=h.name, index=h.index, netns=h.netns, prefix=the_lab.prefix)
+                for a in argv]
+        spawn_detached(the_lab.prefix, args, name=f"{h.name}-agent",
+                       netns=None if outside else h.netns)
 
 
 @lab.command("list")
@@ -80,31 +143,52 @@ def list_cmd(fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps([lb.to_dict() for lb in labs], indent=2))
         return
-    rows = [[lb.prefix, len(lb.vms), len(lb.clients), lb.sources, lb.host] for lb in labs]
-    click.echo(_table(["prefix", "vms", "clients", "sources", "host netns"], rows))
+    rows = [[lb.prefix, len(lb.hosts), len(lb.vms), len(lb.clients), lb.sources,
+             len(lb.processes()), " ".join(h.netns for h in lb.hosts)] for lb in labs]
+    click.echo(_table(["prefix", "hosts", "vms", "clients", "sources", "processes",
+                       "host netns"], rows))
 
 
 @lab.command("down")
 @click.argument("prefix", required=False)
 @click.option("--all", "all_", is_flag=True, help="remove every cglab* namespace and lab file")
 def down_cmd(prefix: str | None, all_: bool) -> None:
-    """Remove a lab (every namespace it created), or all of them with --all."""
+    """Remove a lab (every namespace it created, every process started for it), or all of
+    them with --all."""
     from connguard.lab import netns as nsx
+    from connguard.lab.spawn import reap
     from connguard.lab.topology import remove, remove_all
 
     if bool(prefix) == all_:
         raise click.UsageError("give a lab PREFIX or --all")
+    ended: list[dict[str, Any]] = []
     try:
         nsx.require_root()
         if all_:
+            ended = [r for lb in _all_labs() for r in reap(lb)]
             removed = remove_all()
         else:
             if not nsx.LAB_NAME_RE.match(prefix or ""):
                 raise LabError(f"bad lab prefix {prefix!r}: expected 'cglab' and 6 hex digits")
+            ended = reap(prefix)  # type: ignore[arg-type]
             removed = remove(prefix)  # type: ignore[arg-type]
     except LabError as exc:
         raise _fail(exc) from None
-    click.echo(f"removed {len(removed)} namespaces" + (f": {' '.join(removed)}" if removed else ""))
+    click.echo(f"removed {len(removed)} namespaces" + (f": {' '.join(removed)}" if removed else "")
+               + (f"; ended {len(ended)} processes: " + " ".join(r["name"] for r in ended)
+                  if ended else ""))
+
+
+def _all_labs() -> list[str]:
+    import os
+
+    from connguard.lab import netns as nsx
+    from connguard.lab.spawn import STATE_DIR
+
+    if not os.path.isdir(STATE_DIR):
+        return []
+    return [n[:-6] for n in os.listdir(STATE_DIR)
+            if n.endswith(".procs") and nsx.LAB_NAME_RE.match(n[:-6])]
 
 
 def _find_lab(prefix: str | None) -> Any:
@@ -243,13 +327,13 @@ def _attack_syn(the_lab: Any, vm: Any, client: Any, port: int, rate: float | Non
     from connguard.lab import netns as nsx
 
     nsx.require_tool("hping3")
-    before = _ct(the_lab)
+    before = _ct(the_lab, vm)
     click.echo(f"syn-flood: {client.netns} -> {vm.address(ipv6)}:{port} "
                f"{'at %g pps' % rate if rate else 'as fast as possible'} for {duration:g}s, "
                "random sources", err=True)
     with vm.serve(tcp=[port]):
         r = client.syn_flood(vm, port, duration, rate_pps=int(rate) if rate else None, ipv6=ipv6)
-    after = _ct(the_lab)
+    after = _ct(the_lab, vm)
     out = {"packets_sent": r.sent, "pps": round(r.sent / duration) if r.sent else None,
            "host_conntrack_before": before, "host_conntrack_after": after}
     if fmt == "json":
@@ -258,8 +342,8 @@ def _attack_syn(the_lab: Any, vm: Any, client: Any, port: int, rate: float | Non
         click.echo(_table(list(out), [list(out.values())]))
 
 
-def _ct(the_lab: Any) -> int | str:
+def _ct(the_lab: Any, vm: Any) -> int | str:
     try:
-        return the_lab.conntrack_count()
+        return the_lab.host_of(vm).conntrack_count()
     except LabError:
         return "n/a"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -22,8 +24,10 @@ class Proc:
     """
 
     def __init__(self, argv: Sequence[str], *, stdin: bool = False,
-                 on_stderr: Callable[[str], None] | None = None, what: str = ""):
+                 on_stderr: Callable[[str], None] | None = None, what: str = "",
+                 env: dict[str, str] | None = None, new_session: bool = False):
         self.what = what or " ".join(argv[4:7])
+        self._group = new_session  # stop() then signals the whole process group
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stderr_tail: deque[str] = deque(maxlen=20)
         self._on_stderr = on_stderr
@@ -31,7 +35,7 @@ class Proc:
             self.proc = subprocess.Popen(
                 list(argv), stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-                env=nsx.child_env())
+                env={**nsx.child_env(), **(env or {})}, start_new_session=new_session)
         except FileNotFoundError as exc:
             raise LabError(f"cannot start {argv[0]}: {exc}") from exc
         self._threads = [threading.Thread(target=self._pump_out, daemon=True),
@@ -101,15 +105,26 @@ class Proc:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the exit status."""
         self.close_stdin()
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self._signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self._signal(signal.SIGKILL)
                 self.proc.wait(timeout=5)
+        if self._group:  # helpers the process left behind in its group
+            self._signal(signal.SIGKILL)
         for t in self._threads:
             t.join(timeout=2)
         return self.proc.returncode
+
+    def _signal(self, sig: int) -> None:
+        try:
+            if self._group:
+                os.killpg(self.proc.pid, sig)
+            else:
+                self.proc.send_signal(sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def remaining_lines(self) -> list[str]:
         out = []

@@ -1,15 +1,33 @@
-"""The namespace topology: one routing "host" namespace, VMs behind tap-named veths, clients.
+"""The namespace topology: routing "host" namespaces, VMs behind tap-named veths, clients.
 
-::
+One host (``Lab.up(hosts=1)``, the default)::
 
     cl<j> eth0 ──── ext<j>  [<prefix>-host]  tapvm<i> ──── eth0 vm<i>
     10.88.<j>.2/24          routes, forwards           10.77.<i>.2/24
     fd88:0:<j>::2/64                                   fd77:0:<i>::2/64
 
+Several hosts (``Lab.up(hosts=N)``, N >= 2): the clients hang off a shared "edge" router, and
+each host namespace is linked to it; the edge routes every VM's subnets to the host holding it::
+
+    cl<j> eth0 ── ext<j> [<prefix>-edge] host<k> ── uplink [<prefix>-host<k>] tapvm<i> ── vm<i>
+                                  10.66.<k>.1/24  10.66.<k>.2/24
+                                  fd66:0:<k>::1/64  fd66:0:<k>::2/64
+
+So a client's connection to a VM of host k, and a VM of another host talking to it, are
+forwarded by host k's namespace and no other host's: that is where host k's agent enforces.
+A server for the hosts' agents runs either in the caller's namespace on loopback, the agents
+then started with ``Host.spawn(..., inside=False)`` and ``--netns``, or in the edge
+(``lab.spawn(argv, netns=lab.edge)``), where host k reaches it at 10.66.<k>.1 (``edge4``).
+
+``vms`` counts VMs per host; VMs (namespace, tap, addresses) are numbered lab-wide, host k
+holding VMs ``k*vms ... k*vms+vms-1``, so every tap name is unique in the lab (like Neutron's
+``tap<port-uuid>``) and every address too. ``lab.host`` is host 0's namespace in both layouts.
+
 Client j also owns ``sources`` extra IPv4 addresses 10.88.<j>.10... and as many extra IPv6
 addresses, each in its own /64 (fd88:0:<j>:<k>::2, k >= 1; connguard accounts IPv6 per /64);
-the host routes fd88:0:<j>::/48 back to the client. Extra addresses are never picked as default
-source (IPv4 secondaries; IPv6 with preferred_lft 0), only when a tool binds to them.
+the router the clients hang off routes fd88:0:<j>::/48 back to the client. Extra addresses are
+never picked as default source (IPv4 secondaries; IPv6 with preferred_lft 0), only when a tool
+binds to them.
 """
 
 from __future__ import annotations
@@ -17,17 +35,18 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from connguard.exceptions import LabError
+from connguard.lab import build as _build
 from connguard.lab import netns as nsx
+from connguard.lab import spawn as _spawn
 from connguard.lab.nodes import NodeMixin
 
-STATE_DIR = "/run/connguard/lab"
-MAX_VMS = 200
-MAX_CLIENTS = 200
-MAX_SOURCES = 240
+STATE_DIR = _spawn.STATE_DIR
 
 
 @dataclass
@@ -39,6 +58,7 @@ class VM(NodeMixin):
     ipv6: str
     gateway4: str
     gateway6: str
+    host: int = 0  # index of the host (in ``lab.hosts``) whose namespace holds the tap
     lab: Lab | None = field(default=None, repr=False, compare=False)
 
     def login_service(self, port: int = 22, *, force_fallback: bool = False):
@@ -62,20 +82,62 @@ class Client(NodeMixin):
     lab: Lab | None = field(default=None, repr=False, compare=False)
 
 
-def _node_dict(node: VM | Client) -> dict[str, Any]:
+@dataclass
+class Host:
+    """A routing host namespace, the compute host of its VMs (where its agent enforces).
+
+    In a one-host lab the uplink fields are None (the clients hang off the host itself).
+    """
+
+    index: int
+    netns: str
+    uplink: str | None = None   # its interface towards the edge
+    ipv4: str | None = None     # its address on the uplink
+    ipv6: str | None = None
+    edge4: str | None = None    # the edge's address on that link (the host's default route)
+    edge6: str | None = None
+    edge_if: str | None = None  # the edge's interface towards this host
+    lab: Lab | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        """``host<k>``: the name to register the host under (``--host``)."""
+        return f"host{self.index}"
+
+    @property
+    def vms(self) -> list[VM]:
+        return [v for v in (self.lab.vms if self.lab else []) if v.host == self.index]
+
+    def exec(self, argv: Sequence[str], **kw: Any):
+        """``ip netns exec`` this host (subprocess.run; keyword arguments are passed on)."""
+        import subprocess
+
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        return subprocess.run(nsx.ns_argv(self.netns, argv), **kw)
+
+    def conntrack_count(self) -> int:
+        nsx.require_tool("conntrack")
+        proc = nsx.run(nsx.ns_argv(self.netns, ["conntrack", "-C"]))
+        return int(proc.stdout.strip() or 0)
+
+    def conntrack_flush(self) -> None:
+        nsx.run(nsx.ns_argv(self.netns, ["conntrack", "-F"]), check=False)
+
+    def spawn(self, argv: Sequence[str], *, name: str | None = None, inside: bool = True,
+              env: dict[str, str] | None = None) -> _spawn.LabProcess:
+        """Start a long-running process for this host (its agent), reaped by ``lab.down()``
+        and by ``connguard lab down`` (see spawn.py). ``inside``: in this host's namespace;
+        False: in the caller's namespace, for a command given ``--netns`` that must reach a
+        server on the caller's loopback."""
+        if self.lab is None:
+            raise LabError(f"{self.netns}: not part of a lab")
+        return _spawn.spawn(self.lab.prefix, argv, name=name or f"{self.name}-proc",
+                            netns=self.netns if inside else None, env=env)
+
+
+def _node_dict(node: VM | Client | Host) -> dict[str, Any]:
     return {k: v for k, v in node.__dict__.items() if k != "lab"}
-
-
-def _mac(kind: int, index: int, side: int) -> str:
-    """Deterministic, locally administered MAC: 02:<kind>:<index hi>:<index lo>:00:<side>."""
-    return f"02:{kind:02x}:{index >> 8:02x}:{index & 0xff:02x}:00:{side:02x}"
-
-
-def _neigh(addresses: list[str], mac: str, dev: str) -> list[str]:
-    # Permanent neighbour entries on every lab link: without them the first forwarded IPv6
-    # handshake lost its SYN-ACK during neighbour discovery and took one SYN retransmit (1 s),
-    # which would read as a "timeout" in floods.
-    return [f"neigh replace {a} lladdr {mac} dev {dev} nud permanent" for a in addresses]
 
 
 def new_prefix() -> str:
@@ -85,105 +147,63 @@ def new_prefix() -> str:
 class Lab:
     """A lab topology. Build with :meth:`up`, find again with :meth:`load`, remove with :meth:`down`."""
 
-    def __init__(self, prefix: str, vms: list[VM], clients: list[Client], sources: int = 0):
+    def __init__(self, prefix: str, vms: list[VM], clients: list[Client], sources: int = 0,
+                 hosts: list[Host] | None = None, edge: str | None = None):
         self.prefix = prefix
-        self.host = f"{prefix}-host"
+        self.hosts = hosts or [Host(0, f"{prefix}-host")]
+        self.host = self.hosts[0].netns
+        self.edge = edge  # the shared client-side router (labs of 2+ hosts), else None
         self.vms = vms
         self.clients = clients
         self.sources = sources
-        for node in (*vms, *clients):
+        for node in (*self.hosts, *vms, *clients):
             node.lab = self
 
     # ---------------------------------------------------------------- build / remove
     @classmethod
-    def up(cls, vms: int = 2, clients: int = 2, sources: int = 32, prefix: str | None = None) -> Lab:
+    def up(cls, vms: int = 2, clients: int = 2, sources: int = 32, prefix: str | None = None,
+           hosts: int = 1) -> Lab:
+        """Build a lab of ``hosts`` hosts with ``vms`` VMs each and ``clients`` clients."""
         nsx.require_root()
         nsx.require_tool("ip")
-        if not (1 <= vms <= MAX_VMS):
-            raise LabError(f"vms must be between 1 and {MAX_VMS}")
-        if not (0 <= clients <= MAX_CLIENTS):
-            raise LabError(f"clients must be between 0 and {MAX_CLIENTS}")
-        if not (0 <= sources <= MAX_SOURCES):
-            raise LabError(f"sources must be between 0 and {MAX_SOURCES}")
+        _build.check_counts(hosts, vms, clients, sources)
         prefix = prefix or new_prefix()
         if not nsx.LAB_NAME_RE.match(prefix):
             raise LabError(f"bad lab prefix {prefix!r}: expected 'cglab' and 6 hex digits")
         existing = nsx.list_netns()
         if any(n.startswith(prefix + "-") for n in existing) or os.path.exists(cls._path(prefix)):
             raise LabError(f"lab {prefix} already exists")
-
-        vm_objs = [VM(i, f"{prefix}-vm{i}", f"tapvm{i}", f"10.77.{i}.2", f"fd77:0:{i}::2",
-                      f"10.77.{i}.1", f"fd77:0:{i}::1") for i in range(vms)]
-        cl_objs = [Client(j, f"{prefix}-cl{j}", f"ext{j}", f"10.88.{j}.2", f"fd88:0:{j}::2",
-                          f"10.88.{j}.1", f"fd88:0:{j}::1",
-                          [f"10.88.{j}.{10 + k}" for k in range(sources)],
-                          [f"fd88:0:{j}:{k + 1:x}::2" for k in range(sources)])
-                   for j in range(clients)]
-        lab = cls(prefix, vm_objs, cl_objs, sources)
+        host_objs, vm_objs, cl_objs, edge = _build.plan(prefix, hosts, vms, clients, sources)
+        lab = cls(prefix, vm_objs, cl_objs, sources, host_objs, edge)
         try:
-            lab._build()
+            _build.build(lab)
             lab._save()
         except BaseException:
             lab.down()
             raise
         return lab
 
-    def _build(self) -> None:
-        # IPv6 addresses come up without duplicate address detection (nodad and accept_dad=0,
-        # also for link-local addresses, so neighbour discovery works at once).
-        base = {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0",
-                "net.ipv6.conf.all.disable_ipv6": "0", "net.ipv6.conf.default.disable_ipv6": "0"}
-        host_settings = {**base, "net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1",
-                         "net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0"}
-        leaf_settings = {**base, "net.ipv4.conf.all.rp_filter": "0",
-                         "net.ipv4.conf.default.rp_filter": "0",
-                         "net.ipv4.tcp_tw_reuse": "1"}
-        nsx.add_netns(self.host)
-        nsx.sysctl(self.host, host_settings)
-        host_cmds = ["link set lo up"]
-        for node in (*self.vms, *self.clients):
-            nsx.add_netns(node.netns)
-            nsx.sysctl(node.netns, leaf_settings)
-        for vm in self.vms:
-            hmac, vmac = _mac(0x77, vm.index, 1), _mac(0x77, vm.index, 2)
-            nsx.run(["ip", "link", "add", vm.tap, "netns", self.host, "address", hmac,
-                     "type", "veth", "peer", "name", "eth0", "netns", vm.netns, "address", vmac])
-            host_cmds += [f"addr add {vm.gateway4}/24 dev {vm.tap}",
-                          f"addr add {vm.gateway6}/64 dev {vm.tap} nodad",
-                          f"link set {vm.tap} up",
-                          *_neigh([vm.ipv4, vm.ipv6], vmac, vm.tap)]
-            nsx.ip_batch(vm.netns, [
-                "link set lo up",
-                f"addr add {vm.ipv4}/24 dev eth0",
-                f"addr add {vm.ipv6}/64 dev eth0 nodad",
-                "link set eth0 up",
-                *_neigh([vm.gateway4, vm.gateway6], hmac, "eth0"),
-                f"route add default via {vm.gateway4}",
-                f"route add default via {vm.gateway6}",
-            ])
-        for cl in self.clients:
-            hmac, cmac = _mac(0x88, cl.index, 1), _mac(0x88, cl.index, 2)
-            nsx.run(["ip", "link", "add", cl.ext, "netns", self.host, "address", hmac,
-                     "type", "veth", "peer", "name", "eth0", "netns", cl.netns, "address", cmac])
-            host_cmds += [f"addr add {cl.gateway4}/24 dev {cl.ext}",
-                          f"addr add {cl.gateway6}/64 dev {cl.ext} nodad",
-                          f"link set {cl.ext} up",
-                          *_neigh([cl.ipv4, cl.ipv6], cmac, cl.ext),
-                          f"route add fd88:0:{cl.index}::/48 via {cl.ipv6} dev {cl.ext}"]
-            cmds = ["link set lo up",
-                    f"addr add {cl.ipv4}/24 dev eth0",
-                    f"addr add {cl.ipv6}/64 dev eth0 nodad"]
-            cmds += [f"addr add {a}/24 dev eth0" for a in cl.extra_ipv4]
-            cmds += [f"addr add {a}/128 dev eth0 nodad preferred_lft 0" for a in cl.extra_ipv6]
-            cmds += ["link set eth0 up",
-                     *_neigh([cl.gateway4, cl.gateway6], hmac, "eth0"),
-                     f"route add default via {cl.gateway4}",
-                     f"route add default via {cl.gateway6}"]
-            nsx.ip_batch(cl.netns, cmds)
-        nsx.ip_batch(self.host, host_cmds)
+    def add_vm(self, host: int = 0) -> VM:
+        """Add a VM to host ``host`` of this running lab: a new tap appears in that host's
+        namespace (port discovery); it takes the lowest free lab-wide index."""
+        vm = _build.new_vm(self, host)
+        _build.add_vm(self, vm)
+        vm.lab = self
+        self.vms.append(vm)
+        self._save()
+        return vm
+
+    def remove_vm(self, vm: VM) -> None:
+        """Delete a VM: its namespace, and so its tap, vanish from its host (a port going away)."""
+        if vm not in self.vms:
+            raise LabError(f"{vm.netns} is not a VM of lab {self.prefix}")
+        _build.remove_vm(self, vm)
+        self.vms.remove(vm)
+        self._save()
 
     def down(self) -> None:
-        """Remove every namespace of this lab and its state file. Safe to call twice."""
+        """End the lab's processes, remove every namespace of it and its state file.
+        Safe to call twice."""
         remove(self.prefix)
 
     def __enter__(self) -> Lab:
@@ -199,6 +219,7 @@ class Lab:
 
     def to_dict(self) -> dict[str, Any]:
         return {"prefix": self.prefix, "host": self.host, "sources": self.sources,
+                "edge": self.edge, "hosts": [_node_dict(h) for h in self.hosts],
                 "vms": [_node_dict(v) for v in self.vms],
                 "clients": [_node_dict(c) for c in self.clients]}
 
@@ -211,8 +232,9 @@ class Lab:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Lab:
+        hosts = [Host(**h) for h in d["hosts"]] if d.get("hosts") else None
         return cls(d["prefix"], [VM(**v) for v in d["vms"]], [Client(**c) for c in d["clients"]],
-                   d.get("sources", 0))
+                   d.get("sources", 0), hosts, d.get("edge"))
 
     @classmethod
     def load(cls, prefix: str) -> Lab:
@@ -239,6 +261,23 @@ class Lab:
         return labs
 
     # ---------------------------------------------------------------- helpers
+    def host_of(self, vm: VM) -> Host:
+        """The host whose namespace forwards ``vm``'s traffic."""
+        return self.hosts[vm.host]
+
+    def spawn(self, argv: Sequence[str], *, name: str, netns: str | None = None,
+              env: dict[str, str] | None = None) -> _spawn.LabProcess:
+        """Start a process for the lab as a whole (a server), reaped like ``Host.spawn``'s:
+        in ``netns`` (e.g. ``lab.edge``, where every host reaches it at its ``edge4``
+        address) or, with None, in the caller's namespace."""
+        if netns is not None and netns not in self.namespaces():
+            raise LabError(f"{netns} is not a namespace of lab {self.prefix}")
+        return _spawn.spawn(self.prefix, argv, name=name, netns=netns, env=env)
+
+    def processes(self) -> list[dict[str, Any]]:
+        """The lab's recorded processes that still run (``host.spawn``, ``lab up --agent``)."""
+        return _spawn.recorded(self.prefix)
+
     def exec(self, netns: str, argv: list[str], **kw: Any):
         """``ip netns exec NETNS argv...`` (subprocess.run; keyword arguments are passed on)."""
         import subprocess
@@ -248,7 +287,7 @@ class Lab:
         return subprocess.run(nsx.ns_argv(netns, argv), **kw)
 
     def conntrack_count(self, netns: str | None = None) -> int:
-        """Number of conntrack entries in ``netns`` (default: the host namespace)."""
+        """Number of conntrack entries in ``netns`` (default: host 0's namespace)."""
         nsx.require_tool("conntrack")
         proc = nsx.run(nsx.ns_argv(netns or self.host, ["conntrack", "-C"]))
         return int(proc.stdout.strip() or 0)
@@ -257,14 +296,18 @@ class Lab:
         nsx.run(nsx.ns_argv(netns or self.host, ["conntrack", "-F"]), check=False)
 
     def namespaces(self) -> list[str]:
-        return [self.host, *(v.netns for v in self.vms), *(c.netns for c in self.clients)]
+        return [*([self.edge] if self.edge else []), *(h.netns for h in self.hosts),
+                *(v.netns for v in self.vms), *(c.netns for c in self.clients)]
 
     def __repr__(self) -> str:
-        return f"Lab({self.prefix!r}, vms={len(self.vms)}, clients={len(self.clients)})"
+        hosts = f"hosts={len(self.hosts)}, " if len(self.hosts) > 1 else ""
+        return f"Lab({self.prefix!r}, {hosts}vms={len(self.vms)}, clients={len(self.clients)})"
 
 
 def remove(prefix: str) -> list[str]:
-    """Delete every namespace named ``<prefix>-*`` and the lab's state file; return the names."""
+    """End the lab's recorded processes, delete every namespace named ``<prefix>-*`` and the
+    lab's state file; return the namespace names."""
+    _spawn.reap(prefix)
     removed = []
     for name in nsx.list_netns():
         if name.startswith(prefix + "-"):
@@ -278,7 +321,11 @@ def remove(prefix: str) -> list[str]:
 
 
 def remove_all() -> list[str]:
-    """Delete every ``cglab*`` namespace and lab state file (``connguard lab down --all``)."""
+    """Delete every ``cglab*`` namespace, process and lab state file (``lab down --all``)."""
+    if os.path.isdir(STATE_DIR):
+        for name in os.listdir(STATE_DIR):
+            if name.endswith(".procs") and nsx.LAB_NAME_RE.match(name[:-6]):
+                _spawn.reap(name[:-6])
     removed = []
     for name in nsx.list_netns():
         if name.startswith("cglab"):
@@ -287,8 +334,12 @@ def remove_all() -> list[str]:
     if os.path.isdir(STATE_DIR):
         for name in os.listdir(STATE_DIR):
             if name.startswith("cglab"):
-                try:
-                    os.unlink(os.path.join(STATE_DIR, name))
-                except FileNotFoundError:
-                    pass
+                path = os.path.join(STATE_DIR, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
     return removed
