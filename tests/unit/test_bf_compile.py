@@ -35,7 +35,7 @@ def test_fast_path_is_one_mark_test_before_established():
         assert hs == ({"match": {"op": "!=", "left": {"&": [{"ct": {"key": "mark"}}, CT_BITS]}, "right": 0}},
                       {"jump": {"target": "handshake"}})
     assert [r.origin for r in rs.chain("handshake").rules] == [
-        "refused connection", "reply", "not yet proven", "udp not yet answered", "count from VM", "count to VM",
+        "refused connection", "refused connection", "refused connection: resets and replies", "reply", "not yet proven", "udp not yet answered", "count from VM", "count to VM",
         "counted"]
     # clearing the pending bits keeps every other bit of the mark
     clear = rs.chain("handshake").rules[-1].expr[0]["mangle"]["value"]["&"][1]
