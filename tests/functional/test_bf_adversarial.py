@@ -226,6 +226,10 @@ def test_rotating_ipv4_sources_share_the_port_budget_allowlist_unaffected(lab):
     fresh = cl.extra_ipv4[40]
     assert served(cl.bruteforce(vm, 22, attempts=1, timeout=0.8, source=fresh)) == [False]
     assert bans_of(lab, fresh) == []
+    # the refused connection does not linger as an established entry: the VM's SYN-ACK
+    # retransmission reaches the client, whose reset closes it
+    wait_for(lambda: "ESTABLISHED" not in lab.exec(lab.host, ["conntrack", "-L", "-s", fresh]).stdout, 5,
+             what="the refused connection's conntrack entry to close")
     # ... and an allowlisted one is not affected
     assert served(lab.clients[1].bruteforce(vm, 22, attempts=N + 2, timeout=2)) == [True] * (N + 2)
 

@@ -35,7 +35,7 @@ def test_fast_path_is_one_mark_test_before_established():
         assert hs == ({"match": {"op": "!=", "left": {"&": [{"ct": {"key": "mark"}}, CT_BITS]}, "right": 0}},
                       {"jump": {"target": "handshake"}})
     assert [r.origin for r in rs.chain("handshake").rules] == [
-        "refused connection", "reply", "not yet proven", "udp not yet answered", "count from VM", "count to VM",
+        "refused connection", "refused connection", "refused connection: resets and replies", "reply", "not yet proven", "udp not yet answered", "count from VM", "count to VM",
         "counted"]
     # clearing the pending bits keeps every other bit of the mark
     clear = rs.chain("handshake").rules[-1].expr[0]["mangle"]["value"]["&"][1]
@@ -77,7 +77,7 @@ def test_meter_is_a_fixed_window_counted_only_on_proof():
     for v, meter in zip((4, 6), meters):
         [d] = [d for d in dynsets(meter) if d["set"].startswith("@b")]
         assert d["op"] == "add" and d["elem"]["elem"]["timeout"] == 30
-        assert d["stmt"] == [{"limit": {"rate": 1, "per": "week", "burst": 5, "burst_unit": "packets", "inv": True}}]
+        assert d["stmt"] == [{"limit": {"rate": 1, "per": "minute", "burst": 5, "burst_unit": "packets", "inv": True}}]
         after = counted[counted.index(meter) + 1]
         assert after.origin.endswith("set-full") and {"counter": "set_full"} in after.expr
         assert {"jump": {"target": f"x{d['set'][2:-1]}{v}"}} in meter.expr
@@ -130,3 +130,14 @@ def test_monitor_never_refuses():
     rs = compile_host(state([SSH], enforcement="monitor"))
     text = json.dumps([r.expr for r in chain(rs, "in_").rules])
     assert str(CT_REFUSED) not in text and '"jump"' not in text and '"reject"' not in text
+
+
+def test_window_meter_never_refills_within_the_window_and_fits_the_kernel():
+    from connguard.compiler.brute_force import window_meter
+    for window in (1, 60, 61, 3600, 3601, 86_400):
+        lim = window_meter(5, window)["limit"]
+        unit = {"minute": 60, "hour": 3600, "day": 86_400}[lim["per"]]
+        assert lim["rate"] == 1 and unit >= window and lim["burst"] == 5
+    # the kernel's bucket is burst * unit in 64-bit nanoseconds (found by the property test)
+    lim = window_meter(1_000_000, 86_400)["limit"]
+    assert lim["burst"] * 86_400 * 10**9 <= 2**62 and lim["burst"] > 50_000

@@ -128,7 +128,7 @@ def test_enforce_brute_force_bans_for_ban_seconds():
     # a fixed window: added once (the timeout is never refreshed), 6 tokens that do not refill
     # within the element's lifetime of one window
     assert meter["set"]["op"] == "add" and meter["set"]["elem"]["elem"]["timeout"] == 60
-    assert meter["set"]["stmt"] == [{"limit": {"rate": 1, "per": "week", "burst": 6, "burst_unit": "packets",
+    assert meter["set"]["stmt"] == [{"limit": {"rate": 1, "per": "minute", "burst": 6, "burst_unit": "packets",
                                                "inv": True}}]
     # over the limit: jump to the rule's punishment chain, where the ban and the drop are
     # separate rules (a full ban set must not skip the drop)

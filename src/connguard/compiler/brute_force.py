@@ -12,7 +12,8 @@ synproxy accepted the cookie; for UDP a packet from the source after the VM answ
 
 The meter is a fixed window: ``add`` (which never refreshes the timeout) creates the element
 ``port . remote`` with a lifetime of ``window`` and a bucket of ``max_attempts`` tokens that
-refills at 1/week, i.e. not within any window (windows are at most a day). So exactly
+refills at one per minute, hour or day (the smallest unit not shorter than the window), i.e.
+not within the window. So exactly
 ``max_attempts`` attempts pass in the ``window`` seconds from a source's first attempt, the next
 one jumps to the punishment chain, and a window starts afresh at the first attempt after one
 ends: at most 2 * max_attempts in any ``window`` seconds around a boundary, at most
@@ -50,10 +51,17 @@ PORT_BUDGET_FACTOR = 10   # attempts per window to one port from all sources, in
 PREFIX48_FACTOR = 4       # attempts per window from one IPv6 /48, in max_attempts
 
 
-def window_meter(count: int) -> dict:
-    """``count`` tokens that do not come back within a window (windows are at most a day):
-    with ``add`` and an element timeout of one window, a fixed-window counter."""
-    return f.limit(1, "week", count)
+_UNITS = (("minute", 60), ("hour", 3600), ("day", 86400))
+
+
+def window_meter(count: int, window: int) -> dict:
+    """``count`` tokens refilled at one per unit of at least ``window`` seconds, so no token comes
+    back within the window: with ``add`` and an element timeout of one window, a fixed-window
+    counter. The kernel keeps the bucket in nanoseconds, refuses burst * unit >= 2**64 ns and
+    compares it as a signed 64-bit value, so counts are clamped to 2**62 ns worth (53,375 for a
+    day-long window, over a million for an hour)."""
+    unit, seconds = next((u, s) for u, s in _UNITS if s >= window)
+    return f.limit(1, unit, min(count, 2**62 // (seconds * 10**9)))
 
 
 def compile_brute_force(ctx: RuleContext) -> Contribution:
@@ -92,16 +100,16 @@ def compile_brute_force(ctx: RuleContext) -> Contribution:
             proven = [f.ct_state("established"), f.ct_mark_any(pending)] + service
             refuse = _refuse(ctx, d, v, svc.protocol)
             out.add(d, Stage.BRUTE_FORCE, Rule(tuple(proven + [
-                f.dynset("add", budget.name, port_key(d), window_meter(per_port), timeout=rule.window), hit]
+                f.dynset("add", budget.name, port_key(d), window_meter(per_port, rule.window), timeout=rule.window), hit]
                 + refuse), origin + " port budget"))
             if prefix_meter is not None:
                 key48 = f.concat(port_key(d), f.remote_key48(remote_side(d)))
                 out.add(d, Stage.BRUTE_FORCE, Rule(tuple(proven + [
-                    f.dynset("add", prefix_meter.name, key48, window_meter(PREFIX48_FACTOR * rule.max_attempts),
+                    f.dynset("add", prefix_meter.name, key48, window_meter(PREFIX48_FACTOR * rule.max_attempts, rule.window),
                              timeout=rule.window), hit] + refuse), origin + " /48"))
                 out.add(d, Stage.BRUTE_FORCE, Rule(tuple(proven + [
                     f.in_set(key48, prefix_meter.name, negate=True), f.counter(SET_FULL)]), origin + " /48 set-full"))
-            stmts = [f.dynset("add", name, key, window_meter(rule.max_attempts), timeout=rule.window), hit]
+            stmts = [f.dynset("add", name, key, window_meter(rule.max_attempts, rule.window), timeout=rule.window), hit]
             verdict = offender(ctx, d, v) if ctx.monitor else [f.ct_mark_or(CT_REFUSED), f.jump(punish.name)]
             out.add(d, Stage.BRUTE_FORCE, Rule(tuple(proven + stmts + verdict), origin))
             # a full meter fails open (no ban; the budgets above still hold): count it

@@ -47,9 +47,16 @@ def _handshake_chain() -> Chain:
     ``ct state established`` with their pending bit, which only this chain can bring there),
     and the pending bits are cleared: one count per connection. Proof: TCP (and SCTP),
     ``assured`` (the handshake's ACK accepted by conntrack; behind synproxy, set when synproxy
-    completes the handshake with the VM); UDP, a packet from the source after the VM answered."""
+    completes the handshake with the VM); UDP, a packet from the source after the VM answered.
+    A refused connection loses everything its source sends except resets: the VM's SYN-ACK
+    retransmissions still reach the client, whose reset then closes the VM's half-open socket
+    and the conntrack entry (which would otherwise stay established for days)."""
+    refused = f.ct_mark_any(CT_REFUSED)
+    original = f.ct_direction("original")
     return Chain("handshake", (
-        Rule((f.ct_mark_any(CT_REFUSED), f.drop()), "refused connection"),
+        Rule((refused, original, f.l4proto("tcp"), f.tcp_flags_lack("rst"), f.drop()), "refused connection"),
+        Rule((refused, original, f.l4proto("tcp", "!="), f.drop()), "refused connection"),
+        Rule((refused, f.ret()), "refused connection: resets and replies"),
         Rule((f.ct_direction("reply"), f.ret()), "reply"),
         Rule((f.l4proto("udp", "!="), f.ct_status_lacks("assured"), f.ret()), "not yet proven"),
         Rule((f.ct_status_lacks("seen-reply"), f.ret()), "udp not yet answered"),

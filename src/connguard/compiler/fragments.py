@@ -50,6 +50,10 @@ def tcp_flags_syn_only() -> Json:
     return match({"&": [payload("tcp", "flags"), ["fin", "syn", "rst", "ack"]]}, "syn")
 
 
+def tcp_flags_lack(flag: str) -> Json:
+    return match({"&": [payload("tcp", "flags"), flag]}, 0)
+
+
 def tcp_flags_ack_only() -> Json:
     return match({"&": [payload("tcp", "flags"), ["fin", "syn", "rst", "ack"]]}, "ack")
 
