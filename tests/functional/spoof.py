@@ -71,8 +71,8 @@ def tcp_packets(sources: list[str], dst: str, dport: int, flags: str = "S", *, n
 
 
 def fragmented(packets: list[bytes], size: int = 16) -> list[bytes]:
-    """Each packet split into fragments whose first one carries only ``size`` bytes of TCP
-    header (the flags and ports may land in the second fragment)."""
+    """Each packet split into fragments of ``size`` bytes of IP payload (a multiple of 8; with
+    16, the first fragment carries only part of a 20-byte TCP header)."""
     from scapy.all import IP, IPv6, IPv6ExtHdrFragment, fragment, fragment6
 
     out = []

@@ -188,18 +188,22 @@ def test_synproxy_big_random_source_flood_reaches_nothing_and_tracks_nothing(lab
         f"of {result.sent} spoofed SYNs, {reached} reached the VM and {entries} conntrack entries were made")
 
 
-def _v6_frag(lab, n):
-    vm, cl = lab.vms[0], lab.clients[0]
-    return spoof.fragmented(spoof.tcp_packets([cl.ipv6], vm.ipv6, 80, "S", n=n))
+def _syns(lab, n, ipv6=False, **kw):
+    cl, vm = lab.clients[0], lab.vms[0]
+    return spoof.tcp_packets([cl.address(ipv6)], vm.address(ipv6), 80, "S", n=n, **kw)
 
 
+# shape -> (packets, whether the host reassembles them into a SYN that conntrack tracks)
 SHAPES = {
-    "ipv4-fragments": lambda lab, n: spoof.fragmented(spoof.tcp_packets([lab.clients[0].ipv4], lab.vms[0].ipv4, 80, "S", n=n)),
-    "ipv6-fragments": _v6_frag,
-    "ipv6-extension-headers": lambda lab, n: spoof.with_extension_headers(
-        spoof.tcp_packets([lab.clients[0].ipv6], lab.vms[0].ipv6, 80, "S", n=n)),
-    "syn-with-payload": lambda lab, n: spoof.tcp_packets([lab.clients[0].ipv4], lab.vms[0].ipv4, 80, "S", n=n,
-                                                         payload=b"GET / HTTP/1.0\r\n\r\n" * 20),
+    # the first fragment holds 16 bytes of the TCP header (the flags, not the window/checksum)
+    "ipv4-tiny-fragments": lambda lab, n: (spoof.fragmented(_syns(lab, n), 16), True),
+    # the first fragment holds the whole TCP header, the payload follows
+    "ipv6-fragments": lambda lab, n: (spoof.fragmented(_syns(lab, n, True, payload=b"x" * 40), 24), True),
+    # RFC 8200: a first fragment without the whole upper-layer header is not reassembled; it
+    # passes as ct state invalid and the VM's stack discards it
+    "ipv6-tiny-fragments": lambda lab, n: (spoof.fragmented(_syns(lab, n, True), 16), False),
+    "ipv6-extension-headers": lambda lab, n: (spoof.with_extension_headers(_syns(lab, n, True)), True),
+    "syn-with-payload": lambda lab, n: (_syns(lab, n, payload=b"GET / HTTP/1.0\r\n\r\n" * 20), True),
 }
 
 
@@ -214,10 +218,9 @@ def test_odd_shaped_syns_meet_budget_and_per_remote_limit(lab, shape):
              {"type": "connection_rate_limit", "direction": "ingress", "scope": "remote_ip", "max_cps": per_remote}]
     enforce(lab, rules)
     n = 1200
-    packets = SHAPES[shape](lab, n)
+    packets, reassembled = SHAPES[shape](lab, n)
     per_syn = len(packets) // n
-    answers = {"synack": f"tcp sport 80 tcp flags & (syn|ack) == syn|ack"}
-    with spoof.Probe(cl.netns, answers) as at_client:
+    with spoof.Probe(cl.netns, {"synack": "tcp sport 80 tcp flags & (syn|ack) == syn|ack"}) as at_client:
         sent, elapsed = timed_send(cl.netns, packets, 400 * per_syn, 3)
         time.sleep(0.5)
         got = at_client.read()["synack"]
@@ -225,6 +228,9 @@ def test_odd_shaped_syns_meet_budget_and_per_remote_limit(lab, shape):
     over_budget, over_remote = rule_hits(lab, rules, 0, vm), rule_hits(lab, rules, 1, vm)
     assert over_budget >= syns - budget * (elapsed + 1) - 0.05 * syns, (
         f"{shape}: budget dropped {over_budget} of {syns} SYNs in {elapsed:.1f}s")
+    if not reassembled:
+        assert got == 0, f"{shape}: {got} SYN-ACKs for {syns} SYNs the host cannot reassemble"
+        return
     assert over_remote > 0, f"{shape}: the per-remote limit saw none of {syns} SYNs"
     assert 0.5 * per_remote * elapsed <= got <= per_remote * (elapsed + 1) * 1.1, (
         f"{shape}: {got} SYN-ACKs for {syns} SYNs in {elapsed:.1f}s, per-remote limit {per_remote}/s")
