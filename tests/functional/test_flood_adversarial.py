@@ -141,6 +141,22 @@ def test_egress_rate_and_cap_hold_towards_a_neighbour(lab, port):
     assert entries == cap, f"{entries} established entries from the sender, cap {cap}"
 
 
+def test_spoofed_flood_from_a_neighbour_vm_is_tracked_and_capped(lab):
+    """What the receiver gives up for item 5: SYNs from a neighbour VM are not proxied. A
+    neighbour spoofing sources (and without egress limits) makes tracked half-open entries, as
+    against an unproxied service, and the receiver's per-port cap bounds them."""
+    sender, receiver = lab.vms
+    cap = CAP
+    rules = [{"type": "syn_flood", "port_range_min": 80, "max_syn_rate": BUDGET},
+             {"type": "connection_limit", "direction": "ingress", "scope": "port", "max_connections": cap}]
+    enforce(lab, rules, vms=(0, 1))
+    packets = spoof.tcp_packets(spoof.addresses("10.99.0.0/16", 4000), receiver.ipv4, 80, "S", n=8000)
+    sent, elapsed = timed_send(sender.netns, packets, 2000, 4)
+    entries = tracked(lab, "-d", receiver.ipv4)
+    assert cap // 2 <= entries <= cap * 1.03, (
+        f"{entries} entries towards the receiver from {sent} spoofed SYNs of a neighbour (cap {cap})")
+
+
 # -- item 6: every SYN meets the budget --------------------------------------------------------
 
 @pytest.mark.parametrize("synproxy", [False, True], ids=["tracked", "synproxy"])
