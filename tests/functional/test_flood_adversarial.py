@@ -19,7 +19,7 @@ import pytest
 
 import spoof
 from connguard.compiler import compile_host
-from nsenforce import enforce, kernel, module_lab, state_for, wait_for, within
+from nsenforce import enforce, kernel, module_lab, state_for, within
 
 pytestmark = pytest.mark.netns
 
@@ -41,6 +41,11 @@ def rule_hits(lab, rules, index, vm, **kw) -> int:
 def tracked(lab, *args) -> int:
     proc = lab.exec(lab.host, ["conntrack", "-L", *args], capture_output=True, text=True)
     return sum(1 for line in proc.stdout.splitlines() if line.strip())
+
+
+def figures(**values) -> None:
+    """The measured figures, printed for the report (pytest -rP shows them)."""
+    print("figures:", ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()))
 
 
 def timed_send(netns, packets, rate, duration):
@@ -69,6 +74,7 @@ def test_spoofed_flood_from_allowlisted_prefix_meets_budget_cap_and_synproxy(lab
         reached = at_vm.read()["flood"]
     over_budget = rule_hits(lab, rules, 0, vm, **extra)
     admitted = BUDGET * (elapsed + 1)
+    figures(sent=sent, seconds=elapsed, over_budget=over_budget, entries=entries, reached_vm=reached)
     # the budget saw the allowlisted sources: everything above it was dropped
     assert over_budget >= sent - admitted - 0.05 * sent, (
         f"budget dropped {over_budget} of {sent} SYNs in {elapsed:.1f}s (budget {BUDGET}/s)")
@@ -107,14 +113,17 @@ def test_allowlisted_client_is_exempt_from_per_source_limits_only(lab):
         finally:
             flood.join(60)
         reached = at_vm.read()["flood"]
+    figures(spoofed=out.get("sent"), reached_vm=reached, trusted=trusted.admitted_rate(skip=1))
     assert out.get("sent", 0) >= 7000, out
     assert reached == 0 and tracked(lab, "-d", vm.ipv4, "-s", SPOOFED) == 0, f"{reached} spoofed SYNs reached the VM"
     assert within(trusted.admitted_rate(skip=1), 6 * per_remote), (
         f"allowlisted client admitted {trusted.admitted_rate(skip=1):.1f}/s of {6 * per_remote}/s: {trusted.series}")
     other = cl.flood(vm, 80, rate=6 * per_remote, duration=7, sources=[cl.extra_ipv4[0]])
+    figures(other=other.admitted_rate(skip=1))
     assert within(other.admitted_rate(skip=1), per_remote, 0.2), (
         f"non-allowlisted source admitted {other.admitted_rate(skip=1):.1f}/s, limit {per_remote}/s: {other.series}")
     heavy = cl.flood(vm, 80, rate=3 * per_port, duration=7)
+    figures(heavy=heavy.admitted_rate(skip=1))
     assert within(heavy.admitted_rate(skip=1), per_port), (
         f"allowlisted client admitted {heavy.admitted_rate(skip=1):.1f}/s, port aggregate {per_port}/s: {heavy.series}")
 
@@ -130,12 +139,14 @@ def test_egress_rate_and_cap_hold_towards_a_neighbour(lab, port):
              {"type": "connection_limit", "direction": "egress", "scope": "port", "max_connections": cap}]
     enforce(lab, rules, vms=(0, 1))
     result = sender.flood(receiver, port, rate=5 * rate, duration=7)
+    figures(port=port, admitted_rate=result.admitted_rate(skip=1))
     assert within(result.admitted_rate(skip=1), rate), (
         f"{result.admitted_rate(skip=1):.1f} new/s to {port} admitted, egress limit {rate}/s: {result.series}")
     time.sleep(1.2)  # a fresh second of tokens: the cap, not the rate, must stop the next ones
     with sender.hold(receiver, port, 3 * cap, timeout=3) as held:
         alive = held.alive()
         entries = tracked(lab, "-p", "tcp", "--state", "ESTABLISHED", "-s", sender.ipv4, "-d", receiver.ipv4)
+    figures(connected=held.connected, alive=alive, entries=entries)
     assert held.connected == cap and alive == cap, (
         f"{held.connected} of {3 * cap} connections opened to {port}, {alive} alive, egress cap {cap}")
     assert entries == cap, f"{entries} established entries from the sender, cap {cap}"
@@ -153,6 +164,7 @@ def test_spoofed_flood_from_a_neighbour_vm_is_tracked_and_capped(lab):
     packets = spoof.tcp_packets(spoof.addresses("10.99.0.0/16", 4000), receiver.ipv4, 80, "S", n=8000)
     sent, elapsed = timed_send(sender.netns, packets, 2000, 4)
     entries = tracked(lab, "-d", receiver.ipv4)
+    figures(sent=sent, seconds=elapsed, entries=entries)
     assert cap // 2 <= entries <= cap * 1.03, (
         f"{entries} entries towards the receiver from {sent} spoofed SYNs of a neighbour (cap {cap})")
 
@@ -181,6 +193,7 @@ def test_odd_syn_flags_count_against_the_budget_and_are_not_answered(lab, synpro
         got, reached = at_client.read(), at_vm.read()["odd"]
     admitted = budget * (elapsed + 1)
     over_budget = rule_hits(lab, rules, 0, vm)
+    figures(sent=sent, seconds=elapsed, over_budget=over_budget, reached_vm=reached, **got)
     assert over_budget >= sent - admitted - 0.05 * sent, (
         f"budget dropped {over_budget} of {sent} SYN-flagged packets in {elapsed:.1f}s (budget {budget}/s)")
     assert reached == 0, f"{reached} SYN+FIN/ACK/RST packets reached the VM"
@@ -199,6 +212,7 @@ def test_synproxy_big_random_source_flood_reaches_nothing_and_tracks_nothing(lab
         result = cl.syn_flood(vm, 80, duration=3)  # hping3 --flood --rand-source
         entries = tracked(lab, "-d", vm.ipv4)
         reached = at_vm.read()["syn"]
+    figures(sent=result.sent, reached_vm=reached, entries=entries)
     assert result.sent and result.sent >= 50_000, f"hping3 sent only {result.sent} SYNs"
     assert reached == 0 and entries == 0, (
         f"of {result.sent} spoofed SYNs, {reached} reached the VM and {entries} conntrack entries were made")
@@ -242,6 +256,7 @@ def test_odd_shaped_syns_meet_budget_and_per_remote_limit(lab, shape):
         got = at_client.read()["synack"]
     syns = sent // per_syn
     over_budget, over_remote = rule_hits(lab, rules, 0, vm), rule_hits(lab, rules, 1, vm)
+    figures(shape=shape, syns=syns, seconds=elapsed, over_budget=over_budget, over_remote=over_remote, synacks=got)
     assert over_budget >= syns - budget * (elapsed + 1) - 0.05 * syns, (
         f"{shape}: budget dropped {over_budget} of {syns} SYNs in {elapsed:.1f}s")
     if not reassembled:
@@ -264,6 +279,7 @@ def test_ipv4_mapped_ipv6_sources_share_one_per_64_bucket(lab):
         sent, elapsed = timed_send(cl.netns, packets, 500, 3)
         reached = at_vm.read()["mapped"]
     dropped = rule_hits(lab, rules, 0, vm)
+    figures(sent=sent, seconds=elapsed, dropped=dropped, reached_vm=reached)
     assert dropped >= sent - per_remote * (elapsed + 1) - 0.05 * sent, (
         f"limiter dropped {dropped} of {sent} mapped-source SYNs in {elapsed:.1f}s ({per_remote}/s)")
     assert reached <= per_remote * (elapsed + 1) * 1.1, f"{reached} of {sent} mapped-source SYNs reached the VM"
@@ -282,6 +298,7 @@ def test_per_port_total_holds_under_ipv6_64_rotation(lab):
     with spoof.Probe(vm.netns, {"syn": f"ip6 saddr fd88::/48 tcp dport 80 {SYN_ONLY}"}) as at_vm:
         sent, elapsed = timed_send(cl.netns, packets, 500, 4)
         reached = at_vm.read()["syn"]
+    figures(sent=sent, seconds=elapsed, reached_vm=reached)
     assert 0.5 * per_port * elapsed <= reached <= per_port * (elapsed + 1) * 1.1, (
         f"{reached} of {sent} SYNs from {len(sources)} /64s reached the VM in {elapsed:.1f}s, port limit {per_port}/s")
     assert rule_hits(lab, rules, 0, vm) == 0, "every /64 stayed under its own per-remote limit"
