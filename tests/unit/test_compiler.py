@@ -154,10 +154,86 @@ def test_allowlist_is_collapsed_and_exempts_first():
                                                       {"remote_ip_prefix": "192.0.2.128/25"}]))
     assert [e.key for e in rs.set("allow4").elements] == [{"prefix": {"addr": "192.0.2.0", "len": 24}}]
     for c in rs.chains:
-        if c.name.startswith(("in_", "out_")):
-            # first in every policy chain, and only for the family that has entries
+        if c.name.startswith(("remote_in_", "remote_out_")):
+            # first in every per-remote chain, and only for the family that has entries
             assert c.rules[0].origin == "allowlist" and '"@allow4"' in json.dumps(c.rules[0].expr)
             assert sum(r.origin == "allowlist" for r in c.rules) == 1
+    assert rs.chain("remote_" + policy_chain(rs).name)
+
+
+CONN_REMOTE = {"type": "connection_limit", "direction": "ingress", "scope": "remote_ip", "max_connections": 10}
+CONN_PORT = {"type": "connection_limit", "direction": "ingress", "scope": "port", "max_connections": 300}
+SYN = {"type": "syn_flood", "port_range_min": 80, "max_syn_rate": 100}
+BF = {"type": "brute_force", "profile": "ssh"}
+EVERY_KIND = [CONN_PORT, RATE_PORT, SYN, CONN_REMOTE, BF, RATE_REMOTE]
+
+
+def policy_chain(rs, prefix="in_"):
+    return next(c for c in rs.chains if c.name.startswith(prefix))
+
+
+def kinds(chain) -> list[str]:
+    """The rule kind and scope of each rule, from its origin ("policy p rule 3 connection_limit ingress")."""
+    out = []
+    for r in chain.rules:
+        words = r.origin.split()
+        out.append(r.origin if words[0] != "policy" else f"{words[4]}/{EVERY_KIND[int(words[3])].get('scope', '')}")
+    return out
+
+
+def test_allowlist_skips_only_the_per_remote_stages():
+    rs = compile_host(state(EVERY_KIND, allowlist=[{"remote_ip_prefix": "192.0.2.0/24"}]))
+    main = policy_chain(rs)
+    remote = rs.chain("remote_" + main.name)
+    main_kinds = kinds(main)
+    # the SYN budget and the per-port aggregates and caps (and synproxy) stay in the policy chain,
+    # which has no allowlist lookup: allowlisted sources pass through them like any other
+    assert main_kinds.index("syn_flood/") < main_kinds.index("per-remote stages") < main_kinds.index("connection_rate_limit/port")
+    assert main_kinds.index("connection_rate_limit/port") < main_kinds.index("connection_limit/port")
+    assert not any("@allow" in json.dumps(r.expr) for r in main.rules)
+    assert {"brute_force/", "connection_rate_limit/remote_ip", "connection_limit/remote_ip"} <= set(kinds(remote))
+    # every per-remote rule, and nothing else, lives behind the allowlist's return
+    assert set(kinds(remote)) == {"allowlist", "brute_force/", "connection_rate_limit/remote_ip",
+                                  "connection_limit/remote_ip"}
+    assert kinds(remote)[0] == "allowlist" and json.dumps(remote.rules[0].expr).count("@allow4") == 1
+    assert not any(k.endswith("/remote_ip") or k == "brute_force/" for k in main_kinds)
+
+
+def test_without_allowlist_the_same_order_inline_and_no_lookup():
+    rs = compile_host(state(EVERY_KIND))
+    main = policy_chain(rs)
+    assert not [c.name for c in rs.chains if c.name.startswith("remote_")]
+    order = [k for i, k in enumerate(kinds(main)) if i == 0 or kinds(main)[i - 1] != k]
+    assert order == ["syn_flood/", "brute_force/", "connection_rate_limit/remote_ip", "connection_limit/remote_ip",
+                     "connection_rate_limit/port", "connection_limit/port", "syn_flood/"], order
+    assert not any("@allow" in json.dumps(r.expr) for c in rs.chains for r in c.rules)
+
+
+def test_allowlisted_syns_are_proxied_and_neighbour_vms_syns_tracked():
+    rs = compile_host(state([SYN], allowlist=[{"remote_ip_prefix": "192.0.2.0/24"}, {"remote_ip_prefix": "2001:db8::/48"}]))
+    raw = texts(rs.chain("raw_pre"))
+    assert len(raw) == 2 and not any("@allow" in t for t in raw)
+    for t in raw:
+        # a SYN from one of the host's ports (a neighbour VM) stays tracked for its egress limits
+        assert '{"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "@ports"}}' in t
+        assert t.index("@ports") < t.index("notrack")
+
+
+def test_syn_budget_counts_every_syn_and_drops_the_odd_ones():
+    rs = compile_host(state([SYN]))
+    rules = [r for r in policy_chain(rs).rules if "syn_flood" in r.origin]
+    budget = [r for r in rules if any("set" in e and e["set"]["set"].startswith("@s") for e in r.expr)]
+    assert len(budget) == 2  # IPv4, IPv6
+    any_syn = {"match": {"op": "==", "left": {"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, "syn"]},
+                         "right": "syn"}}
+    for r in budget:
+        assert any_syn in r.expr and not [e for e in r.expr if "ct" in json.dumps(e.get("match", {}).get("left", {}))]
+    odd = [i for i, r in enumerate(rules) if r.origin.endswith("not a plain SYN")]
+    proxy = [i for i, r in enumerate(rules) if '"synproxy"' in json.dumps(r.expr)]
+    assert len(odd) == 2 and max(rules.index(b) for b in budget) < max(odd) < min(proxy)
+    assert all(rules[i].expr[-1] == {"drop": None} and any_syn in rules[i].expr for i in odd)
+    monitor = compile_host(state([SYN], enforcement="monitor"))
+    assert not [r for r in policy_chain(monitor).rules if r.origin.endswith("not a plain SYN")]
 
 
 def test_synproxy_services_per_port_address():

@@ -4,7 +4,8 @@ Layout (one table, ``inet connguard``):
 - base chains ``raw_pre``, ``forward``, ``host_in`` (dispatch.py);
 - one chain pair per *policy*, ``in_<pid>`` (towards the VM) and ``out_<pid>`` (from the VM),
   shared by every port using that policy; ports reach them through the ``to_vm``/``from_vm``
-  verdict maps;
+  verdict maps; with allowlist entries, the per-remote stages move to ``remote_in_<pid>`` /
+  ``remote_out_<pid>``, which allowlisted remotes leave at once;
 - per-port state without per-port rules or objects: shared dynamic sets keyed
   ``ifname . remote`` or ``ifname``, filled by the packet path. Adding a port is two verdict map
   elements and one set element (bench/dataplane_bench.py).
@@ -18,7 +19,7 @@ from connguard.compiler import fragments as f
 from connguard.compiler.brute_force import compile_brute_force
 from connguard.compiler.common import ALLOW, SET_FULL
 from connguard.compiler.conn_limit import compile_conn_limit
-from connguard.compiler.context import Contribution, RuleContext, short_id
+from connguard.compiler.context import Contribution, RuleContext, Stage, short_id
 from connguard.compiler.dispatch import BANNED, ban_elements, base_chains, host_sets
 from connguard.compiler.rate_limit import compile_rate_limit
 from connguard.compiler.ruleset import Chain, NftSet, Rule, Ruleset
@@ -45,11 +46,45 @@ def policy_id(policy: Policy) -> str:
     return short_id(policy.name)
 
 
-def _allow_rule(direction: str, versions: tuple[int, ...]) -> list[Rule]:
-    """Allowlisted remotes skip the policy. Only for families that have entries: an empty
-    allowlist costs no lookup per new connection."""
+# Stages keyed by the remote address: what the allowlist exempts from (a per-source limit or a
+# ban would punish a trusted client for its own traffic). Every other stage (SYN budget,
+# per-port aggregates and caps, synproxy) bounds the port as a whole and applies to allowlisted
+# sources too: an attacker can spoof an allowlisted source, never gain a cheap way around them.
+PER_REMOTE = frozenset({Stage.BRUTE_FORCE, Stage.RATE_PER_REMOTE, Stage.CONN_PER_REMOTE})
+
+
+def _phase(stage: int) -> int:
+    """Where a stage sits in a policy chain: the stages before the per-remote ones (SYN
+    budget), the per-remote stages, then everything per port. Per-remote limits precede the
+    per-port aggregates so that one flooding source cannot eat the port's tokens; grouping them
+    lets the allowlist skip them with one lookup."""
+    if stage in PER_REMOTE:
+        return 1
+    return 0 if stage < min(PER_REMOTE) else 2
+
+
+def _allow_rules(direction: str, versions: tuple[int, ...]) -> list[Rule]:
+    """Allowlisted remotes leave the per-remote stages. Only for families that have entries:
+    an empty allowlist costs no lookup per new connection."""
     side = "saddr" if direction == "ingress" else "daddr"
     return [Rule((f.in_set(f.addr(v, side), ALLOW[v]), f.ret()), "allowlist") for v in versions]
+
+
+def policy_chain(name: str, direction: str, staged: list[tuple[int, int, Rule]],
+                 allow_versions: tuple[int, ...]) -> list[Chain]:
+    """The policy chain of one direction, with its per-remote stages in a chain of their own
+    (``remote_<name>``, entered by a jump, left by ``return`` for allowlisted remotes) when the
+    allowlist has entries; inline, in the same order, when it has none."""
+    ordered = sorted(staged, key=lambda t: (_phase(t[0]), t[0], t[1]))  # stable within a rule
+    remote = [r for stage, _, r in ordered if stage in PER_REMOTE]
+    if not (remote and allow_versions):
+        return [Chain(name, tuple(r for _, _, r in ordered))]
+    sub = "remote_" + name
+    before = [r for stage, _, r in ordered if _phase(stage) == 0]
+    after = [r for stage, _, r in ordered if _phase(stage) == 2]
+    enter = Rule((f.jump(sub),), "per-remote stages")
+    return [Chain(name, tuple(before + [enter] + after)),
+            Chain(sub, tuple(_allow_rules(direction, allow_versions) + remote))]
 
 
 def compile_policy(policy: Policy, allow_versions: tuple[int, ...] = (4, 6)) -> tuple[list[Chain], list[NftSet], list]:
@@ -63,8 +98,7 @@ def compile_policy(policy: Policy, allow_versions: tuple[int, ...] = (4, 6)) -> 
     for direction, prefix in (("ingress", "in_"), ("egress", "out_")):
         staged = [(stage, i, rule) for i, part in enumerate(parts)
                   for stage, rule in (part.ingress if direction == "ingress" else part.egress)]
-        staged.sort(key=lambda t: (t[0], t[1]))  # stable within a rule
-        chains.append(Chain(prefix + pid, tuple(_allow_rule(direction, allow_versions) + [r for _, _, r in staged])))
+        chains += policy_chain(prefix + pid, direction, staged, allow_versions)
     chains += [c for part in parts for c in part.chains]
     sets = [s for part in parts for s in part.sets]
     services = [svc for part in parts for svc in part.synproxy_services]
@@ -73,7 +107,7 @@ def compile_policy(policy: Policy, allow_versions: tuple[int, ...] = (4, 6)) -> 
 
 def compile_host(state: HostState) -> Ruleset:
     allow_versions = tuple(sorted({prefix_version(e.remote_ip_prefix) for e in state.allowlist}))
-    chains = base_chains(allow_versions)
+    chains = base_chains()
     sets: dict[str, NftSet] = {}
     to_vm: dict[str, str] = {}
     from_vm: dict[str, str] = {}

@@ -78,20 +78,12 @@ def _host_out_chain() -> Chain:
         for v in (4, 6)), Hook("output", FILTER_PRIORITY))
 
 
-def base_chains(allow_versions: tuple[int, ...] = ()) -> list[Chain]:
+def base_chains() -> list[Chain]:
     established = Rule((f.ct_state("established", "related"), f.accept()), "established")
     # the fast path pays one ct mark load for this: only connections a brute-force rule is
     # waiting on (pending) or turned away (refused) carry these bits
     handshake = Rule((f.ct_mark_any(CT_BITS), f.jump("handshake")), "handshake")
-    # Allowlisted clients skip synproxy like every other protection: their SYNs stay tracked,
-    # or their flows would reach the VM untracked and fall foul of any "ct state" firewall.
-    raw = Chain("raw_pre", tuple(
-        Rule((f.nfproto(v), f.l4proto("tcp"), f.tcp_flags_syn_only(),
-              f.in_set(f.concat(f.addr(v, "daddr"), f.payload("tcp", "dport")), SYNPROXY[v]))
-             + ((f.in_set(f.addr(v, "saddr"), ALLOW[v], negate=True),) if v in allow_versions else ())
-             + (f.notrack(),),
-             f"synproxy notrack ipv{v}")
-        for v in (4, 6)), Hook("prerouting", RAW_PRIORITY))
+    raw = Chain("raw_pre", tuple(_notrack_rule(v) for v in (4, 6)), Hook("prerouting", RAW_PRIORITY))
     by_family = {"vmap": {"key": f.meta("nfproto"), "data": {"set": [["ipv4", f.jump("bans4")],
                                                                       ["ipv6", f.jump("bans6")]]}}}
     forward = Chain("forward", tuple([
@@ -105,6 +97,23 @@ def base_chains(allow_versions: tuple[int, ...] = ()) -> list[Chain]:
     host_in = Chain("host_in", (handshake, established, Rule((f.vmap(f.meta("iifname"), FROM_VM),), "dispatch from VM")),
                     Hook("input", FILTER_PRIORITY))
     return [raw, forward, host_in, _handshake_chain(), _host_out_chain(), _ban_chain(4), _ban_chain(6)]
+
+
+def _notrack_rule(v: int) -> Rule:
+    """Plain SYNs to a proxied service skip conntrack, so synproxy answers them and a spoofed
+    flood creates no entry. Allowlisted sources are proxied too: the allowlist exempts from
+    per-source limits, not from flood protection (a real client does not notice synproxy).
+    SYNs that come from one of this host's ports (a neighbour VM) stay tracked, so the sender's
+    egress rate limits and ``ct count`` caps see the connection (they match ``ct state new``,
+    and a cap needs a conntrack entry); the receiver then treats it as an unproxied client.
+    Only plain SYNs: a SYN+ACK may answer the VM's own connection and must find its entry;
+    SYN+FIN and SYN+RST are flagged invalid by conntrack without an entry and are counted by
+    the SYN budget and dropped in the policy chain (syn_flood.py)."""
+    return Rule((f.nfproto(v), f.l4proto("tcp"), f.tcp_flags_syn_only(),
+                 f.in_set(f.concat(f.addr(v, "daddr"), f.payload("tcp", "dport")), SYNPROXY[v]),
+                 f.in_set(f.meta("iifname"), PORTS, negate=True),
+                 f.notrack()),
+                f"synproxy notrack ipv{v}")
 
 
 def _collapse(prefixes: list[str], version: int) -> list[str]:

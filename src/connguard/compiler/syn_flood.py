@@ -5,6 +5,13 @@ host answers with a SYN cookie and only a client that completes the handshake re
 a spoofed flood creates no conntrack entry. The budget is keyed by the port alone (it
 cannot fill up), so a flood with random sources cannot get around it. Monitor mode counts what the
 budget would drop and does not proxy.
+
+The budget counts every packet with SYN set that reaches the policy chain, whatever its other
+flags and its conntrack state (new, untracked, or invalid: conntrack flags SYN+FIN, SYN+RST and
+a SYN+ACK without an entry as invalid; replies to the VM's own connections are established and
+accepted before dispatch). Within the budget, only a plain SYN goes on: SYN+FIN, SYN+RST and
+SYN+ACK never open a connection to the VM, and answering them (synproxy answers any SYN with a
+cookie) would make the host a reflector, so they are dropped before synproxy and the VM.
 """
 
 from __future__ import annotations
@@ -15,6 +22,18 @@ from connguard.compiler.context import Contribution, RuleContext, Stage, per_por
 from connguard.compiler.rate_limit import hit_set
 from connguard.compiler.ruleset import Rule
 from connguard.model.rules import SynFloodRule
+
+_FLAGS = f.payload("tcp", "flags")
+
+
+def syn_set() -> f.Json:
+    """tcp flags & syn == syn: any SYN, whatever else is set."""
+    return f.match({"&": [_FLAGS, "syn"]}, "syn")
+
+
+def not_plain_syn() -> f.Json:
+    """tcp flags & (fin|syn|rst|ack) != syn (with syn_set: SYN+FIN, SYN+RST, SYN+ACK...)."""
+    return f.match({"&": [_FLAGS, ["fin", "syn", "rst", "ack"]]}, "syn", "!=")
 
 
 def compile_syn_flood(ctx: RuleContext) -> Contribution:
@@ -29,13 +48,16 @@ def compile_syn_flood(ctx: RuleContext) -> Contribution:
     for v in rule.families():
         service = [f.nfproto(v)] + f.port_match("tcp", rule.port_range_min, rule.port_range_max)  # type: ignore[arg-type]
         proxied = f.in_set(f.concat(f.addr(v, "daddr"), f.payload("tcp", "dport")), SYNPROXY[v])
-        # untracked: SYNs notracked for synproxy (the port's fixed_ips); new: everything else to
-        # the port (ports without fixed_ips, a family without one, secondary addresses)
-        state = f.ct_state("new", "untracked") if proxy else f.ct_state("new")
+        # no ct state: untracked (notracked for synproxy), new (everything else to the port:
+        # ports without fixed_ips, secondary addresses, SYNs from a neighbour VM) and invalid
+        # (the odd flag combinations) all count
         for pre, verdict in refuse(ctx, "tcp", gentle=False):
             stmts = [f.dynset("add", budget.name, f.meta("oifname"), tokens), hit]
-            out.add("ingress", Stage.SYN_BUDGET,
-                    Rule(tuple([state] + service + [f.tcp_flags_syn_only()] + pre + stmts + verdict), origin))
+            out.add("ingress", Stage.SYN_BUDGET, Rule(tuple(service + [syn_set()] + pre + stmts + verdict), origin))
+        if not ctx.monitor:
+            # not in ``hits``: that counts the budget's refusals, the figure an operator sizes it by
+            out.add("ingress", Stage.SYN_BUDGET, Rule(tuple(service + [syn_set(), not_plain_syn(), f.drop()]),
+                                                      origin + " not a plain SYN"))
         if proxy:
             out.synproxy_services.append((v, rule.port_range_min, rule.port_range_max))  # type: ignore[arg-type]
             out.add("ingress", Stage.SYNPROXY, Rule(

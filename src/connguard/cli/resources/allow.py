@@ -11,7 +11,7 @@ COLUMNS = ["id", "remote_ip_prefix", "project_id", "description"]
 
 @click.group()
 def allow() -> None:
-    """Allowlist: remotes never limited or banned."""
+    """Allowlist: remotes never limited per source or banned (per-port limits still apply)."""
 
 
 @allow.command("add")
