@@ -317,3 +317,15 @@ def test_udp_flow_counts_once_when_the_source_answers_and_one_way_spoof_never(la
                                              "-d", "16", "-p", "5060", "-c", "2", "-i", "u200000", vm.ipv4], timeout=30)
             assert "2 packets transmitted" in proc.stdout + proc.stderr
         assert bans_of(lab, blind), f"{N + 1} blind two-datagram flows did not count: the docs overstate the risk"
+
+
+def test_monitor_mode_counts_handshakes_and_refuses_nothing(lab):
+    vm, cl = lab.vms[0], lab.clients[0]
+    src = cl.extra_ipv4[11]
+    enforce(lab, [BF], enforcement="monitor")
+    result = cl.bruteforce(vm, 22, attempts=N + 2, timeout=2, source=src)
+    assert served(result) == [True] * (N + 2), served(result)
+    obs = kernel(lab)
+    assert (vm.tap, src) in obs.offenders and obs.bans == []
+    would_ban = sum(n for (_, port), n in obs.hits.items() if port == vm.tap)
+    assert would_ban == 2, f"{would_ban} attempts over max_attempts counted (2 made)"

@@ -122,7 +122,8 @@ def compile_brute_force(ctx: RuleContext) -> Contribution:
 
 def _refuse(ctx: RuleContext, d: str, v: int, protocol: str) -> list:
     """Over a budget: no ban, but this connection is refused (and marked, so that the handshake
-    chain drops whatever else it sends). TCP is reset: the client believes it is connected."""
+    chain drops what else the source sends on it). TCP is reset: the client believes it is
+    connected."""
     if ctx.monitor:
         return offender(ctx, d, v)
     return [f.ct_mark_or(CT_REFUSED), f.reject_tcp_reset() if protocol == "tcp" else f.drop()]

@@ -21,7 +21,7 @@ SET_FULL = "set_full"
 # forward and input chains send packets of marked connections to the ``handshake`` chain, which
 # meters the connection once its source has proven its address and then clears the pending
 # bits. "refused" is set on a connection a brute-force rule turned away (ban, per-port budget,
-# /48 meter): the handshake chain drops the rest of it.
+# /48 meter): the handshake chain drops what its source still sends, except resets.
 CT_PENDING = {"ingress": 1 << 24, "egress": 1 << 25}
 CT_REFUSED = 1 << 26
 CT_PENDING_BITS = CT_PENDING["ingress"] | CT_PENDING["egress"]

@@ -2,7 +2,8 @@
 
 Dispatch is by verdict map on the interface name, in both directions (O(1) in the number of
 ports; one linear rule per port cost 36-80% of throughput, DESIGN.md "Dataplane"). Bans are
-dropped before ``ct state established,related accept``, so a ban also cuts established flows.
+dropped before ``ct state established,related accept``, so a ban also cuts established flows;
+between the two, connections a brute-force rule waits on go to the ``handshake`` chain.
 """
 
 from __future__ import annotations
@@ -10,7 +11,17 @@ from __future__ import annotations
 import ipaddress
 
 from connguard.compiler import fragments as f
-from connguard.compiler.common import ALLOW, BAN, CT_BITS, CT_PENDING, CT_PENDING_BITS, CT_REFUSED, HOST_BAN, OFFENDERS, SYNPROXY
+from connguard.compiler.common import (
+    ALLOW,
+    BAN,
+    CT_BITS,
+    CT_PENDING,
+    CT_PENDING_BITS,
+    CT_REFUSED,
+    HOST_BAN,
+    OFFENDERS,
+    SYNPROXY,
+)
 from connguard.compiler.context import BAN_SET_SIZE, OFFENDER_TIMEOUT, PORT_SET_SIZE, REMOTE_SET_SIZE
 from connguard.compiler.ruleset import Chain, Element, Hook, NftSet, Rule
 from connguard.model.objects import AllowlistEntry, Ban
