@@ -2,19 +2,19 @@
 ``window`` seconds.
 
 The meter is a per-(port, remote) bucket of ``max_attempts`` tokens refilled at
-max_attempts/window, so exactly ``max_attempts`` connections pass and the next one both is
-dropped and puts ``port . remote`` into the shared ban set for ``ban_seconds``. Repeat offences
-are escalated by the agent (it sees the ban appear and lengthens it), not here: the packet path
-cannot remember history beyond the ban itself.
+max_attempts/window, so exactly ``max_attempts`` connections pass and the next one is dropped
+and jumps to the punishment chain (punishment.py): it puts ``port . remote`` into the shared
+ban set, escalated by the rule's own offender memory in the kernel, and clears the meter.
 """
 
 from __future__ import annotations
 
 from connguard.compiler import fragments as f
-from connguard.compiler.common import BAN, hits, new_connection_variants, offender, port_key, remote_key, remote_side
+from connguard.compiler.common import hits, new_connection_variants, offender, port_key, remote_key, remote_side
 from connguard.compiler.context import BAN_SET_SIZE, Contribution, RuleContext, Stage
+from connguard.compiler.punishment import punishment
 from connguard.compiler.rate_limit import ADDR_TYPE, hit_set
-from connguard.compiler.ruleset import Chain, NftSet, Rule
+from connguard.compiler.ruleset import NftSet, Rule
 from connguard.model.rules import BruteForceRule
 
 
@@ -29,7 +29,7 @@ def compile_brute_force(ctx: RuleContext) -> Contribution:
         out.sets.append(NftSet(name, ("ifname", ADDR_TYPE[v]), flags=("timeout",), size=BAN_SET_SIZE,
                                role="bf_meter"))
         key = f.concat(port_key(d), remote_key(d, v))
-        punish = _punishment(ctx, d, v, key, rule.ban_seconds)
+        punish = punishment(ctx, d, v, key, resets=((name, key),))
         for svc in rule.services():
             for pred, _ in new_connection_variants(ctx, d, v, svc.protocol, (svc.port_min, svc.port_max)):
                 base = pred + [f.nfproto(v)] + f.port_match(svc.protocol, svc.port_min, svc.port_max)
@@ -41,18 +41,7 @@ def compile_brute_force(ctx: RuleContext) -> Contribution:
                 else:
                     out.add(d, Stage.BRUTE_FORCE, Rule(tuple(base + stmts + [f.jump(punish.name)]), ctx.origin(d)))
         if not ctx.monitor:
-            out.chains.append(punish)
+            out.chains += punish.chains
+            out.sets += punish.sets
     return out
 
-
-def _punishment(ctx: RuleContext, d: str, v: int, key, ban_seconds: int) -> Chain:
-    """Ban, then refuse, as separate rules: when the ban set is full the kernel skips the rest of
-    the rule that failed to add, and a drop in that same rule would be skipped too (fail-open).
-    Here a full ban set costs the ban, never the drop."""
-    origin = ctx.origin(d)
-    return Chain(f"x{ctx.rid}{v}", (
-        Rule((f.dynset("add", BAN[v], key, timeout=ban_seconds),), origin + " ban"),
-        # the synproxy ACK stage: the client believes it is connected, reset it
-        Rule((f.ct_state("invalid"), f.l4proto("tcp"), f.reject_tcp_reset()), origin + " reset"),
-        Rule((f.drop(),), origin + " drop"),
-    ))
