@@ -7,6 +7,7 @@ connect timeout, so while banned a new SYN leaves every 100 ms and the first one
 expiry gets through): tighter than "poll the kernel for the ban's disappearance, then
 connect". Meanwhile the test samples the kernel's ban set and reads each ban's timeout."""
 
+import ipaddress
 import json
 import subprocess
 import sys
@@ -70,8 +71,9 @@ print(json.dumps(rows))
 """
 
 
-def attack(cl, vm, bans, *, deadline, source=""):
-    proc = subprocess.run(["ip", "netns", "exec", cl.netns, sys.executable, "-c", ATTACKER, vm.ipv4, "22",
+def attack(cl, vm, bans, *, deadline, source="", ipv6=False):
+    target = vm.ipv6 if ipv6 else vm.ipv4
+    proc = subprocess.run(["ip", "netns", "exec", cl.netns, sys.executable, "-c", ATTACKER, target, "22",
                            str(bans), "0.1", str(deadline), source], capture_output=True, text=True,
                           timeout=deadline + 30)
     assert proc.returncode == 0, proc.stderr
@@ -91,10 +93,13 @@ def ban_periods(rows):
 
 
 class BanSampler:
-    """Samples ``ban4`` for one address in a thread; a ban is new when its time left grows."""
+    """Samples ``ban4``/``ban6`` for one address (IPv6: its /64) in a thread; a ban is new when
+    its time left grows."""
 
     def __init__(self, lab, ip):
-        self.cli, self.ip = NftCli(lab.host), ip
+        self.cli = NftCli(lab.host)
+        self.set = "ban6" if ":" in ip else "ban4"
+        self.ip = str(ipaddress.ip_network(f"{ip}/64", strict=False).network_address) if ":" in ip else ip
         self.bans: list[tuple[float, int]] = []  # (first seen, timeout)
         self._stop = threading.Event()
         self._last = None
@@ -102,10 +107,10 @@ class BanSampler:
 
     def _run(self):
         while not self._stop.is_set():
-            body = next(i["set"] for i in self.cli.query("list", "set", "inet", "connguard", "ban4")["nftables"]
+            body = next(i["set"] for i in self.cli.query("list", "set", "inet", "connguard", self.set)["nftables"]
                         if "set" in i)
             now = time.monotonic()
-            mine = [b for b in parse_ban_set("ban4", body) if b.ip_address == self.ip]
+            mine = [b for b in parse_ban_set(self.set, body) if b.ip_address == self.ip]
             if mine:
                 b = mine[0]
                 if self._last is None or b.expires > self._last.expires or b.timeout != self._last.timeout:
@@ -171,6 +176,15 @@ def test_immediate_retries_get_six_escalating_bans(lab, tmp_path):
         # the agent only recorded what the kernel did
         book = wait_for(lambda: ra.agent.book.bans.get((vm.tap, cl.ipv4)), 5, what="the ban in the book")
         assert (book.offence, book.memory) == (5, tier_set(rid, 4, 5))
+
+
+def test_ipv6_per_64_escalates_too(lab, tmp_path):
+    vm, cl = lab.vms[0], lab.clients[0]
+    with RunningAgent(lab, state_dict(lab, [{**BF, "max_ban_seconds": 4}]), tmp_path):
+        with BanSampler(lab, cl.ipv6) as sampled:
+            rows = attack(cl, vm, 3, deadline=30, ipv6=True)
+    measured, gaps = assert_escalated(rows, sampled.bans, [1, 2, 4])
+    print(f"IPv6: ban lengths {measured} s; re-offence {gaps} s after each expiry")
 
 
 def test_two_rules_on_one_port_escalate_with_their_own_parameters(lab, tmp_path):
