@@ -19,7 +19,7 @@ import pytest
 from nsenforce import RunningAgent, bans_of, enforce, module_lab, state_dict, wait_for
 
 from connguard.compiler.punishment import tier_set
-from connguard.compiler.context import RuleContext
+from connguard.compiler.context import BAN_SET_SIZE, RuleContext
 from connguard.model import parse_state
 from connguard.nft import NftCli
 from connguard.nft.observe import parse_ban_set
@@ -261,3 +261,61 @@ def test_flushed_table_gets_bans_and_steps_back_from_the_book(lab, tmp_path):
         cl.bruteforce(vm, 22, attempts=ATTEMPTS + 1, timeout=0.3, source=attacker)
         [ban] = bans_of(lab, attacker)
         assert ban.timeout == 10, f"the offence after a flush was banned {ban.timeout} s, not the second step's 10"
+
+
+def fill(lab, name, n=BAN_SET_SIZE):
+    """Fill a set keyed ``ifname . ipv4_addr`` to its size with elements of no real port."""
+    elems = ", ".join(f'"fill0" . {ipaddress.IPv4Address(0x64400000 + i)}' for i in range(n))
+    proc = subprocess.run(["ip", "netns", "exec", lab.host, "nft", "-f", "-"], capture_output=True, text=True,
+                          input=f"add element inet connguard {name} {{ {elems} }}\n", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def ban_in(lab, ip):
+    """The bans of ``ip`` read from ``ban4`` alone (with a full set elsewhere in the table, a
+    whole-table listing takes tens of seconds: issue 8, item 10)."""
+    body = next(i["set"] for i in NftCli(lab.host).query("list", "set", "inet", "connguard", "ban4")["nftables"]
+                if "set" in i)
+    return [b for b in parse_ban_set("ban4", body) if b.ip_address == ip]
+
+
+def set_full(lab):
+    # (slow with a full set in the table: nft loads every element to list a counter)
+    [c] = [i["counter"] for i in NftCli(lab.host).query("list", "counter", "inet", "connguard", "set_full")["nftables"]
+           if "counter" in i]
+    return c["packets"]
+
+
+def test_full_memory_set_is_counted_and_bans_at_the_first_step(lab):
+    """Fail-open for escalation only: every offence is still banned, for ban_seconds."""
+    vm, cl = lab.vms[0], lab.clients[0]
+    attacker = cl.extra_ipv4[3]
+    rule = {**BF, "ban_seconds": 3}  # 3, 6, 12, 16
+    enforce(lab, [rule])
+    first = tier_set(rid_of(lab, [rule]), 4, 1)
+    fill(lab, first)
+    for n in (1, 2):
+        wait_for(lambda: not ban_in(lab, attacker), 6, what="the previous ban to end")
+        result = cl.bruteforce(vm, 22, attempts=ATTEMPTS + 1, timeout=0.3, source=attacker)
+        # the meter was cleared by the ban: a fresh window each time
+        assert [a.outcome for a in result.attempts][:ATTEMPTS] == ["connected"] * ATTEMPTS, result.attempts
+        assert result.attempts[ATTEMPTS].outcome != "connected"
+        [ban] = wait_for(lambda: ban_in(lab, attacker), 3, what=f"ban {n}")
+        assert ban.timeout == 3, f"offence {n} banned {ban.timeout} s with the memory full (not remembered)"
+    assert set_full(lab) == 2, f"set_full {set_full(lab)} after 2 offences"
+
+
+def test_full_ban_set_costs_the_ban_never_the_drop(lab):
+    vm, cl = lab.vms[0], lab.clients[0]
+    attacker = cl.extra_ipv4[3]
+    enforce(lab, [BF])
+    fill(lab, "ban4")
+    result = cl.bruteforce(vm, 22, attempts=ATTEMPTS + 3, timeout=0.3, source=attacker)
+    outcomes = [a.outcome for a in result.attempts]
+    assert outcomes[:ATTEMPTS] == ["connected"] * ATTEMPTS
+    # no ban could be added, so the meter was not cleared either: every later attempt is over
+    # it and dropped
+    assert "connected" not in outcomes[ATTEMPTS:], outcomes
+    assert set_full(lab) == 3, f"set_full {set_full(lab)} for 3 refused attempts"
+    rid = rid_of(lab, [BF])
+    assert not memory(lab, tier_set(rid, 4, 1)), "no memory without a ban"

@@ -46,7 +46,7 @@ def test_steps_from_the_top_each_returning_and_moving_the_memory():
     assert [s.name for s in rs.sets if s.role == "bf_tier" and s.name.startswith(f"t{rid}4")] == mem
     meter = sets_of(meter_rule.expr, "update")[0]
     rows = []
-    for r in escalate.rules:
+    for r in escalate.rules[::2]:  # every step is followed by its set-full canary
         looked_up = [e["match"]["right"].lstrip("@") for e in r.expr if "match" in e]
         rows.append((looked_up, ban_timeout(r.expr), sets_of(r.expr, "update"), sets_of(r.expr, "delete"),
                      "return" in r.expr[-1]))
@@ -59,14 +59,29 @@ def test_steps_from_the_top_each_returning_and_moving_the_memory():
         ([], 1, [mem[0]], [meter], False),                     # a first offence
     ]
     # each step is remembered until a day after the ban it gave ends
-    for r, seconds in zip(escalate.rules, (16, 16, 8, 4, 2, 1)):
+    for r, seconds in zip(escalate.rules[::2], (16, 16, 8, 4, 2, 1)):
         [upd] = [e["set"] for e in r.expr if "set" in e and e["set"]["op"] == "update"]
         assert upd["elem"]["elem"]["timeout"] == seconds + 86_400
     # the memory of the next step is written before the current one is deleted (a full
     # memory set holds the remote at its step)
-    for r in escalate.rules[1:-1]:
+    for r in escalate.rules[2:-2:2]:
         ops = [e["set"]["op"] for e in r.expr if "set" in e]
         assert ops == ["add", "delete", "update", "delete"], ops
+
+
+def test_a_full_ban_or_memory_set_is_counted_and_stops_there():
+    """A step rule whose ban or memory write fails is skipped from there on (no return): the
+    canary under it has the same lookup, so it runs exactly then, counts and returns before a
+    lower step could run; the first step's canary checks the memory was written."""
+    _, punish, escalate = chains(compiled(BF))
+    steps, canaries = escalate.rules[::2], escalate.rules[1::2]
+    assert len(steps) == len(canaries) == 6
+    for step, canary in zip(steps[:-1], canaries[:-1]):
+        assert canary.expr[0] == step.expr[0] and canary.origin.endswith("set-full")
+        assert canary.expr[1:] == ({"counter": "set_full"}, {"return": None})
+    first = steps[-1]
+    [upd] = [e["set"] for e in first.expr if "set" in e and e["set"]["op"] == "update"]
+    assert canaries[-1].expr[0]["match"] == {"op": "!=", "left": upd["elem"]["elem"]["val"], "right": upd["set"]}
 
 
 def test_ban_and_drop_are_separate_rules_and_an_existing_ban_skips_escalation():
@@ -91,9 +106,9 @@ def test_two_rules_on_one_port_have_their_own_memory_and_lengths():
     inbound = next(c for c in rs.chains if c.name.startswith("in_"))
     targets = sorted({r.expr[-1]["jump"]["target"] for r in inbound.rules if r.expr[-1].get("jump")})
     escalations = [rs.chain(rs.chain(t).rules[0].expr[-1]["jump"]["target"]) for t in targets if t.endswith("4")]
-    lengths = sorted([ban_timeout(r.expr) for r in e.rules] for e in escalations)
+    lengths = sorted([ban_timeout(r.expr) for r in e.rules[::2]] for e in escalations)
     assert lengths == [[16, 16, 8, 4, 2, 1], [27, 27, 9, 3]]
-    memories = [{s for r in e.rules for s in sets_of(r.expr, "update")} for e in escalations]
+    memories = [{s for r in e.rules[::2] for s in sets_of(r.expr, "update")} for e in escalations]
     assert not memories[0] & memories[1]
 
 
@@ -103,7 +118,8 @@ def test_a_rule_that_cannot_escalate_has_no_memory():
     inbound = next(c for c in rs.chains if c.name.startswith("in_"))
     punish = rs.chain(next(r for r in inbound.rules if r.expr[-1].get("jump")).expr[-1]["jump"]["target"])
     assert ban_timeout(punish.rules[0].expr) == 1 and sets_of(punish.rules[0].expr, "delete")
-    assert [list(r.expr[-1]) for r in punish.rules] == [["set"], ["reject"], ["drop"]]
+    assert [list(r.expr[-1]) for r in punish.rules] == [["set"], ["counter"], ["reject"], ["drop"]]
+    assert punish.rules[1].expr[0]["match"]["op"] == "!=", "counts a ban the full ban set refused"
 
 
 def test_monitor_mode_has_no_memory():
