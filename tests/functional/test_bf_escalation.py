@@ -173,9 +173,11 @@ def test_immediate_retries_get_six_escalating_bans(lab, tmp_path):
         top = memory(lab, tier_set(rid, 4, 5))
         assert list(top) == [(vm.tap, cl.ipv4)] and 86_400 + 16 == top[(vm.tap, cl.ipv4)], top
         assert all(not memory(lab, tier_set(rid, 4, k)) for k in range(1, 5)), "a remote is in one step set"
-        # the agent only recorded what the kernel did
-        book = wait_for(lambda: ra.agent.book.bans.get((vm.tap, cl.ipv4)), 5, what="the ban in the book")
-        assert (book.offence, book.memory) == (5, tier_set(rid, 4, 5))
+        # the agent only recorded what the kernel did: the top step, which a flushed table
+        # would get back (the ban itself has ended: the attacker stopped after it)
+        mine = wait_for(lambda: [k.split("|")[0] for k in ra.agent.book.memory if k.endswith(f"|{vm.tap}|{cl.ipv4}")],
+                        5, what="the offence in the book")
+        assert mine == [tier_set(rid, 4, 5)], mine
 
 
 def test_ipv6_per_64_escalates_too(lab, tmp_path):
