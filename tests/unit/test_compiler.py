@@ -131,7 +131,7 @@ def test_enforce_brute_force_bans_for_ban_seconds():
     punish = rs.chain(target)
     assert [list(r.expr[-1]) for r in punish.rules] == [["jump"], ["reject"], ["drop"]]
     escalate = rs.chain(punish.rules[0].expr[-1]["jump"]["target"])
-    ban = escalate.rules[-1].expr[0]["set"]  # the first offence: no memory matched
+    ban = escalate.rules[-2].expr[0]["set"]  # the first offence (no memory matched), above its canary
     assert ban["set"] == "@ban4" and ban["elem"]["elem"]["timeout"] == 600
 
 
