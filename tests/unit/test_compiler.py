@@ -130,12 +130,13 @@ def test_enforce_brute_force_bans_for_ban_seconds():
     assert meter["set"]["op"] == "add" and meter["set"]["elem"]["elem"]["timeout"] == 60
     assert meter["set"]["stmt"] == [{"limit": {"rate": 1, "per": "minute", "burst": 6, "burst_unit": "packets",
                                                "inv": True}}]
-    # over the limit: jump to the rule's punishment chain, where the ban and the drop are
-    # separate rules (a full ban set must not skip the drop)
+    # over the limit: jump to the rule's punishment chain, where the ban (in the escalation
+    # chain it jumps to) and the drop are separate rules (a full ban set must not skip the drop)
     target = v4[-1]["jump"]["target"]
     punish = rs.chain(target)
-    assert [list(r.expr[-1]) for r in punish.rules] == [["set"], ["reject"], ["drop"]]
-    ban = punish.rules[0].expr[0]["set"]
+    assert [list(r.expr[-1]) for r in punish.rules] == [["jump"], ["reject"], ["drop"]]
+    escalate = rs.chain(punish.rules[0].expr[-1]["jump"]["target"])
+    ban = escalate.rules[-2].expr[0]["set"]  # the first offence (no memory matched), above its canary
     assert ban["set"] == "@ban4" and ban["elem"]["elem"]["timeout"] == 600
 
 

@@ -2,8 +2,8 @@
 
 Level-triggered: every tick it (1) reloads the state file if it changed (a bad file is
 reported and the last good state stays enforced), (2) applies the compiled state (a no-op
-when nothing changed), (3) folds the kernel's bans into the ban book, lengthening repeat
-offences and restoring bans the kernel lost, and (4) every ``drift_interval`` compares the
+when nothing changed), (3) folds the kernel's bans into the ban book (the kernel escalates
+repeat offences itself) and restores bans and offender memory the kernel lost, and (4) every ``drift_interval`` compares the
 kernel with what it applied and repairs by a full sync. See DESIGN.md beside this file.
 """
 
@@ -19,13 +19,15 @@ from pathlib import Path
 from connguard.agent.banbook import BanBook
 from connguard.agent.statusfile import write_status
 from connguard.compiler import compile_host
-from connguard.compiler.ruleset import Ruleset
+from connguard.compiler.context import RuleContext
 from connguard.compiler.dispatch import ban_key
+from connguard.compiler.punishment import tier_set
+from connguard.compiler.ruleset import Ruleset
 from connguard.exceptions import ApplyError, CompileError, ValidationFailed
 from connguard.model import BruteForceRule, HostState, load_state_file
 from connguard.nft import Applier, observe
 from connguard.nft.applier import dispatch_drift, drift, read_inventory
-from connguard.nft.bans import add_bans, replace_ban, reset_meter
+from connguard.nft.bans import add_bans, add_memory
 from connguard.nft.executor import Executor, NftFailure
 
 log = logging.getLogger("connguard.agent")
@@ -62,6 +64,8 @@ class StandaloneAgent:
         self._stop = threading.Event()
         self._status_key: tuple | None = None
         self._status_at = 0.0
+        self._ports: tuple | None = None  # (state, interface name -> port), for _step_of
+        self._restore_memory = False  # after a full sync: the table may have lost its memory sets
 
     # ---- state file ---------------------------------------------------------------------
     def _stamp(self) -> tuple:
@@ -107,6 +111,8 @@ class StandaloneAgent:
         except ApplyError as exc:
             self._error(str(exc))
         else:
+            if result.mode == "full":
+                self._restore_memory = True
             if result.mode != "noop":
                 self.last_apply = {"mode": result.mode, "commands": result.commands,
                                    "seconds": round(result.seconds, 4), "at": now}
@@ -115,7 +121,7 @@ class StandaloneAgent:
                 log.warning("state ban not applied: %s", w)
             self._record_seeds(now)
             self.last_error = None
-        # bans are kept, escalated and restored even while the ruleset cannot be applied
+        # bans are kept and restored even while the ruleset cannot be applied
         self._bans(now)
         self._write_status(now)
 
@@ -137,21 +143,11 @@ class StandaloneAgent:
         kernel = observe(self.executor, bans_only=True).bans
         state = self.loaded.state  # type: ignore[union-attr]
         manual = {ban_key(b) for b in state.bans}
-        known = set(self.book.bans)
-        escalations = self.book.sync(kernel, now, manual=manual, ban_for=self._ban_for)
+        for ban in self.book.sync(kernel, now, manual=manual, step_of=self._step_of):
+            if ban.offence > 1:
+                log.warning("repeat offence by %s on %s: banned at escalation step %d for %d s",
+                            ban.ip_address, ban.interface_name, ban.offence, round(ban.remaining(now) or 0))
         cmds: list[dict] = []
-        meters = [s.name for s in self.loaded.ruleset.sets if s.role == "bf_meter"]  # type: ignore[union-attr]
-        for key, ban in self.book.bans.items():
-            if key not in known and ban.origin == "detected" and ban.interface_name:
-                # the ban is the punishment; once it ends the remote starts a fresh window
-                v = "6" if ":" in ban.ip_address else "4"
-                for name in meters:
-                    if name.endswith(v):
-                        cmds += reset_meter(name, ban.ip_address, ban.interface_name)
-        for e in escalations:
-            log.warning("repeat offence %d by %s on %s: ban lengthened to %d s",
-                        e.offence, e.ip_address, e.interface_name, e.seconds)
-            cmds += replace_ban(e.ip_address, e.interface_name, e.seconds)
         restore = []
         for ban in self.book.missing_from(kernel, now):
             remaining = ban.remaining(now)
@@ -160,6 +156,15 @@ class StandaloneAgent:
             log.warning("restoring %d ban(s) the kernel lost, e.g. %s on %s", len(restore), restore[0][0],
                         restore[0][1] or "all ports")
             cmds += add_bans(restore)
+        if self._restore_memory:
+            # a full sync follows a restart or a drift (a flushed table, say): give the step sets
+            # back what the book remembers; adding what is still there changes nothing
+            self._restore_memory = False
+            wanted = {s.name for s in self.loaded.ruleset.sets if s.role == "bf_tier"}  # type: ignore[union-attr]
+            memory = self.book.memory_entries(now, wanted)
+            if memory:
+                log.info("offender memory: %d element(s) given back to the kernel", len(memory))
+                cmds += add_memory(memory)
         self._run_each(cmds)
         self.book.save()
 
@@ -179,16 +184,26 @@ class StandaloneAgent:
             except NftFailure as exc:
                 log.warning("ban update not applied: %s", exc.message.strip().splitlines()[0])
 
-    def _ban_for(self, ifname: str, offence: int) -> int | None:
-        """Escalated ban for a port: its policy's most severe brute-force rule decides (the
-        kernel does not say which rule banned)."""
+    def _step_of(self, ifname: str, ip: str, seconds: int) -> tuple[int, str | None] | None:
+        """The escalation step a ban of ``seconds`` on a port is, and its memory set: the first
+        brute-force rule of the port's policy with a step of that length (the kernel does not
+        say which rule banned; a length shared by two steps or rules reads as the lowest)."""
         state = self.loaded.state  # type: ignore[union-attr]
-        port = next((p for p in state.ports if p.interface_name == ifname), None)
+        if self._ports is None or self._ports[0] is not state:
+            self._ports = (state, {p.interface_name: p for p in state.ports})
+        port = self._ports[1].get(ifname)
         policy = state.policy_of(port) if port else None
-        rules = [r for r in (policy.rules if policy else ()) if isinstance(r, BruteForceRule)]
-        if not rules:
+        if policy is None or policy.enforcement == "monitor":
             return None
-        return max(r.ban_for(offence) for r in rules)
+        v = 6 if ":" in ip else 4
+        for i, rule in enumerate(policy.rules):
+            if isinstance(rule, BruteForceRule) and v in rule.families():
+                tiers = rule.ban_tiers()
+                if seconds in tiers:
+                    step = tiers.index(seconds) + 1
+                    rid = RuleContext(policy, i, False, ()).rid
+                    return step, (tier_set(rid, v, step) if len(tiers) > 1 else None)
+        return None
 
     def _error(self, message: str) -> None:
         if message != self.last_error:

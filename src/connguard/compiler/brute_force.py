@@ -25,14 +25,15 @@ allowance; exceeding them refuses the attempt (TCP reset) without banning anyone
   attempts per window from all non-allowlisted sources together;
 - per IPv6 /48: ``PREFIX48_FACTOR * max_attempts`` per window (one site's allocation holds
   65,536 /64s).
-Repeat offences are escalated by the agent, not here.
+A remote over its meter jumps to the punishment chain (punishment.py): it is banned for its
+next escalation step, remembered in the rule's offender memory, and its meter is cleared, all
+in the kernel.
 """
 
 from __future__ import annotations
 
 from connguard.compiler import fragments as f
 from connguard.compiler.common import (
-    BAN,
     CT_PENDING,
     CT_REFUSED,
     SET_FULL,
@@ -43,8 +44,9 @@ from connguard.compiler.common import (
     remote_side,
 )
 from connguard.compiler.context import BAN_SET_SIZE, Contribution, RuleContext, Stage, per_port_set
+from connguard.compiler.punishment import punishment
 from connguard.compiler.rate_limit import ADDR_TYPE, hit_set
-from connguard.compiler.ruleset import Chain, NftSet, Rule
+from connguard.compiler.ruleset import NftSet, Rule
 from connguard.model.rules import BruteForceRule
 
 PORT_BUDGET_FACTOR = 10   # attempts per window to one port from all sources, in max_attempts
@@ -85,7 +87,7 @@ def compile_brute_force(ctx: RuleContext) -> Contribution:
             prefix_meter = NftSet(f"g{ctx.rid}6", ("ifname", ADDR_TYPE[6]), flags=("timeout",), size=BAN_SET_SIZE,
                                   role="bf_prefix")
             out.sets.append(prefix_meter)
-        punish = _punishment(ctx, d, v, key, rule.ban_seconds)
+        punish = punishment(ctx, d, v, key, resets=((name, key),))
         for svc in rule.services():
             service = [f.nfproto(v)] + f.port_match(svc.protocol, svc.port_min, svc.port_max)
             if rule.remote_ip_prefix is not None:
@@ -116,7 +118,8 @@ def compile_brute_force(ctx: RuleContext) -> Contribution:
             out.add(d, Stage.BRUTE_FORCE, Rule(tuple(proven + [f.in_set(key, name, negate=True), f.counter(SET_FULL)]),
                                                origin + " set-full"))
         if not ctx.monitor:
-            out.chains.append(punish)
+            out.chains += punish.chains
+            out.sets += punish.sets
     return out
 
 
@@ -128,15 +131,3 @@ def _refuse(ctx: RuleContext, d: str, v: int, protocol: str) -> list:
         return offender(ctx, d, v)
     return [f.ct_mark_or(CT_REFUSED), f.reject_tcp_reset() if protocol == "tcp" else f.drop()]
 
-
-def _punishment(ctx: RuleContext, d: str, v: int, key, ban_seconds: int) -> Chain:
-    """Ban, then refuse, as separate rules: when the ban set is full the kernel skips the rest of
-    the rule that failed to add, and a drop in that same rule would be skipped too (fail-open).
-    Here a full ban set costs the ban, never the drop."""
-    origin = ctx.origin(d)
-    return Chain(f"x{ctx.rid}{v}", (
-        Rule((f.dynset("add", BAN[v], key, timeout=ban_seconds),), origin + " ban"),
-        # the synproxy ACK stage: the client believes it is connected, reset it
-        Rule((f.ct_state("invalid"), f.l4proto("tcp"), f.reject_tcp_reset()), origin + " reset"),
-        Rule((f.drop(),), origin + " drop"),
-    ))

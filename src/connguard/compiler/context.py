@@ -22,6 +22,7 @@ MAX_PORTS = PORT_SET_SIZE // 2  # per host; the model refuses more (model.state.
 BAN_SET_SIZE = 262_144
 RATE_SET_TIMEOUT = 60        # seconds a per-remote bucket lives after its creation
 OFFENDER_TIMEOUT = 3600      # monitor mode remembers an offender this long
+OFFENCE_MEMORY = 86_400      # a brute-force offence escalates the next one until a day after its ban
 
 
 class Stage(IntEnum):

@@ -44,7 +44,8 @@ class NftSet:
     counter: bool = False          # a counter on every element
     map: str | None = None         # for maps: "verdict", "limit"
     elements: tuple[Element, ...] | None = None
-    # "bf_meter": brute-force meters, reset by the agent on a ban; "per_port": long-lived state
+    # "bf_meter": brute-force meters, cleared by the packet path on a ban; "bf_tier": brute-force
+    # offender memory, one set per escalation step (punishment.py); "per_port": long-lived state
     # keyed by the interface alone, cleared for a port that leaves the policy using it
     role: str = ""
 

@@ -36,6 +36,9 @@ MAX_RATE = 1_000_000
 MAX_CONNECTIONS = 10_000_000
 MAX_WINDOW = 86_400
 MAX_BAN = 30 * 86_400
+# Escalation steps a brute-force rule may have (each is one offender-memory set per family in
+# the kernel): 1 s to 30 days at multiplier 2 takes 23.
+MAX_BAN_TIERS = 24
 
 Rate = Annotated[int, Field(ge=1, le=MAX_RATE)]
 
@@ -196,6 +199,10 @@ class BruteForceRule(MatchFields):
             raise ValueError("profile custom requires protocol and port_range_min (the login service)")
         if self.max_ban_seconds < self.ban_seconds:
             raise ValueError("max_ban_seconds must be >= ban_seconds")
+        if len(self.ban_tiers()) > MAX_BAN_TIERS:
+            raise ValueError(f"ban_multiplier {self.ban_multiplier} takes more than {MAX_BAN_TIERS} escalation "
+                             f"steps from ban_seconds {self.ban_seconds} to max_ban_seconds "
+                             f"{self.max_ban_seconds}; raise ban_multiplier or lower max_ban_seconds")
         if not self.services():
             raise ValueError(f"profile {self.profile} has no {self.protocol} service; "
                              "give port_range_min/port_range_max or another protocol")
@@ -219,6 +226,18 @@ class BruteForceRule(MatchFields):
                 break
             seconds *= self.ban_multiplier
         return int(min(seconds, self.max_ban_seconds))
+
+    def ban_tiers(self) -> tuple[int, ...]:
+        """The ban lengths of the escalation steps, ``ban_for(1)`` .. ``ban_for(n)``: every later
+        offence is banned for the last one. Stops one past ``MAX_BAN_TIERS`` (the validator then
+        refuses the rule), so a multiplier close to 1 cannot make it loop for long."""
+        out: list[int] = []
+        seconds = float(self.ban_seconds)
+        while True:
+            out.append(int(min(seconds, self.max_ban_seconds)))
+            if seconds >= self.max_ban_seconds or self.ban_multiplier == 1.0 or len(out) > MAX_BAN_TIERS:
+                return tuple(out)
+            seconds *= self.ban_multiplier
 
     def key(self) -> tuple:
         return (self.type, self.direction, self.profile, *self.match_key())

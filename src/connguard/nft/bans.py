@@ -1,4 +1,5 @@
-"""Commands that add, lengthen or remove ban elements in the long-lived ban sets."""
+"""Commands that add or remove ban elements in the long-lived ban sets, and give back the
+brute-force offender memory."""
 
 from __future__ import annotations
 
@@ -36,14 +37,12 @@ def delete_ban(ip: str, ifname: str | None) -> dict:
     return {"delete": {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": [key]}}}
 
 
-def replace_ban(ip: str, ifname: str | None, seconds: int | None) -> list[dict]:
-    """Delete and re-add in one batch: re-adding an existing element keeps its old expiry."""
-    return [delete_ban(ip, ifname), add_ban(ip, ifname, seconds)]
-
-
-def reset_meter(meter_set: str, ip: str, ifname: str) -> list[dict]:
-    """Forget a remote's brute-force meter on a port, so that once its ban ends it starts from
-    ``max_attempts`` again. Add-then-delete succeeds whether or not the element exists."""
-    key = f.concat(ifname, str(ipaddress.ip_network(ip).network_address))
-    body = {"family": FAMILY, "table": TABLE, "name": meter_set, "elem": [key]}
-    return [{"add": {"element": body}}, {"delete": {"element": body}}]
+def add_memory(entries) -> list[dict]:
+    """Give offender memory (``banbook.Memory``) back to the brute-force step sets, one command
+    per set. Adding an element that is there keeps it as it is."""
+    by_set: dict[str, list] = {}
+    for m in entries:
+        key = f.concat(m.interface_name, str(ipaddress.ip_network(m.ip_address).network_address))
+        by_set.setdefault(m.set_name, []).append({"elem": {"val": key, "timeout": int(m.seconds)}})
+    return [{"add": {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": elems}}}
+            for name, elems in sorted(by_set.items())]
