@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -109,6 +109,9 @@ def get_or_404(session: Session, model: type, obj_id: str, *, caller: Caller, no
     return obj
 
 
+HOSTS_CHANNEL = "connguard_hosts"  # PostgreSQL NOTIFY channel: some host's revision moved
+
+
 def touch_hosts(session: Session, *, hosts: Iterable[str | None]) -> None:
     """Bump the desired-state revision of each named host (monotonic, race-free)."""
     names = sorted({h for h in hosts if h})
@@ -120,6 +123,10 @@ def touch_hosts(session: Session, *, hosts: Iterable[str | None]) -> None:
         index_elements=["host"], set_={"revision": HostRevision.revision + 1}
     )
     session.execute(stmt)  # one statement for all the hosts
+    if dialect == "postgresql":
+        # Delivered to every server process LISTENing (server/notify.py) when, and only if,
+        # this transaction commits: their long-polls wake at once.
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": HOSTS_CHANNEL})
 
 
 def touch_project(session: Session, *, project_id: str | None) -> None:

@@ -1,4 +1,4 @@
-"""The agent channel: per-host desired state (revisioned), heartbeats and reports; agents."""
+"""The agent channel: per-host desired state (revisioned) and agents (reports: ``reports``)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from typing import Any
 from sqlalchemy import String, cast, literal_column, or_, select
 from sqlalchemy.orm import Session
 
-from connguard.db.errors import BadRequest, NotAuthorized, NotFound
+from connguard.db.errors import NotAuthorized, NotFound
 from connguard.db.models import Agent, AllowlistEntry, Ban, Port, QosPolicy, utcnow
 from connguard.db.services.common import Caller, aware, host_revision, iso
 from connguard.db.services.listing import Col, Columns, ListQuery, Page, page
 from connguard.db.services.policies import present_policies
 from connguard.db.services.ports import WITH_EFFECTIVE, port_public
-from connguard.db.services.security import allow_public, ban_public, create_ban, record_event
+from connguard.db.services.security import allow_public, ban_public
 
 AGENT_DOWN_SECONDS = 75  # Neutron's agent_down_time
 
@@ -90,37 +90,4 @@ def show_agent(session: Session, *, caller: Caller, agent_id: str) -> dict[str, 
     agent = session.get(Agent, agent_id)
     if agent is None:
         raise NotFound(f"agent {agent_id} could not be found", type="AgentNotFound")
-    return agent_public(agent)
-
-
-def report(session: Session, *, caller: Caller, host: str, body: dict[str, Any]) -> dict[str, Any]:
-    """An agent's heartbeat, with optional ``events`` and detected ``bans``."""
-    check_host_access(caller, host)
-    if not isinstance(body, dict) or set(body) - {"configurations", "started", "events", "bans"}:
-        raise BadRequest("a report takes configurations, started, events and bans")
-    agent = session.scalars(select(Agent).where(Agent.host == host)).first()
-    now = utcnow()
-    if agent is None:
-        agent = Agent(host=host, started_at=now)
-        session.add(agent)
-    if body.get("started"):
-        agent.started_at = now
-    agent.heartbeat_timestamp = now
-    if isinstance(body.get("configurations"), dict):
-        agent.configurations = body["configurations"]
-    ports = {p.id: p for p in session.scalars(select(Port).where(Port.host_id == host))}
-    for ev in body.get("events") or []:
-        if not isinstance(ev, dict) or not isinstance(ev.get("event_type"), str):
-            raise BadRequest("Invalid input for events: each needs an event_type")
-        port = ports.get(ev.get("port_id"))
-        record_event(session, event_type=ev["event_type"][:32], project_id=port.project_id if port else None,
-                     port_id=port.id if port else None, host=host, rule_id=ev.get("rule_id"),
-                     ip_address=ev.get("ip_address"), count=int(ev.get("count") or 1),
-                     message=str(ev.get("message") or ""))
-    system = Caller(role="admin", project_id=caller.project_id)
-    for ban in body.get("bans") or []:
-        if not isinstance(ban, dict) or ban.get("port_id") not in ports:
-            raise BadRequest("Invalid input for bans: each needs a port_id of this host")
-        create_ban(session, caller=system, body=ban, origin="detected", host=host)
-    session.flush()
     return agent_public(agent)

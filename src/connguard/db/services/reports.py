@@ -1,0 +1,214 @@
+"""Agent reports: fold one typed report (``report_schema.Report``) into the server's view of a
+host: the agent's heartbeat and usage, port statuses, per-(port, rule) counters, offenders,
+detected bans (shared ones reach every host of their scope) and discovered ports.
+
+Events come from here, derived rather than relayed: ``port_error``/``port_recovered`` on a
+status transition, ``limit_exceeded`` once per port and rule per report whose counters moved
+(count = the connections refused, or would-be refused in monitor mode, since the last report),
+``ban`` for each new detected ban (``security.record_detected_ban``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from connguard.db.models import Agent, Port, PortCounter, PortObservation, QosRule, new_id, utcnow
+from connguard.db.services.common import Caller, host_revision, touch_hosts, validate
+from connguard.db.services.hosts import agent_public, check_host_access
+from connguard.db.services.report_schema import DetectedBan, Interface, PortReport, Report
+from connguard.db.services.security import record_detected_ban, record_event
+from connguard.model.rules import RULE_TYPES
+
+DISCOVERED = "connguard:discovered"  # device_owner of ports the server created from a report
+COUNTERS = ("admitted", "refused", "would_refuse", "set_full")
+_CHUNK = 500  # ids per IN (...) list
+
+
+def report(session: Session, *, caller: Caller, host: str, body: dict[str, Any]) -> dict[str, Any]:
+    check_host_access(caller, host)
+    data = validate(Report, body)
+    now = utcnow()
+    agent = _heartbeat(session, host=host, data=data, now=now)
+    ports = {p.id: p for p in session.scalars(select(Port).where(Port.host_id == host))}
+    ignored = sorted({pr.port_id for pr in data.ports if pr.port_id not in ports}
+                     | {b.port_id for b in data.bans if b.port_id not in ports})
+    reported = [pr for pr in data.ports if pr.port_id in ports]
+    rule_types = _rule_types(session, {c.rule_id for pr in reported for c in pr.counters})
+    for pr in reported:
+        _status(session, port=ports[pr.port_id], pr=pr, host=host)
+    _counters(session, ports=ports, reported=reported, full=data.full, rule_types=rule_types, host=host, now=now)
+    _offenders(session, ports=ports, reported=reported, full=data.full, now=now)
+    _bans(session, ports=ports, bans=[b for b in data.bans if b.port_id in ports], host=host, now=now)
+    if data.interfaces is not None or data.interfaces_gone:
+        _discover(session, caller=caller, host=host, ports=ports, interfaces=data.interfaces,
+                  gone=data.interfaces_gone, full=data.full)
+    session.flush()
+    # ``revision`` lets the agent see at once that the report changed its desired state
+    # (a discovered port, a shared ban); ``ignored_port_ids`` names ports no longer on this
+    # host (deleted or moved while the agent reported), whose parts were skipped.
+    return {"agent": agent_public(agent), "revision": host_revision(session, host=host),
+            "ignored_port_ids": ignored}
+
+
+def _heartbeat(session: Session, *, host: str, data: Report, now: datetime) -> Agent:
+    agent = session.scalars(select(Agent).where(Agent.host == host)).first()
+    if agent is None:
+        agent = Agent(host=host)
+        session.add(agent)
+    hb = data.heartbeat
+    agent.started_at, agent.version, agent.heartbeat_timestamp = hb.started_at, hb.version, now
+    agent.configurations = dict(hb.configurations)
+    if data.conntrack is not None:
+        agent.conntrack_count, agent.conntrack_max = data.conntrack.count, data.conntrack.max
+    if data.apply is not None:
+        agent.apply_latency_seconds = data.apply.latency_seconds
+        agent.apply_errors_total, agent.last_apply_error = data.apply.errors_total, data.apply.last_error
+    if data.queue is not None:
+        agent.queue_overflow_total = data.queue.overflow_total
+    if data.full:
+        agent.last_full_report_at = now
+    return agent
+
+
+def _rule_types(session: Session, rule_ids: set[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    ids = sorted(rule_ids)
+    for i in range(0, len(ids), _CHUNK):
+        out.update(session.execute(select(QosRule.id, QosRule.type).where(QosRule.id.in_(ids[i:i + _CHUNK]))).tuples())
+    return out
+
+
+def _status(session: Session, *, port: Port, pr: PortReport, host: str) -> None:
+    if pr.status is None:
+        return
+    message = pr.status_message if pr.status == "ERROR" else ""
+    if (port.status, port.status_message) == (pr.status, message):
+        return  # unchanged: no write, no event (a full report repeats every status)
+    was = port.status
+    port.status, port.status_message = pr.status, message
+    if pr.status == "ERROR":
+        record_event(session, event_type="port_error", project_id=port.project_id, port_id=port.id, host=host,
+                     message=message or "the agent could not apply this port's rules")
+    elif was == "ERROR":
+        record_event(session, event_type="port_recovered", project_id=port.project_id, port_id=port.id, host=host,
+                     message="the port's rules are applied again")
+
+
+def _existing_counters(session: Session, port_ids: list[str]) -> dict[tuple[str, str], PortCounter]:
+    out: dict[tuple[str, str], PortCounter] = {}
+    for i in range(0, len(port_ids), _CHUNK):
+        for row in session.scalars(select(PortCounter).where(PortCounter.port_id.in_(port_ids[i:i + _CHUNK]))):
+            out[(row.port_id, row.rule_id)] = row
+    return out
+
+
+def _counters(session: Session, *, ports: dict[str, Port], reported: list[PortReport], full: bool,
+              rule_types: dict[str, str], host: str, now: datetime) -> None:
+    """Fold raw totals into server totals: a raw value below the last one means the agent
+    restarted (its counters began again at 0), so all of it is new."""
+    existing = _existing_counters(session, list(ports) if full else [pr.port_id for pr in reported])
+    seen: set[tuple[str, str]] = set()
+    for pr in reported:
+        port = ports[pr.port_id]
+        for c in pr.counters:
+            key = (pr.port_id, c.rule_id)
+            seen.add(key)
+            row = existing.get(key)
+            if row is None:
+                row = PortCounter(port_id=pr.port_id, rule_id=c.rule_id,
+                                  **{n: 0 for n in COUNTERS}, **{f"last_{n}": 0 for n in COUNTERS})
+                session.add(row)
+            delta = {}
+            for name in COUNTERS:
+                raw, last = getattr(c, name), getattr(row, f"last_{name}")
+                delta[name] = raw - last if raw >= last else raw
+                if delta[name] or raw != last:
+                    setattr(row, name, getattr(row, name) + delta[name])
+                    setattr(row, f"last_{name}", raw)
+            if any(delta.values()):
+                row.updated_at = now
+            if delta["refused"] or delta["would_refuse"]:
+                _exceeded(session, port=port, rule_id=c.rule_id, rule_type=rule_types.get(c.rule_id), host=host,
+                          refused=delta["refused"], would=delta["would_refuse"])
+    if full:  # a full report replaces the host's counters: rules it no longer has go
+        for key, row in existing.items():
+            if key not in seen:
+                session.delete(row)
+
+
+def _exceeded(session: Session, *, port: Port, rule_id: str, rule_type: str | None, host: str, refused: int,
+              would: int) -> None:
+    what = rule_type or "rule"
+    parts = [f"refused {refused}"] if refused else []
+    if would:
+        parts.append(f"would have refused {would} (monitor)")
+    record_event(session, event_type="limit_exceeded", project_id=port.project_id, port_id=port.id,
+                 rule_id=rule_id, host=host, count=refused + would,
+                 message=f"{what} {rule_id}: {' and '.join(parts)} since the last report")
+
+
+def _offenders(session: Session, *, ports: dict[str, Port], reported: list[PortReport], full: bool,
+               now: datetime) -> None:
+    given = {pr.port_id: pr.offenders for pr in reported if pr.offenders is not None}
+    if full:
+        gone = [pid for pid in ports if pid not in given]
+        for i in range(0, len(gone), _CHUNK):
+            session.execute(delete(PortObservation).where(PortObservation.port_id.in_(gone[i:i + _CHUNK])))
+    for port_id, offenders in given.items():
+        row = session.get(PortObservation, port_id)
+        value = [o.model_dump(mode="json") for o in offenders]
+        if row is None:
+            session.add(PortObservation(port_id=port_id, offenders=value, updated_at=now))
+        elif row.offenders != value:
+            row.offenders, row.updated_at = value, now
+
+
+def _ban_for(session: Session, rule_id: str | None) -> Any:
+    """The escalation of the brute-force rule that made a ban, when the server knows it."""
+    row = session.get(QosRule, rule_id) if rule_id else None
+    if row is None or row.type != "brute_force":
+        return None
+    return RULE_TYPES[row.type].model_validate(row.params).ban_for
+
+
+def _bans(session: Session, *, ports: dict[str, Port], bans: list[DetectedBan], host: str, now: datetime) -> None:
+    for b in bans:
+        record_detected_ban(session, host=host, port=ports[b.port_id], ip_address=b.ip_address, share=b.share,
+                            banned_at=b.banned_at, expires_at=b.expires_at, offence_count=b.offence_count,
+                            reason=b.reason, ban_for=_ban_for(session, b.rule_id), now=now)
+
+
+def _discover(session: Session, *, caller: Caller, host: str, ports: dict[str, Port],
+              interfaces: list[Interface] | None, gone: list[str], full: bool) -> None:
+    """Ports for the interfaces the agent found: unknown ones are created in the reporting
+    token's project (so its default policy, else the cloud default, protects them with no
+    further call); discovered ports whose interface vanished go DOWN, keeping their history."""
+    by_name = {p.interface_name: p for p in ports.values()}
+    listed = {i.name for i in interfaces or []}
+    changed = False
+    for iface in interfaces or []:
+        status = "DOWN" if iface.state == "DOWN" else "ACTIVE"
+        port = by_name.get(iface.name)
+        if port is None:
+            port = Port(id=new_id(), project_id=caller.project_id, host_id=host, name=iface.name, interface_name=iface.name,
+                        device_owner=DISCOVERED, fixed_ips=list(iface.addresses), status=status)
+            session.add(port)
+            ports[port.id] = by_name[iface.name] = port
+            changed = True
+        elif port.device_owner == DISCOVERED:
+            if list(port.fixed_ips or []) != list(iface.addresses):
+                port.fixed_ips, changed = list(iface.addresses), True
+            if port.status != status and port.status != "ERROR":
+                port.status = status
+    vanished = set(gone) | ({n for n in by_name if n not in listed} if full and interfaces is not None else set())
+    for name in sorted(vanished):
+        port = by_name.get(name)
+        if port is not None and port.device_owner == DISCOVERED and port.status != "DOWN":
+            port.status, port.status_message = "DOWN", "the interface is gone from the host"
+    if changed:
+        session.flush()
+        touch_hosts(session, hosts=[host])
