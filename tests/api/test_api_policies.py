@@ -10,7 +10,7 @@ def test_version_document_and_health(actors):
     assert r.status_code == 200
     assert r.json()["versions"][0]["id"] == "v2.0"
     assert r.json()["versions"][0]["status"] == "CURRENT"
-    assert actors.admin.client.get("/healthz").json() == {"status": "ok"}
+    assert actors.admin.client.get("/healthz").json() == {"status": "ok", "wakeups": "polling"}  # no lifespan: no listener
     assert "/v2.0/qos/policies" in actors.admin.client.get("/openapi.json").json()["paths"]
 
 

@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, Field
 
 from connguard.model.common import Frozen, InterfaceName, IPAddress, IPPrefix
 
-MAX_REPORT_BYTES = 4 * 1024 * 1024  # a full report of 10,000 ports with two rules each fits
+MAX_REPORT_BYTES = 8 * 1024 * 1024  # a full resync of 10,000 ports with four rules each fits (docs/api.md)
 MAX_PORTS = 10_000
 MAX_RULES_PER_PORT = 64
 MAX_OFFENDERS_PER_PORT = 10

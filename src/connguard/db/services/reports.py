@@ -78,7 +78,8 @@ def _rule_types(session: Session, rule_ids: set[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     ids = sorted(rule_ids)
     for i in range(0, len(ids), _CHUNK):
-        out.update(session.execute(select(QosRule.id, QosRule.type).where(QosRule.id.in_(ids[i:i + _CHUNK]))).tuples())
+        q = select(QosRule.id, QosRule.type).where(QosRule.id.in_(ids[i:i + _CHUNK]))
+        out.update((rid, kind) for rid, kind in session.execute(q))
     return out
 
 
