@@ -91,8 +91,8 @@ class PgListener:
 
     def _listen(self) -> None:
         raw = self.engine.raw_connection()
-        raw.detach()  # ours for good: the pool neither reuses nor resets it
         conn = raw.driver_connection
+        raw.detach()  # ours for good: the pool neither reuses nor resets it
         try:
             conn.autocommit = True
             conn.execute(text(f"LISTEN {HOSTS_CHANNEL}").text)
@@ -103,4 +103,4 @@ class PgListener:
                 for _ in conn.notifies(timeout=1.0):
                     self.notifier.notify()
         finally:
-            raw.close()
+            conn.close()
