@@ -55,7 +55,7 @@ def test_full_and_delta_reports_fold_counters_into_totals_and_events(actors):
         {"rule_id": rule, "admitted": 100, "refused": 7, "set_full": 2}]}],
         conntrack={"count": 1234, "max": 262144}, apply={"latency_seconds": 0.042, "errors_total": 1},
         queue={"length": 0, "overflow_total": 3})
-    assert out["ignored_port_ids"] == [] and out["agent"]["alive"] is True, out
+    assert out["ignored_port_ids"] == out["ignored_interfaces"] == [] and out["agent"]["alive"] is True, out
     m = metrics(a)
     assert sample(m, "connguard_port_admitted_total", **labels) == 100, m
     assert sample(m, "connguard_port_refused_total", **labels) == 7
@@ -247,9 +247,10 @@ def test_detected_port_ban_escalates_on_the_same_port(actors):
 
 def test_metrics_count_active_bans(actors):
     a, agent = actors.member_a, actors.agent
-    port = a.ok("POST", "ports", {"port": {"binding:host_id": "host-1"}})["port"]
+    pol, rule = policy_with_rule(a, {"type": "brute_force", "profile": "ssh", "ban_seconds": 60, "share": "project"})
+    port = a.ok("POST", "ports", {"port": {"binding:host_id": "host-1", "qos_policy_id": pol}})["port"]
     now = datetime.now(timezone.utc)
-    send(agent, "host-1", bans=[{"ip_address": f"203.0.113.{i}", "port_id": port["id"], "share": "project",
+    send(agent, "host-1", bans=[{"ip_address": f"203.0.113.{i}", "port_id": port["id"], "rule_id": rule,
                                  "banned_at": utc(now), "expires_at": utc(now + timedelta(seconds=60))}
                                 for i in range(3)])
     a.ok("POST", "connguard/bans", {"ban": {"ip_address": "198.51.100.1"}})

@@ -113,15 +113,41 @@ def test_second_offence_on_another_host_is_escalated(actors, app):
 
 def test_project_ban_stays_in_its_project(actors, app):
     a, b = actors.member_a, actors.member_b
-    agents = {"host-1": actors.agent, "host-2": agent_for(app, actors.agent.client, "host-2")}
-    pa = a.ok("POST", "ports", {"port": {"binding:host_id": "host-1"}})["port"]["id"]
+    pol, rule = policy_with_rule(a, {"type": "brute_force", "profile": "ssh", "ban_seconds": 60, "share": "project"})
+    agents = {h: agent_for(app, actors.agent.client, h) for h in ("host-2", "host-3")}
+    agents["host-1"] = actors.agent
+    pa = a.ok("POST", "ports", {"port": {"binding:host_id": "host-1", "qos_policy_id": pol}})["port"]["id"]
     a.ok("POST", "ports", {"port": {"binding:host_id": "host-2"}})
     b.ok("POST", "ports", {"port": {"binding:host_id": "host-3"}})
-    agents["host-3"] = agent_for(app, actors.agent.client, "host-3")
     now = datetime.now(timezone.utc)
-    send(agents["host-1"], "host-1", bans=[{"ip_address": ATTACKER, "port_id": pa, "share": "project",
+    send(agents["host-1"], "host-1", bans=[{"ip_address": ATTACKER, "port_id": pa, "rule_id": rule, "share": "project",
                                             "banned_at": utc(now), "expires_at": utc(now + timedelta(seconds=60))}])
     assert _bans(agents["host-2"], "host-2") == [(f"{ATTACKER}/32", 1, "project")]
     assert _bans(agents["host-3"], "host-3") == []  # project B's host
     assert [x["project_id"] for x in a.ok("GET", "connguard/bans")["bans"]] == [PROJECT_A]
     assert b.ok("GET", "connguard/bans")["bans"] == []
+
+
+def test_the_scope_is_the_rules_not_the_reports(actors, app):
+    """A host's agent token cannot ban cloud-wide on its own word: without a brute-force rule
+    of the port's policy (none, another policy's, another type) the ban stays on the port."""
+    a = actors.member_a
+    other, other_rule = policy_with_rule(a, {"type": "brute_force", "profile": "ssh", "ban_seconds": 60,
+                                             "share": "cloud"})
+    mine, rate = policy_with_rule(a, {"type": "connection_rate_limit", "direction": "ingress", "max_cps": 5},
+                                  name="mine")
+    port = a.ok("POST", "ports", {"port": {"binding:host_id": "host-1", "qos_policy_id": mine}})["port"]["id"]
+    host2 = agent_for(app, actors.agent.client, "host-2")
+    a.ok("POST", "ports", {"port": {"binding:host_id": "host-2"}})
+    now = datetime.now(timezone.utc)
+    for i, rule in enumerate([None, other_rule, rate]):
+        send(actors.agent, "host-1", bans=[{"ip_address": f"203.0.113.{i}", "port_id": port, "rule_id": rule,
+                                            "share": "cloud", "banned_at": utc(now),
+                                            "expires_at": utc(now + timedelta(seconds=60))}])
+    assert {b["scope"] for b in a.ok("GET", "connguard/bans")["bans"]} == {"port"}
+    assert _bans(host2, "host-2") == []
+    status, data = actors.agent.post("connguard/hosts/host-1/report", {"report": {
+        "heartbeat": {"started_at": utc(now)}, "bans": [{"ip_address": "203.0.113.0/24", "port_id": port,
+                                                         "banned_at": utc(now), "expires_at": utc(now)}]}})
+    assert status == 400 and "Invalid input for bans[0].ip_address: a detected ban is one source" in \
+        data["NeutronError"]["message"], data

@@ -11,9 +11,10 @@ server count twice. Every list is bounded here, and the body as a whole by
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, Field
 
 from connguard.model.common import Frozen, InterfaceName, IPAddress, IPPrefix
 
@@ -28,6 +29,13 @@ MAX_ADDRESSES = 16
 Uuid = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
 Message = Annotated[str, Field(max_length=1024)]
 Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+def _one_source(value: str) -> str:
+    net = ipaddress.ip_network(value)
+    if net.prefixlen < (32 if net.version == 4 else 64):
+        raise ValueError("a detected ban is one source: an IPv4 address or at most an IPv6 /64")
+    return value
 
 
 class Heartbeat(Frozen):
@@ -61,15 +69,17 @@ class PortReport(Frozen):
 
 
 class DetectedBan(Frozen):
-    """A ban the agent's kernel placed (brute force detected)."""
+    """A ban the agent's kernel placed (brute force detected): one source, an IPv4 address or
+    the IPv6 /64 it is counted by, never a wider prefix."""
 
-    ip_address: IPPrefix
+    ip_address: Annotated[IPPrefix, AfterValidator(_one_source)]
     port_id: Uuid
     rule_id: Uuid | None = None
     banned_at: AwareDatetime
     expires_at: AwareDatetime
     offence_count: Annotated[int, Field(ge=1, le=1_000_000)] = 1  # the agent's own count on this host
-    share: Literal["port", "project", "cloud"] = "port"  # the rule's share scope
+    # Informative: the server takes the scope from the rule (``rule_id``), "port" without one.
+    share: Literal["port", "project", "cloud"] = "port"
     reason: Annotated[str, Field(max_length=255)] = ""
 
 

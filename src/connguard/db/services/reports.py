@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 from connguard.db.models import Agent, Event, Port, PortCounter, PortObservation, QosRule, new_id, utcnow
 from connguard.db.services.common import Caller, host_revision, touch_hosts, validate
 from connguard.db.services.hosts import agent_public, check_host_access
-from connguard.db.services.report_schema import DetectedBan, Interface, PortReport, Report
+from connguard.db.services.policies import EFFECTIVE_POLICY_ID
+from connguard.db.services.report_schema import MAX_INTERFACES, DetectedBan, Interface, PortReport, Report
 from connguard.db.services.security import record_detected_ban, record_event
 from connguard.model.rules import RULE_TYPES
 
@@ -43,15 +44,17 @@ def report(session: Session, *, caller: Caller, host: str, body: dict[str, Any])
     _counters(session, ports=ports, reported=reported, full=data.full, rule_types=rule_types, host=host, now=now)
     _offenders(session, ports=ports, reported=reported, full=data.full, now=now)
     _bans(session, ports=ports, bans=[b for b in data.bans if b.port_id in ports], host=host, now=now)
+    refused: list[str] = []
     if data.interfaces is not None or data.interfaces_gone:
-        _discover(session, caller=caller, host=host, ports=ports, interfaces=data.interfaces,
-                  gone=data.interfaces_gone, full=data.full)
+        refused = _discover(session, caller=caller, host=host, ports=ports, interfaces=data.interfaces,
+                            gone=data.interfaces_gone, full=data.full)
     session.flush()
     # ``revision`` lets the agent see at once that the report changed its desired state
     # (a discovered port, a shared ban); ``ignored_port_ids`` names ports no longer on this
-    # host (deleted or moved while the agent reported), whose parts were skipped.
+    # host (deleted or moved while the agent reported), whose parts were skipped;
+    # ``ignored_interfaces`` interfaces not made ports because the host is at its bound.
     return {"agent": agent_public(agent), "revision": host_revision(session, host=host),
-            "ignored_port_ids": ignored}
+            "ignored_port_ids": ignored, "ignored_interfaces": refused}
 
 
 def _host_ports(session: Session, *, host: str, data: Report) -> dict[str, Port]:
@@ -200,32 +203,45 @@ def _offenders(session: Session, *, ports: dict[str, Port], reported: list[PortR
             row.offenders, row.updated_at = value, now
 
 
-def _ban_for(session: Session, rule_id: str | None) -> Any:
-    """The escalation of the brute-force rule that made a ban, when the server knows it."""
+def _rule_of_ban(session: Session, *, port: Port, rule_id: str | None) -> Any:
+    """The brute-force rule that made a ban, when it is a rule of the port's effective policy;
+    None otherwise. Its ``share`` and ``ban_for``, not the report's word, decide how far the
+    ban reaches and how long it lasts: a host's token cannot ban a source cloud-wide unless
+    the operator's rule says so."""
     row = session.get(QosRule, rule_id) if rule_id else None
     if row is None or row.type != "brute_force":
         return None
-    return RULE_TYPES[row.type].model_validate(row.params).ban_for
+    if row.policy_id != session.scalar(select(EFFECTIVE_POLICY_ID).where(Port.id == port.id)):
+        return None
+    return RULE_TYPES[row.type].model_validate(row.params)
 
 
 def _bans(session: Session, *, ports: dict[str, Port], bans: list[DetectedBan], host: str, now: datetime) -> None:
     for b in bans:
-        record_detected_ban(session, host=host, port=ports[b.port_id], ip_address=b.ip_address, share=b.share,
+        port = ports[b.port_id]
+        rule = _rule_of_ban(session, port=port, rule_id=b.rule_id)
+        record_detected_ban(session, host=host, port=port, ip_address=b.ip_address,
+                            share=rule.share if rule is not None else "port",
                             banned_at=b.banned_at, expires_at=b.expires_at, offence_count=b.offence_count,
-                            reason=b.reason, ban_for=_ban_for(session, b.rule_id), now=now)
+                            reason=b.reason, ban_for=rule.ban_for if rule is not None else None, now=now)
 
 
 def _discover(session: Session, *, caller: Caller, host: str, ports: dict[str, Port],
-              interfaces: list[Interface] | None, gone: list[str], full: bool) -> None:
+              interfaces: list[Interface] | None, gone: list[str], full: bool) -> list[str]:
     """Ports for the interfaces the agent found: unknown ones are created in the reporting
     token's project (so its default policy, else the cloud default, protects them with no
-    further call); discovered ports whose interface vanished go DOWN, keeping their history."""
+    further call); discovered ports whose interface vanished go DOWN, keeping their history.
+    A host holds at most ``MAX_INTERFACES`` ports: names beyond are not created, and returned."""
     by_name = {p.interface_name: p for p in ports.values()}
+    refused: list[str] = []
     listed = {i.name for i in interfaces or []}
     changed = False
     for iface in interfaces or []:
         status = "DOWN" if iface.state == "DOWN" else "ACTIVE"
         port = by_name.get(iface.name)
+        if port is None and len(by_name) >= MAX_INTERFACES:
+            refused.append(iface.name)
+            continue
         if port is None:
             port = Port(id=new_id(), project_id=caller.project_id, host_id=host, name=iface.name, interface_name=iface.name,
                         device_owner=DISCOVERED, fixed_ips=list(iface.addresses), status=status)
@@ -245,3 +261,4 @@ def _discover(session: Session, *, caller: Caller, host: str, ports: dict[str, P
     if changed:
         session.flush()
         touch_hosts(session, hosts=[host])
+    return refused
