@@ -1,6 +1,7 @@
 """Wake long-polling agents as soon as a desired-state change commits.
 
-In this process, every commit wakes the pollers (SQLAlchemy ``after_commit``). Across server
+In this process, a commit that bumped a host revision (``touch_hosts``) wakes the pollers
+(SQLAlchemy ``after_commit``). Across server
 processes on one PostgreSQL database, ``touch_hosts`` sends ``NOTIFY connguard_hosts`` inside
 the writing transaction, and each server runs a ``PgListener`` thread that LISTENs and wakes
 its own pollers. Pollers still re-read now and then (``Notifier.reread_seconds``): every
@@ -17,7 +18,7 @@ import threading
 from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from connguard.db.services.common import HOSTS_CHANNEL
+from connguard.db.services.common import HOSTS_CHANNEL, HOSTS_TOUCHED
 
 log = logging.getLogger("connguard.server")
 
@@ -33,7 +34,15 @@ class Notifier:
         self.reread_seconds = REREAD_UNLISTENED
 
     def watch(self, sessions: sessionmaker[Session]) -> None:
-        event.listen(sessions, "after_commit", lambda _session: self.notify())
+        """Wake the pollers after each commit that bumped a host revision (``touch_hosts``
+        marks the session), not after every commit: agents' heartbeats commit every few
+        seconds, and each wake costs every waiting poller a query."""
+        def after_commit(session: Session) -> None:
+            if session.info.pop(HOSTS_TOUCHED, False):
+                self.notify()
+
+        event.listen(sessions, "after_commit", after_commit)
+        event.listen(sessions, "after_rollback", lambda session: session.info.pop(HOSTS_TOUCHED, None))
 
     def notify(self) -> None:
         """Thread-safe: called from the worker threads of sync handlers and the listener."""

@@ -110,6 +110,7 @@ def get_or_404(session: Session, model: type, obj_id: str, *, caller: Caller, no
 
 
 HOSTS_CHANNEL = "connguard_hosts"  # PostgreSQL NOTIFY channel: some host's revision moved
+HOSTS_TOUCHED = "connguard.hosts_touched"  # Session.info key: this transaction bumped a revision
 
 
 def touch_hosts(session: Session, *, hosts: Iterable[str | None]) -> None:
@@ -123,6 +124,7 @@ def touch_hosts(session: Session, *, hosts: Iterable[str | None]) -> None:
         index_elements=["host"], set_={"revision": HostRevision.revision + 1}
     )
     session.execute(stmt)  # one statement for all the hosts
+    session.info[HOSTS_TOUCHED] = True  # the server's notifier wakes long-polls after the commit
     if dialect == "postgresql":
         # Delivered to every server process LISTENing (server/notify.py) when, and only if,
         # this transaction commits: their long-polls wake at once.

@@ -64,7 +64,13 @@ def agent_public(agent: Agent) -> dict[str, Any]:
     return {"id": agent.id, "agent_type": agent.agent_type, "binary": "connguard-agent", "host": agent.host,
             "alive": beat is not None and utcnow() - beat < timedelta(seconds=AGENT_DOWN_SECONDS),
             "admin_state_up": agent.admin_state_up, "heartbeat_timestamp": iso(agent.heartbeat_timestamp),
-            "started_at": iso(agent.started_at), "configurations": agent.configurations or {}}
+            "started_at": iso(agent.started_at), "configurations": agent.configurations or {},
+            # what the agent last reported about its host (docs/api.md, "Agent channel")
+            "version": agent.version, "conntrack_count": agent.conntrack_count,
+            "conntrack_max": agent.conntrack_max, "apply_latency_seconds": agent.apply_latency_seconds,
+            "apply_errors_total": agent.apply_errors_total, "last_apply_error": agent.last_apply_error,
+            "queue_overflow_total": agent.queue_overflow_total,
+            "last_full_report_at": iso(agent.last_full_report_at)}
 
 
 def _agent_columns() -> Columns:
@@ -73,7 +79,12 @@ def _agent_columns() -> Columns:
         "id": Col(Agent.id), "agent_type": Col(Agent.agent_type), "binary": Col(cast(literal_column("'connguard-agent'"), String)),
         "host": Col(Agent.host), "alive": Col(alive, "bool"), "admin_state_up": Col(Agent.admin_state_up, "bool"),
         "heartbeat_timestamp": Col(Agent.heartbeat_timestamp, "time"), "started_at": Col(Agent.started_at, "time"),
-        "configurations": Col(None),
+        "configurations": Col(None), "version": Col(Agent.version),
+        "conntrack_count": Col(Agent.conntrack_count, "int", nullable=True),
+        "conntrack_max": Col(Agent.conntrack_max, "int", nullable=True), "apply_latency_seconds": Col(None),
+        "apply_errors_total": Col(Agent.apply_errors_total, "int"), "last_apply_error": Col(Agent.last_apply_error),
+        "queue_overflow_total": Col(Agent.queue_overflow_total, "int"),
+        "last_full_report_at": Col(Agent.last_full_report_at, "time", nullable=True),
     }
 
 
