@@ -19,6 +19,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from connguard.db.models import Agent, Ban, Port, PortCounter, PortObservation, QosRule, utcnow
+from connguard.db.services.common import aware
 from connguard.db.services.hosts import AGENT_DOWN_SECONDS
 
 RULE_LABELS = ["host", "port_id", "rule_id", "rule_type"]
@@ -88,8 +89,8 @@ class ReportCollector(Collector):
                                    labels=["host"])
         alive = 0
         for a in session.scalars(select(Agent).order_by(Agent.host)):
-            beat = a.heartbeat_timestamp
-            is_up = beat is not None and (beat.replace(tzinfo=now.tzinfo) if beat.tzinfo is None else beat) > alive_since
+            beat = aware(a.heartbeat_timestamp)  # SQLite gives naive UTC
+            is_up = beat is not None and beat > alive_since
             alive += is_up
             up.add_metric([a.host], 1 if is_up else 0)
             errors.add_metric([a.host], a.apply_errors_total)

@@ -123,7 +123,8 @@ def _existing_counters(session: Session, port_ids: list[str]) -> dict[tuple[str,
     out: dict[tuple[str, str], dict[str, int]] = {}
     cols = [getattr(PortCounter, c) for c in _COLS]
     for i in range(0, len(port_ids), _CHUNK):
-        q = select(PortCounter.port_id, PortCounter.rule_id, *cols).where(PortCounter.port_id.in_(port_ids[i:i + _CHUNK]))
+        q = (select(PortCounter.port_id, PortCounter.rule_id, *cols)
+             .where(PortCounter.port_id.in_(port_ids[i:i + _CHUNK])))
         for port_id, rule_id, *values in session.execute(q):
             out[(port_id, rule_id)] = dict(zip(_COLS, values))
     return out
@@ -243,7 +244,8 @@ def _discover(session: Session, *, caller: Caller, host: str, ports: dict[str, P
             refused.append(iface.name)
             continue
         if port is None:
-            port = Port(id=new_id(), project_id=caller.project_id, host_id=host, name=iface.name, interface_name=iface.name,
+            port = Port(id=new_id(), project_id=caller.project_id, host_id=host, name=iface.name,
+                        interface_name=iface.name,
                         device_owner=DISCOVERED, fixed_ips=list(iface.addresses), status=status)
             session.add(port)
             ports[port.id] = by_name[iface.name] = port
