@@ -158,9 +158,9 @@ def _previous_ban(session: Session, *, ip_address: str, scope: str, project_id: 
 def record_detected_ban(session: Session, *, host: str, port: Any, ip_address: str, share: str,
                         banned_at: datetime, expires_at: datetime, offence_count: int, reason: str,
                         ban_for: Callable[[int], int] | None, now: datetime) -> Ban | None:
-    """A ban an agent's kernel placed. With ``share`` (the rule's) project or cloud it becomes a ban of that
-    scope, in the host state of every host holding ports of the scope (their revisions are
-    bumped so their long-polls answer at once). Offences count across hosts: a ban of a
+    """A ban an agent's kernel placed. With ``share`` (the rule's) project or cloud it becomes
+    a ban of that scope, in the host state of every host holding ports of the scope (their
+    revisions are bumped so their long-polls answer at once). Offences count across hosts: a ban of a
     source that already has an active or recent ban in the same scope is offence previous+1,
     and when the rule is known (``ban_for``) the server computes the escalated length, so
     every host, the detecting one included, enforces the same ``expires_at``. A report of a
