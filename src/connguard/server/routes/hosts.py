@@ -1,5 +1,7 @@
 """``/v2.0/connguard/hosts/{host}/...``: the agent channel. ``state`` answers the host's
-desired state; with ``revision=N&wait=S`` it waits up to S seconds for a revision above N."""
+desired state; with ``revision=N&wait=S`` it waits up to S seconds for a revision above N.
+``report`` takes the agent's typed report (``db/services/report_schema.py``, at most
+``MAX_REPORT_BYTES``). The contract is docs/api.md, "Agent channel"."""
 
 from __future__ import annotations
 
