@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
+import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
 
 import pytest
 
@@ -33,6 +39,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def live_server(db_url: str, log_path: Path) -> Iterator[str]:
+    """A real ``connguard server`` process over ``db_url`` on a free port; yields its URL."""
+    port = free_port()
+    log = open(log_path, "w")
+    proc = subprocess.Popen([*CLI, "server", "--db", db_url,
+                             "--bind", f"127.0.0.1:{port}", "--log-level", "warning"], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                raise AssertionError(log_path.read_text())
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            raise AssertionError(f"the server at {url} did not stop within 15 s of SIGTERM") from None
+        finally:
+            log.close()
 
 
 @dataclass

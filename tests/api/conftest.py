@@ -4,13 +4,10 @@ migrations, and every test starts from empty tables."""
 
 from __future__ import annotations
 
-import subprocess
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-import httpx
 import pytest
 
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -21,7 +18,7 @@ from sqlalchemy import text  # noqa: E402
 from connguard.db.models import Base  # noqa: E402
 from connguard.db.services.tokens import create_token  # noqa: E402
 from connguard.server import create_app  # noqa: E402
-from apitest import ADMIN_PROJECT, CLI, PROJECT_A, PROJECT_B, Api, free_port, pg_url  # noqa: E402
+from apitest import ADMIN_PROJECT, PROJECT_A, PROJECT_B, Api, live_server, pg_url  # noqa: E402
 
 
 def reset_pg_schema(url: str) -> None:
@@ -88,23 +85,5 @@ def actors(app: Any) -> Iterator[Actors]:
 @pytest.fixture
 def server(app, db_url, tmp_path):
     """A live server over the (emptied) test database; yields its URL."""
-    port = free_port()
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([*CLI, "server", "--db", db_url,
-                             "--bind", f"127.0.0.1:{port}", "--log-level", "warning"], stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise AssertionError((tmp_path / "server.log").read_text())
-            time.sleep(0.1)
+    with live_server(db_url, tmp_path / "server.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()

@@ -128,7 +128,7 @@ def test_security_collections_filter_and_page(actors):
     events = a.ok("GET", "connguard/events?event_type=ban&sort_key=ip_address&sort_dir=desc&limit=2")
     assert [e["ip_address"].split("/")[0] for e in events["events"]] == ["198.51.100.3", "198.51.100.2"]
     assert _link(events, "events", "next")
-    actors.agent.ok("POST", "connguard/hosts/host-1/report", {"report": {"started": True}}, expect=200)
+    actors.agent.ok("POST", "connguard/hosts/host-1/report", {"report": {"heartbeat": {"started_at": "2026-12-01T08:00:00Z"}}}, expect=200)
     agents = admin.ok("GET", "agents?alive=true&binary=connguard-agent&sort_key=alive")["agents"]
     assert [g["host"] for g in agents] == ["host-1"]
     assert admin.ok("GET", "agents?alive=false")["agents"] == []

@@ -108,3 +108,32 @@ def test_listing_indexes_downgrade_and_upgrade_again(empty_db):
             assert conn.execute(text("SELECT name FROM qos_policies")).scalar() == "n"
     finally:
         engine.dispose()
+
+
+def test_agent_reports_migration_keeps_existing_rows_and_downgrades(empty_db):
+    """0004 adds non-null columns to tables that may hold rows (their server defaults fill
+    them), and its downgrade leaves the 0003 schema."""
+    from alembic import command
+
+    engine = make_engine(empty_db)
+    try:
+        migrate(engine, revision="0003")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO ports (id, project_id, name, fixed_ips, device_owner, status, "
+                              "interface_name, revision_number, created_at, updated_at) VALUES ('p', 'a', '', '[]', "
+                              "'', 'ACTIVE', 'tap0', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+            conn.execute(text("INSERT INTO agents (id, agent_type, host, admin_state_up, configurations, started_at, "
+                              "heartbeat_timestamp) VALUES ('g', 't', 'h', true, '{}', CURRENT_TIMESTAMP, "
+                              "CURRENT_TIMESTAMP)"))
+        migrate(engine)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT status_message FROM ports")).scalar() == ""
+            assert conn.execute(text("SELECT apply_errors_total, version FROM agents")).one() == (0, "")
+        command.downgrade(alembic_config(engine), "0003")
+        assert not {"port_counters", "port_observations"} & set(inspect(engine).get_table_names())
+        assert "status_message" not in {c["name"] for c in inspect(engine).get_columns("ports")}
+        migrate(engine)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    finally:
+        engine.dispose()

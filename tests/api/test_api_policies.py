@@ -10,7 +10,7 @@ def test_version_document_and_health(actors):
     assert r.status_code == 200
     assert r.json()["versions"][0]["id"] == "v2.0"
     assert r.json()["versions"][0]["status"] == "CURRENT"
-    assert actors.admin.client.get("/healthz").json() == {"status": "ok"}
+    assert actors.admin.client.get("/healthz").json() == {"status": "ok", "wakeups": "polling"}  # no lifespan: no listener
     assert "/v2.0/qos/policies" in actors.admin.client.get("/openapi.json").json()["paths"]
 
 
@@ -56,7 +56,7 @@ def test_bad_json_and_oversized_body(actors):
     assert r.status_code == 400 and error_type(r.json()) == "HTTPBadRequest"
     big = b'{"policy": {"name": "x", "description": "' + b"a" * 100_000 + b'"}}'
     r = client.post("/v2.0/qos/policies", content=big, headers=headers)
-    assert r.status_code == 400 and "larger" in r.json()["NeutronError"]["message"]
+    assert r.status_code == 413 and "larger" in r.json()["NeutronError"]["message"]
     assert actors.member_a.ok("GET", "qos/policies")["policies"] == []
 
 

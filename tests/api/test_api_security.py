@@ -35,10 +35,11 @@ def test_bans_allowlist_and_events(actors):
 def test_agent_report_and_agents_list(actors):
     a, agent = actors.member_a, actors.agent
     port = a.ok("POST", "ports", {"port": {"binding:host_id": "host-1"}})["port"]
-    report = {"report": {"configurations": {"ports": 1}, "started": True,
-                         "events": [{"event_type": "limit_exceeded", "port_id": port["id"], "count": 12}],
-                         "bans": [{"ip_address": "203.0.113.9", "port_id": port["id"], "seconds": 60,
-                                   "reason": "ssh brute force"}]}}
+    rule = "0" * 8 + "-0000-0000-0000-" + "0" * 12
+    report = {"report": {"heartbeat": {"started_at": "2026-12-01T08:00:00Z", "configurations": {"ports": 1}},
+                         "ports": [{"port_id": port["id"], "counters": [{"rule_id": rule, "refused": 12}]}],
+                         "bans": [{"ip_address": "203.0.113.9", "port_id": port["id"], "reason": "ssh brute force",
+                                   "banned_at": "2026-12-01T08:00:00Z", "expires_at": "2099-01-01T00:00:00Z"}]}}
     assert agent.ok("POST", "connguard/hosts/host-1/report", report, expect=200)["agent"]["alive"] is True
     agents = actors.admin.ok("GET", "agents")["agents"]
     assert [(x["host"], x["alive"], x["configurations"]) for x in agents] == [("host-1", True, {"ports": 1})]

@@ -106,7 +106,7 @@ def output(fn: Callable) -> Callable:
     return wrapper
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -144,9 +144,9 @@ def emit_list(rows: list[dict[str, Any]], *, default: list[str], fmt: str, colum
         click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
     elif fmt == "value":
         for r in data:
-            click.echo(" ".join(_cell(r[c]) for c in cols))
+            click.echo(" ".join(cell(r[c]) for c in cols))
     else:
-        click.echo(_table(cols, [[_cell(r[c]) for c in cols] for r in data]))
+        click.echo(_table(cols, [[cell(r[c]) for c in cols] for r in data]))
 
 
 def emit_one(obj: dict[str, Any], *, fmt: str, columns: Iterable[str]) -> None:
@@ -158,6 +158,6 @@ def emit_one(obj: dict[str, Any], *, fmt: str, columns: Iterable[str]) -> None:
         click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
     elif fmt == "value":
         for c in cols:
-            click.echo(_cell(data[c]))
+            click.echo(cell(data[c]))
     else:
-        click.echo(_table(["Field", "Value"], [[c, _cell(data[c])] for c in cols]))
+        click.echo(_table(["Field", "Value"], [[c, cell(data[c])] for c in cols]))

@@ -35,4 +35,5 @@ def server_cmd(db_url: str | None, bind: str, log_level: str) -> None:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a database we cannot open: say which and why
         raise click.ClickException(f"cannot open the database {url}: {exc}") from None
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    # Long-polls may be waiting for minutes: on shutdown give requests 5 s, then close.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -8,7 +8,8 @@ is chosen by the class::
     ├── NotAuthorized       401/403
     ├── NotFound            404  e.g. QosPolicyNotFound, PortNotFound
     ├── Conflict            409  e.g. QosRuleExists, PolicyInUse, DefaultPolicyExists
-    └── PreconditionFailed  412  stale If-Match revision
+    ├── PreconditionFailed  412  stale If-Match revision
+    └── TooLarge            413  HTTPRequestEntityTooLarge (a body over its limit)
 """
 
 from __future__ import annotations
@@ -52,3 +53,8 @@ class Conflict(ServiceError):
 class PreconditionFailed(ServiceError):
     status = 412
     default_type = "PreconditionFailed"
+
+
+class TooLarge(ServiceError):
+    status = 413
+    default_type = "HTTPRequestEntityTooLarge"

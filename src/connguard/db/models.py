@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -122,6 +123,8 @@ class Port(Versioned, Base):
     fixed_ips: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     device_owner: Mapped[str] = mapped_column(String(255), nullable=False, default="")
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="ACTIVE")
+    # Why the agent set ``status`` (the kernel's message for ERROR); empty otherwise.
+    status_message: Mapped[str] = mapped_column(String(1024), nullable=False, default="")
     interface_name: Mapped[str] = mapped_column(String(15), nullable=False)
     qos_policy_id: Mapped[str | None] = mapped_column(Id, ForeignKey("qos_policies.id"), index=True)
     __mapper_args__ = {"version_id_col": Versioned.revision_number}
@@ -179,6 +182,43 @@ class Agent(Base):
     configurations: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     started_at: Mapped[datetime] = mapped_column(When, nullable=False, default=utcnow)
     heartbeat_timestamp: Mapped[datetime] = mapped_column(When, nullable=False, default=utcnow)
+    # What the agent last reported about its host (None: never reported).
+    version: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    conntrack_count: Mapped[int | None] = mapped_column(BigInteger)
+    conntrack_max: Mapped[int | None] = mapped_column(BigInteger)
+    apply_latency_seconds: Mapped[float | None] = mapped_column(Float)
+    apply_errors_total: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    last_apply_error: Mapped[str] = mapped_column(String(1024), nullable=False, default="")
+    queue_overflow_total: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    last_full_report_at: Mapped[datetime | None] = mapped_column(When)
+
+
+class PortCounter(Base):
+    """The latest counters of one rule on one port, as server-side monotonic totals: each
+    report's raw totals (which restart at 0 with the agent) are folded in through ``last_*``,
+    so a counter reset adds the new raw value instead of going backwards."""
+
+    __tablename__ = "port_counters"
+    port_id: Mapped[str] = mapped_column(Id, ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    admitted: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    refused: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    would_refuse: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    set_full: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    last_admitted: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    last_refused: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    last_would_refuse: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    last_set_full: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    updated_at: Mapped[datetime] = mapped_column(When, nullable=False, default=utcnow)
+
+
+class PortObservation(Base):
+    """What the agent last saw on a port beyond its status: the top offenders (bounded)."""
+
+    __tablename__ = "port_observations"
+    port_id: Mapped[str] = mapped_column(Id, ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True)
+    offenders: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
+    updated_at: Mapped[datetime] = mapped_column(When, nullable=False, default=utcnow)
 
 
 class HostRevision(Base):

@@ -10,15 +10,24 @@ from fastapi import FastAPI
 
 from connguard import __version__
 from connguard.db.session import make_engine, migrate, session_factory
-from connguard.server import errors, metrics
-from connguard.server.notify import Notifier
+from connguard.server import errors, metrics, report_metrics
+from connguard.server.notify import Notifier, PgListener
 from connguard.server.routes import API_ROUTERS, ROOT_ROUTER
 
 
 @asynccontextmanager
-async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     freeze_startup_heap()
-    yield
+    listener = None
+    if app.state.engine.dialect.name == "postgresql":  # other server processes' writes wake us too
+        listener = PgListener(app.state.engine, app.state.notifier)
+        listener.start()
+    app.state.listener = listener
+    try:
+        yield
+    finally:
+        if listener is not None:
+            listener.stop()
 
 
 def freeze_startup_heap() -> None:
@@ -43,6 +52,7 @@ def create_app(db_url: str, *, run_migrations: bool = True) -> FastAPI:
     app.state.notifier.watch(app.state.sessions)
     errors.install(app)
     metrics.install(app)
+    report_metrics.install(app)
     app.include_router(ROOT_ROUTER)
     for router in API_ROUTERS:
         app.include_router(router, prefix="/v2.0")

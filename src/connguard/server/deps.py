@@ -9,8 +9,9 @@ from typing import Annotated, Any, Iterator
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
-from connguard.db.errors import BadRequest, NotAuthorized, Unauthenticated
+from connguard.db.errors import BadRequest, NotAuthorized, TooLarge, Unauthenticated
 from connguard.db.services.common import Caller
+from connguard.db.services.report_schema import MAX_REPORT_BYTES
 from connguard.db.services.tokens import authenticate
 
 MAX_BODY = 64 * 1024
@@ -66,22 +67,33 @@ def get_if_match(if_match: Annotated[str | None, Header()] = None) -> int | None
 IfMatchDep = Annotated[int | None, Depends(get_if_match)]
 
 
-async def get_body(request: Request) -> Any:
+async def read_json(request: Request, limit: int) -> Any:
+    """The JSON body, refused with 413 past ``limit`` bytes (before reading it when the
+    client declares its length, else as soon as the stream passes the limit)."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY:
-        raise BadRequest(f"the body is larger than {MAX_BODY} bytes")
-    raw = b""
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the body is larger than {limit} bytes")
+    raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
-        if len(raw) > MAX_BODY:
-            raise BadRequest(f"the body is larger than {MAX_BODY} bytes")
+        if len(raw) > limit:
+            raise TooLarge(f"the body is larger than {limit} bytes")
     try:
         return json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("the body is not valid JSON") from None
 
 
+async def get_body(request: Request) -> Any:
+    return await read_json(request, MAX_BODY)
+
+
+async def get_report_body(request: Request) -> Any:
+    return await read_json(request, MAX_REPORT_BYTES)
+
+
 BodyDep = Annotated[Any, Depends(get_body)]
+ReportBodyDep = Annotated[Any, Depends(get_report_body)]
 
 
 def member(body: Any, name: str) -> dict[str, Any]:

@@ -1,12 +1,18 @@
-"""``connguard event list``."""
+"""``connguard event list [--follow]``."""
 
 from __future__ import annotations
 
-import click
+import json
+import time
+from typing import Any
 
-from connguard.cli.client import Client, connection, emit_list, output
+import click
+import yaml
+
+from connguard.cli.client import Client, cell, connection, emit_list, output
 
 COLUMNS = ["created_at", "event_type", "ip_address", "port_id", "host", "count", "message"]
+PAGE = 100
 
 
 @click.group()
@@ -18,10 +24,48 @@ def event() -> None:
 @click.option("--type", "event_type")
 @click.option("--port", "port_id")
 @click.option("--limit", type=int)
+@click.option("--follow", is_flag=True, help="Keep printing new events as they come (Ctrl-C stops).")
+@click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True,
+              help="With --follow: seconds between polls of the API.")
 @connection
 @output
 def list_(client: Client, fmt: str, columns: tuple[str, ...], event_type: str | None, port_id: str | None,
-          limit: int | None) -> None:
-    rows = client.get("connguard/events", event_type=event_type, port_id=port_id, limit=limit,
-                      sort_key="created_at", sort_dir="desc")["events"]
-    emit_list(rows, default=COLUMNS, fmt=fmt, columns=columns)
+          limit: int | None, follow: bool, interval: float) -> None:
+    def fetch(n: int | None) -> list[dict[str, Any]]:
+        return client.get("connguard/events", event_type=event_type, port_id=port_id, limit=n,
+                          sort_key="created_at", sort_dir="desc")["events"]
+
+    if not follow:
+        emit_list(fetch(limit), default=COLUMNS, fmt=fmt, columns=columns)
+        return
+    try:
+        _follow(fetch, first=limit or 20, fmt=fmt, columns=list(columns) or COLUMNS, interval=interval)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how one stops following: exit 0
+
+
+def _follow(fetch: Any, *, first: int, fmt: str, columns: list[str], interval: float) -> None:
+    """Print the latest ``first`` events oldest first, then poll for new ones. A stream has
+    no table: ``table`` and ``value`` print one line per event, ``json`` one object per line
+    (JSON Lines), ``yaml`` one document per event."""
+    seen: set[str] = set()
+    rows = fetch(first)
+    if fmt in ("table", "value"):
+        click.echo("  ".join(columns))
+    while True:
+        new = [r for r in reversed(rows) if r["id"] not in seen]
+        if seen and len(new) == len(rows) == PAGE:
+            click.echo(f"warning: more than {PAGE} events since the last poll; older ones not shown", err=True)
+        for row in new:
+            seen.add(row["id"])
+            data = {c: row.get(c) for c in columns}
+            if fmt == "json":
+                click.echo(json.dumps(data))
+            elif fmt == "yaml":
+                click.echo("---\n" + yaml.safe_dump(data, sort_keys=False), nl=False)
+            else:
+                click.echo("  ".join(cell(data[c]) or "-" for c in columns))
+        if len(seen) > 10 * PAGE:  # only the ids a later page can still show matter
+            seen = {r["id"] for r in rows}
+        time.sleep(interval)
+        rows = fetch(PAGE)

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -109,6 +109,10 @@ def get_or_404(session: Session, model: type, obj_id: str, *, caller: Caller, no
     return obj
 
 
+HOSTS_CHANNEL = "connguard_hosts"  # PostgreSQL NOTIFY channel: some host's revision moved
+HOSTS_TOUCHED = "connguard.hosts_touched"  # Session.info key: this transaction bumped a revision
+
+
 def touch_hosts(session: Session, *, hosts: Iterable[str | None]) -> None:
     """Bump the desired-state revision of each named host (monotonic, race-free)."""
     names = sorted({h for h in hosts if h})
@@ -120,6 +124,11 @@ def touch_hosts(session: Session, *, hosts: Iterable[str | None]) -> None:
         index_elements=["host"], set_={"revision": HostRevision.revision + 1}
     )
     session.execute(stmt)  # one statement for all the hosts
+    session.info[HOSTS_TOUCHED] = True  # the server's notifier wakes long-polls after the commit
+    if dialect == "postgresql":
+        # Delivered to every server process LISTENing (server/notify.py) when, and only if,
+        # this transaction commits: their long-polls wake at once.
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": HOSTS_CHANNEL})
 
 
 def touch_project(session: Session, *, project_id: str | None) -> None:

@@ -1,4 +1,4 @@
-"""The agent channel: per-host desired state (revisioned), heartbeats and reports; agents."""
+"""The agent channel: per-host desired state (revisioned) and agents (reports: ``reports``)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from typing import Any
 from sqlalchemy import String, cast, literal_column, or_, select
 from sqlalchemy.orm import Session
 
-from connguard.db.errors import BadRequest, NotAuthorized, NotFound
+from connguard.db.errors import NotAuthorized, NotFound
 from connguard.db.models import Agent, AllowlistEntry, Ban, Port, QosPolicy, utcnow
 from connguard.db.services.common import Caller, aware, host_revision, iso
 from connguard.db.services.listing import Col, Columns, ListQuery, Page, page
 from connguard.db.services.policies import present_policies
 from connguard.db.services.ports import WITH_EFFECTIVE, port_public
-from connguard.db.services.security import allow_public, ban_public, create_ban, record_event
+from connguard.db.services.security import allow_public, ban_public
 
 AGENT_DOWN_SECONDS = 75  # Neutron's agent_down_time
 
@@ -64,7 +64,13 @@ def agent_public(agent: Agent) -> dict[str, Any]:
     return {"id": agent.id, "agent_type": agent.agent_type, "binary": "connguard-agent", "host": agent.host,
             "alive": beat is not None and utcnow() - beat < timedelta(seconds=AGENT_DOWN_SECONDS),
             "admin_state_up": agent.admin_state_up, "heartbeat_timestamp": iso(agent.heartbeat_timestamp),
-            "started_at": iso(agent.started_at), "configurations": agent.configurations or {}}
+            "started_at": iso(agent.started_at), "configurations": agent.configurations or {},
+            # what the agent last reported about its host (docs/api.md, "Agent channel")
+            "version": agent.version, "conntrack_count": agent.conntrack_count,
+            "conntrack_max": agent.conntrack_max, "apply_latency_seconds": agent.apply_latency_seconds,
+            "apply_errors_total": agent.apply_errors_total, "last_apply_error": agent.last_apply_error,
+            "queue_overflow_total": agent.queue_overflow_total,
+            "last_full_report_at": iso(agent.last_full_report_at)}
 
 
 def _agent_columns() -> Columns:
@@ -73,7 +79,12 @@ def _agent_columns() -> Columns:
         "id": Col(Agent.id), "agent_type": Col(Agent.agent_type), "binary": Col(cast(literal_column("'connguard-agent'"), String)),
         "host": Col(Agent.host), "alive": Col(alive, "bool"), "admin_state_up": Col(Agent.admin_state_up, "bool"),
         "heartbeat_timestamp": Col(Agent.heartbeat_timestamp, "time"), "started_at": Col(Agent.started_at, "time"),
-        "configurations": Col(None),
+        "configurations": Col(None), "version": Col(Agent.version),
+        "conntrack_count": Col(Agent.conntrack_count, "int", nullable=True),
+        "conntrack_max": Col(Agent.conntrack_max, "int", nullable=True), "apply_latency_seconds": Col(None),
+        "apply_errors_total": Col(Agent.apply_errors_total, "int"), "last_apply_error": Col(Agent.last_apply_error),
+        "queue_overflow_total": Col(Agent.queue_overflow_total, "int"),
+        "last_full_report_at": Col(Agent.last_full_report_at, "time", nullable=True),
     }
 
 
@@ -90,37 +101,4 @@ def show_agent(session: Session, *, caller: Caller, agent_id: str) -> dict[str, 
     agent = session.get(Agent, agent_id)
     if agent is None:
         raise NotFound(f"agent {agent_id} could not be found", type="AgentNotFound")
-    return agent_public(agent)
-
-
-def report(session: Session, *, caller: Caller, host: str, body: dict[str, Any]) -> dict[str, Any]:
-    """An agent's heartbeat, with optional ``events`` and detected ``bans``."""
-    check_host_access(caller, host)
-    if not isinstance(body, dict) or set(body) - {"configurations", "started", "events", "bans"}:
-        raise BadRequest("a report takes configurations, started, events and bans")
-    agent = session.scalars(select(Agent).where(Agent.host == host)).first()
-    now = utcnow()
-    if agent is None:
-        agent = Agent(host=host, started_at=now)
-        session.add(agent)
-    if body.get("started"):
-        agent.started_at = now
-    agent.heartbeat_timestamp = now
-    if isinstance(body.get("configurations"), dict):
-        agent.configurations = body["configurations"]
-    ports = {p.id: p for p in session.scalars(select(Port).where(Port.host_id == host))}
-    for ev in body.get("events") or []:
-        if not isinstance(ev, dict) or not isinstance(ev.get("event_type"), str):
-            raise BadRequest("Invalid input for events: each needs an event_type")
-        port = ports.get(ev.get("port_id"))
-        record_event(session, event_type=ev["event_type"][:32], project_id=port.project_id if port else None,
-                     port_id=port.id if port else None, host=host, rule_id=ev.get("rule_id"),
-                     ip_address=ev.get("ip_address"), count=int(ev.get("count") or 1),
-                     message=str(ev.get("message") or ""))
-    system = Caller(role="admin", project_id=caller.project_id)
-    for ban in body.get("bans") or []:
-        if not isinstance(ban, dict) or ban.get("port_id") not in ports:
-            raise BadRequest("Invalid input for bans: each needs a port_id of this host")
-        create_ban(session, caller=system, body=ban, origin="detected", host=host)
-    session.flush()
     return agent_public(agent)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -137,6 +137,58 @@ def create_ban(session: Session, *, caller: Caller, body: dict[str, Any], origin
                  ip_address=ban.ip_address, message=f"{origin} ban of {ban.ip_address}: {ban.reason}".strip(": "))
     _ban_hosts(session, ban)
     return ban_public(ban)
+
+
+# An offence is remembered this long after the ban it caused ended (as the agent's ban book).
+RECENT_OFFENCE_SECONDS = 86_400
+
+
+def _previous_ban(session: Session, *, ip_address: str, scope: str, project_id: str | None,
+                  port_id: str, now: datetime) -> Ban | None:
+    """The latest ban of ``ip_address`` in the same scope still active or recently ended."""
+    q = select(Ban).where(Ban.ip_address == ip_address, Ban.scope == scope)
+    if scope == "project":
+        q = q.where(Ban.project_id == project_id)
+    elif scope == "port":
+        q = q.where(Ban.port_id == port_id)
+    q = q.where(or_(Ban.expires_at.is_(None), Ban.expires_at > now - timedelta(seconds=RECENT_OFFENCE_SECONDS)))
+    return session.scalars(q.order_by(Ban.created_at.desc(), Ban.id).limit(1)).first()
+
+
+def record_detected_ban(session: Session, *, host: str, port: Any, ip_address: str, share: str,
+                        banned_at: datetime, expires_at: datetime, offence_count: int, reason: str,
+                        ban_for: Callable[[int], int] | None, now: datetime) -> Ban | None:
+    """A ban an agent's kernel placed. With ``share`` (the rule's) project or cloud it becomes
+    a ban of that scope, in the host state of every host holding ports of the scope (their
+    revisions are bumped so their long-polls answer at once). Offences count across hosts: a ban of a
+    source that already has an active or recent ban in the same scope is offence previous+1,
+    and when the rule is known (``ban_for``) the server computes the escalated length, so
+    every host, the detecting one included, enforces the same ``expires_at``. A report of a
+    source still banned in that scope (a resend, or two hosts detecting it at once) adds no
+    offence; it only lengthens the ban when the report's expiry is later. Returns the new
+    row, or None when the report changed nothing new."""
+    project_id = None if share == "cloud" else port.project_id
+    prev = _previous_ban(session, ip_address=ip_address, scope=share, project_id=project_id, port_id=port.id,
+                         now=now)
+    prev_expiry = aware(prev.expires_at) if prev is not None else None
+    if prev is not None and (prev_expiry is None or prev_expiry > now):
+        if prev_expiry is not None and expires_at > prev_expiry:
+            prev.expires_at = expires_at
+            _ban_hosts(session, prev)
+        return None
+    offence = max(offence_count, prev.offence_count + 1 if prev is not None else 1)
+    if ban_for is not None:
+        expires_at = max(expires_at, banned_at + timedelta(seconds=ban_for(offence)))
+    ban = Ban(ip_address=ip_address, port_id=port.id, project_id=project_id, scope=share, origin="detected",
+              reason=reason, host=host, created_at=min(banned_at, now), expires_at=expires_at,
+              offence_count=offence)
+    session.add(ban)
+    session.flush()
+    record_event(session, event_type="ban", project_id=port.project_id, port_id=port.id, host=host,
+                 ip_address=ip_address, count=offence,
+                 message=f"detected ban of {ip_address} (offence {offence}, {share} scope): {reason}".strip(": "))
+    _ban_hosts(session, ban)
+    return ban
 
 
 BAN_COLUMNS: Columns = {

@@ -1,5 +1,7 @@
 """``/v2.0/connguard/hosts/{host}/...``: the agent channel. ``state`` answers the host's
-desired state; with ``revision=N&wait=S`` it waits up to S seconds for a revision above N."""
+desired state; with ``revision=N&wait=S`` it waits up to S seconds for a revision above N.
+``report`` takes the agent's typed report (``db/services/report_schema.py``, at most
+``MAX_REPORT_BYTES``). The contract is docs/api.md, "Agent channel"."""
 
 from __future__ import annotations
 
@@ -11,11 +13,11 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from connguard.db.services import hosts as svc
+from connguard.db.services import reports
 from connguard.db.services.common import Caller, host_revision
-from connguard.server.deps import AnyCallerDep, BodyDep, SessionDep, member
+from connguard.server.deps import AnyCallerDep, ReportBodyDep, SessionDep, member
 
 router = APIRouter(prefix="/connguard/hosts/{host}", tags=["agent channel"])
-POLL_SECONDS = 1.0
 MAX_WAIT = 300
 
 
@@ -40,13 +42,14 @@ async def host_state(request: Request, host: str, caller: AnyCallerDep,
         state = await run_in_threadpool(_read, request, caller, host, None if last else revision)
         if state is not None:
             return JSONResponse({"host_state": state})  # plain JSON values: skip FastAPI's encoder
-        # Woken at once by a commit in this process; re-read anyway now and then for writes
-        # made by other server processes.
-        await request.app.state.notifier.wait(min(POLL_SECONDS, max(deadline - time.monotonic(), 0)))
+        # Woken at once by a commit in this process or (PostgreSQL) a NOTIFY from another
+        # server process; re-read anyway now and then (server/notify.py says how often).
+        notifier = request.app.state.notifier
+        await notifier.wait(min(notifier.reread_seconds, max(deadline - time.monotonic(), 0)))
 
 
 @router.post("/report")
-def report(host: str, session: SessionDep, caller: AnyCallerDep, body: BodyDep) -> dict[str, Any]:
-    out = svc.report(session, caller=caller, host=host, body=member(body, "report"))
+def report(host: str, session: SessionDep, caller: AnyCallerDep, body: ReportBodyDep) -> dict[str, Any]:
+    out = reports.report(session, caller=caller, host=host, body=member(body, "report"))
     session.commit()
-    return {"agent": out}
+    return out

@@ -50,4 +50,8 @@ def healthz(request: Request) -> dict[str, Any]:
     with request.app.state.sessions() as session:
         session.execute(text("SELECT 1"))
         session.rollback()
-    return {"status": "ok"}
+    # How long-polls learn of writes by other server processes: "listening" (PostgreSQL
+    # LISTEN/NOTIFY connected) or "polling" (re-read every second: SQLite, or the listener down).
+    listener = getattr(request.app.state, "listener", None)
+    return {"status": "ok", "wakeups": "listening" if listener is not None and listener.connected.is_set()
+            else "polling"}
