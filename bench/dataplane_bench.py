@@ -3,6 +3,7 @@
 
     python bench/dataplane_bench.py            # full run, about 4-5 minutes
     python bench/dataplane_bench.py --quick    # about a minute, fewer and shorter rounds
+    python bench/dataplane_bench.py --compare-rev main --throughput-only   # before/after, ~3 minutes
 
 Needs root, nft, iproute2, conntrack. Everything happens inside one connguard lab
 (``Lab.up(vms=1, clients=1, sources=0)``): the root namespace's ruleset and interfaces are never
@@ -25,6 +26,15 @@ touched, and the lab is removed on exit, also on failure or Ctrl-C.
    - ``linear``: the iptables way: ``ct state established,related accept``, then one
      ``oifname "tapX" jump pN`` rule per port (10,000), each port chain holding a counter and
      two ``ct state new limit rate over ... drop`` rules. The real tap is rule 5,001.
+
+   - ``cg-REV`` (``--compare-rev REV``, repeatable): the same 10,000-port state compiled and
+     applied by the compiler and applier of git revision REV (its ``src`` exported with
+     ``git archive`` into a temporary directory and run in a subprocess whose PYTHONPATH points
+     there), next to ``connguard`` from the working tree, in the same rounds: the report adds
+     connguard-before / conntrack, connguard-after / conntrack and after / before, per round.
+     Every connguard configuration is applied once by its own Applier while its batches are
+     recorded, and replayed verbatim (with the sysctls it set) before each of its runs, so a
+     revision's applier may differ from the working tree's.
 
    The lab host's ``nf_conntrack_tcp_timeout_close`` is set to 1 s (reset connections would
    otherwise stay 10 s and fill the conntrack table at these rates) and conntrack is flushed
@@ -52,6 +62,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 T0 = time.monotonic()
@@ -256,6 +267,103 @@ class TimedExecutor:
         self.calls.clear()
 
 
+# ============================================================================ recorded configurations
+# Every connguard configuration is compiled and applied once, by the applier of the source tree
+# it comes from, while its batches are recorded; each run then replays them on an empty ruleset.
+# The recording side (Recorder, compile_and_record, ``_compile``) imports connguard from
+# whatever PYTHONPATH says, so the same code serves the working tree and another revision.
+
+class Recorder:
+    """Executor wrapper: passes every call on and keeps what changed the kernel (batches that
+    were not ``--check``, sysctls with the value each had before), for a verbatim replay."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.batches: list[dict] = []
+        self.sysctls: dict[str, str] = {}
+        self.sysctls_before: dict[str, str] = {}
+
+    def batch(self, payload: dict, *, check: bool = False, **kw) -> None:
+        self.inner.batch(payload, check=check, **kw)
+        if not check:
+            self.batches.append(payload)
+
+    def sysctl(self, key: str, value: str) -> None:
+        if key not in self.sysctls_before:
+            self.sysctls_before[key] = read_sysctl(self.inner.netns, key)
+        self.inner.sysctl(key, value)
+        self.sysctls[key] = value
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def read_sysctl(netns: str, key: str) -> str:
+    return ns_run(netns, ["sysctl", "-n", key]).strip()
+
+
+def compile_and_record(state: dict, netns: str) -> dict:
+    """Compile ``state`` with the connguard found on sys.path and apply it into ``netns`` (whose
+    ruleset the caller has emptied), recording what the applier sent."""
+    import connguard
+    from connguard.compiler import compile_host
+    from connguard.model import parse_state
+    from connguard.nft import Applier, NftCli
+
+    t = time.perf_counter()
+    rs = compile_host(parse_state(state))
+    t_compile = time.perf_counter() - t
+    rec = Recorder(NftCli(netns))
+    Applier(rec).apply(rs)
+    sets = list(getattr(rs, "sets", ()))
+    return {"batches": rec.batches, "sysctls": rec.sysctls, "sysctls_before": rec.sysctls_before,
+            "compile_s": t_compile, "module": connguard.__file__,
+            "commands": sum(len(b.get("nftables", ())) for b in rec.batches),
+            "hit_sets": sorted(getattr(rs, "hit_sets", None) or ()),
+            "remote_sets": [x.name for x in sets if x.name.startswith("r")
+                            and tuple(getattr(x, "type", ())) == ("ifname", "ipv4_addr")]}
+
+
+def run_compile(state_file: str, netns: str, out: str) -> None:
+    with open(state_file) as fh:
+        state = json.load(fh)
+    res = compile_and_record(state, netns)
+    with open(out, "w") as fh:
+        json.dump(res, fh)
+
+
+def export_rev(rev: str, dest: str) -> str:
+    """``git archive`` the ``src`` of revision ``rev`` (of the repository holding this file) into
+    ``dest``; returns the full commit id."""
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def git(*argv: str) -> str:
+        p = subprocess.run(["git", "-C", here, *argv], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise SystemExit(f"--compare-rev {rev}: git {' '.join(argv)}: {p.stderr.strip()}")
+        return p.stdout.strip()
+
+    commit = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    root = git("rev-parse", "--show-toplevel")
+    arch = subprocess.run(["git", "-C", root, "archive", "--format=tar", commit, "src"], capture_output=True)
+    if arch.returncode != 0:
+        raise SystemExit(f"--compare-rev {rev}: git archive: {arch.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", dest], input=arch.stdout, check=True)
+    if not os.path.isfile(os.path.join(dest, "src", "connguard", "__init__.py")):
+        raise SystemExit(f"--compare-rev {rev}: {commit[:12]} has no src/connguard")
+    return commit
+
+
+def tree_description() -> str:
+    """HEAD of the working tree, and whether src/ differs from it."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    head = subprocess.run(["git", "-C", here, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--", "../src"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return "not a git checkout"
+    return f"HEAD {head.stdout.strip()}" + (" + uncommitted changes in src/" if dirty.stdout.strip() else "")
+
+
 # ============================================================================ the benchmark
 
 class Bench:
@@ -297,10 +405,26 @@ class Bench:
         return rs, t1 - t0, t2 - t1
 
     def run(self) -> None:
+        a = self.a
+        self.revs: list[tuple[str, str, str]] = []   # (label, commit, exported src directory)
+        self.rev_labels: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="cgbench-rev-") as tmp:
+            for i, rev in enumerate(a.compare_rev or ()):
+                dest = os.path.join(tmp, str(i))
+                os.mkdir(dest)
+                commit = export_rev(rev, dest)
+                label = f"cg-{rev}"
+                self.revs.append((label, commit, os.path.join(dest, "src")))
+                self.rev_labels.append(label)
+                progress(f"{label}: src of {rev} = {commit[:12]} exported to {dest}")
+            self._run()
+
+    def _run(self) -> None:
         from connguard.lab import Lab
 
         a = self.a
-        progress(f"building lab (1 VM, 1 client); {a.ports} ports; mode {'quick' if a.quick else 'full'}")
+        progress(f"building lab (1 VM, 1 client); {a.ports} ports; mode {'quick' if a.quick else 'full'}; "
+                 f"working tree {tree_description()}")
         self.lab = Lab.up(vms=1, clients=1, sources=0)
         try:
             vm = self.lab.vms[0]
@@ -327,24 +451,66 @@ class Bench:
         a, lab = self.a, self.lab
         vm, cl = lab.vms[0], lab.clients[0]
         ns_run(lab.host, ["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_tcp_timeout_close=1"])
-        rs, _, _ = self.compile(state_dict(self.names, self.real, self.real_ips))
-        variants = {"connguard": rs}
+        sd = state_dict(self.names, self.real, self.real_ips)
+        states = {"connguard": sd}
         if a.breakdown:
             # the same 10,000 ports with the real port's policy cut down, to see which rule costs what
             for cfg, keep in (("cg-dispatch", {"brute_force"}),
                               ("cg-no-ctcount", {"brute_force", "connection_rate_limit"})):
                 web = {**WEB, "rules": [r for r in WEB["rules"] if r["type"] in keep]}
-                variants[cfg] = self.compile(state_dict(self.names, self.real, self.real_ips, web=web))[0]
+                states[cfg] = state_dict(self.names, self.real, self.real_ips, web=web)
         linear = linear_ruleset(self.names)
-        hit_sets = sorted(rs.hit_sets)
-        remote_sets = [s.name for s in rs.sets if s.type == ("ifname", "ipv4_addr") and s.name.startswith("r")]
+        baseline: dict[str, str] = {}     # sysctl -> value before any configuration touched it
+        recorded: dict[str, dict] = {}
+
+        def record(cfg: str, rec: dict) -> None:
+            for k, v in rec["sysctls_before"].items():
+                baseline.setdefault(k, v)
+            for k in rec["sysctls"]:      # leave the namespace as it was for the next recording
+                ns_run(lab.host, ["sysctl", "-q", "-w", f"{k}={baseline[k]}"])
+            recorded[cfg] = rec
+            progress(f"  {cfg}: {rec['commands']} commands in {len(rec['batches'])} batch(es), compile_host "
+                     f"{rec['compile_s'] * 1e3:.0f} ms, sysctls {rec['sysctls'] or 'none'} ({rec['module']})")
+
+        progress("compiling and recording the connguard configurations")
+        for cfg, st in states.items():   # the working tree, in this process
+            self.clear_tables()
+            record(cfg, compile_and_record(st, lab.host))
+        with tempfile.TemporaryDirectory(prefix="cgbench-") as tmp:
+            with open(os.path.join(tmp, "state.json"), "w") as fh:
+                json.dump(sd, fh)
+            for label, commit, src in self.revs:   # other revisions, each in its own interpreter
+                self.clear_tables()
+                out = os.path.join(tmp, f"{len(recorded)}.json")
+                p = subprocess.run([sys.executable, os.path.abspath(__file__), "_compile", "--state",
+                                    os.path.join(tmp, "state.json"), "--netns", lab.host, "--out", out],
+                                   env={**os.environ, "PYTHONPATH": src}, capture_output=True, text=True, timeout=300)
+                if p.returncode != 0:
+                    raise RuntimeError(f"compiling with {label} ({commit[:12]}) failed:\n{p.stderr.strip()[-2000:]}")
+                with open(out) as fh:
+                    rec = json.load(fh)
+                if not rec["module"].startswith(src):
+                    raise RuntimeError(f"{label}: imported {rec['module']}, not the export in {src}")
+                record(label, rec)
+        self.clear_tables()
+        current = dict(baseline)
+
+        def set_sysctls(want: dict[str, str]) -> None:
+            for k, v in {**baseline, **want}.items():
+                if current.get(k) != v:
+                    ns_run(lab.host, ["sysctl", "-q", "-w", f"{k}={v}"])
+                    current[k] = v
+
+        cli = NftCli(lab.host)
 
         def setup(cfg: str) -> None:
             self.clear_tables()
+            set_sysctls(recorded[cfg]["sysctls"] if cfg in recorded else {})
             if cfg == "conntrack":
                 self.nft("-f", "-", stdin=CT_ONLY)
-            elif cfg in variants:
-                Applier(NftCli(lab.host)).apply(variants[cfg])
+            elif cfg in recorded:
+                for payload in recorded[cfg]["batches"]:
+                    cli.batch(payload)
             elif cfg == "linear":
                 self.nft("-f", "-", stdin=linear)
             lab.conntrack_flush()
@@ -356,14 +522,15 @@ class Bench:
                 return f"no tables, conntrack entries {ct}"
             if cfg == "conntrack":
                 return f"conntrack entries {ct}"
-            if cfg != "connguard":
-                if cfg != "linear":
-                    return f"conntrack entries {ct}"
+            if cfg == "linear":
                 out = self.nft("list", "chain", "inet", LINEAR_TABLE, f"p{self.names.index(self.real)}")
                 pk = out.split("counter packets", 1)[1].split()[0]
                 return f"conntrack entries {ct}, {self.real} chain counter {pk} packets"
-            buckets = sum(self.nft("list", "set", *CONNGUARD_TABLE, s).count(self.real) for s in remote_sets)
-            refused = sum(self.nft("list", "set", *CONNGUARD_TABLE, s).count(self.real) for s in hit_sets)
+            rec = recorded[cfg]
+            if cfg.startswith("cg-") and cfg not in self.rev_labels:
+                return f"conntrack entries {ct}"
+            buckets = sum(self.nft("list", "set", *CONNGUARD_TABLE, s).count(self.real) for s in rec["remote_sets"])
+            refused = sum(self.nft("list", "set", *CONNGUARD_TABLE, s).count(self.real) for s in rec["hit_sets"])
             return (f"conntrack entries {ct}, per-remote bucket for {self.real}: {'yes' if buckets else 'NO'}, "
                     f"ports with refusals: {refused}")
 
@@ -373,7 +540,8 @@ class Bench:
         try:
             if server.stdout.readline().strip() != "ready":
                 raise RuntimeError("server in the VM did not start")
-            configs = ["none", "conntrack", "connguard", "linear"] + [c for c in variants if c != "connguard"]
+            configs = (["none", "conntrack"] + self.rev_labels + ["connguard"] + ([] if a.skip_linear else ["linear"])
+                       + [c for c in states if c != "connguard"])
             runs: dict[str, list[dict]] = {c: [] for c in configs}
             progress(f"throughput: {a.rounds} rounds x {configs}, {a.duration:g} s each after "
                      f"{a.warmup:g} s warm-up; {a.conn_procs} connector + {a.server_procs} server processes")
@@ -398,6 +566,7 @@ class Bench:
                     progress(f"  round {rnd} {cfg:9s} {res['rate']:9,.0f} conn/s  failures: {errs}; "
                              f"cpu idle {res['idle']:.0%}" + (f"; {res['check']}" if res["check"] else ""))
             self.clear_tables()
+            set_sysctls({})
         finally:
             if server.stdin:
                 server.stdin.close()
@@ -636,22 +805,46 @@ class Bench:
             for c in [c for c in runs if c != "none"]:
                 print(f"- {c}/none: ratio of medians {med[c] / med['none']:.3f}; per round "
                       + ", ".join(f"{x:.3f}" for x in rr[c]) + f" (median {median(rr[c]):.3f})")
-            cg_ct = [runs["connguard"][i]["rate"] / runs["conntrack"][i]["rate"] for i in range(len(rr["none"]))]
-            print(f"- connguard/conntrack (rules alone): ratio of medians {med['connguard'] / med['conntrack']:.3f}; "
-                  f"per round " + ", ".join(f"{x:.3f}" for x in cg_ct))
+            n = len(rr["none"])
+
+            def pair(x: str, y: str) -> list[float]:
+                return [runs[x][i]["rate"] / runs[y][i]["rate"] for i in range(n)]
+
+            def line(x: str, y: str, what: str = "") -> str:
+                pr = pair(x, y)
+                return (f"- {x}/{y}{what}: ratio of medians {med[x] / med[y]:.3f}; per round "
+                        + ", ".join(f"{v:.3f}" for v in pr) + f" (median {median(pr):.3f})")
+
+            for c in [c for c in runs if c.startswith("cg") or c == "connguard"]:
+                print(line(c, "conntrack", " (rules alone)" if c == "connguard" else ""))
+            for label, commit, _ in self.revs:
+                print(line("connguard", label, f" (after/before; before = {commit[:12]}, after = working tree "
+                                               f"{tree_description()})"))
             rows += [
                 ("new conn/s, no ruleset", f"{med['none']:,.0f}", "", ""),
                 ("new conn/s, conntrack only", f"{med['conntrack']:,.0f}", "", ""),
                 (f"new conn/s, connguard {a.ports} ports", f"{med['connguard']:,.0f}", "", ""),
-                (f"new conn/s, linear {a.ports} rules", f"{med['linear']:,.0f}", "", ""),
+            ]
+            if "linear" in runs:
+                rows.append((f"new conn/s, linear {a.ports} rules", f"{med['linear']:,.0f}", "", ""))
+            rows += [
                 ("connguard / none (ratio of medians; median of per-round ratios)",
                  f"{med['connguard'] / med['none']:.3f}; {median(rr['connguard']):.3f}", ">= 0.95",
                  verdict(med['connguard'] / med['none'] >= 0.95)),
-                ("connguard / conntrack only", f"{med['connguard'] / med['conntrack']:.3f}", "", ""),
+                ("connguard / conntrack only (ratio of medians; median of per-round ratios)",
+                 f"{med['connguard'] / med['conntrack']:.3f}; {median(pair('connguard', 'conntrack')):.3f}", ">= 0.95",
+                 verdict(median(pair('connguard', 'conntrack')) >= 0.95)),
                 ("conntrack only / none", f"{med['conntrack'] / med['none']:.3f}", "", ""),
-                ("linear / none", f"{med['linear'] / med['none']:.3f}; {median(rr['linear']):.3f}", "", ""),
             ]
-            rows += [(f"{c} / none", f"{med[c] / med['none']:.3f}", "", "") for c in runs if c.startswith("cg-")]
+            if "linear" in runs:
+                rows.append(("linear / none", f"{med['linear'] / med['none']:.3f}; {median(rr['linear']):.3f}", "", ""))
+            for label, commit, _ in self.revs:
+                rows += [(f"{label} ({commit[:12]}) / conntrack only",
+                          f"{med[label] / med['conntrack']:.3f}; {median(pair(label, 'conntrack')):.3f}", "", ""),
+                         (f"connguard (working tree) / {label}",
+                          f"{med['connguard'] / med[label]:.3f}; {median(pair('connguard', label)):.3f}", "", "")]
+            rows += [(f"{c} / none", f"{med[c] / med['none']:.3f}", "", "") for c in runs
+                     if c.startswith("cg-") and c not in self.rev_labels]
 
         if "apply" in R:
             ap = R["apply"]
@@ -746,6 +939,10 @@ def main() -> None:
     c.add_argument("--procs", type=int, default=2)
     c.add_argument("--duration", type=float, required=True)
     c.add_argument("--warmup", type=float, default=0.5)
+    k = sub.add_parser("_compile", help=argparse.SUPPRESS)
+    k.add_argument("--state", required=True)
+    k.add_argument("--netns", required=True)
+    k.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds (about a minute)")
     ap.add_argument("--ports", type=int, default=10_000)
     ap.add_argument("--bans", type=int, default=100_000)
@@ -759,6 +956,11 @@ def main() -> None:
     ap.add_argument("--check-every-round", action="store_true")
     ap.add_argument("--breakdown", action="store_true",
                     help="also run connguard with the real port's policy cut down (dispatch only; no ct count)")
+    ap.add_argument("--compare-rev", action="append", metavar="REV",
+                    help="also run the state compiled and applied by git revision REV (e.g. main), interleaved "
+                         "with the working tree's; repeatable. Implies --skip-linear")
+    ap.add_argument("--throughput-only", action="store_true", help="only part 1 (same as --skip-apply --skip-bans)")
+    ap.add_argument("--skip-linear", action="store_true", help="leave out the iptables-style reference")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-apply", action="store_true")
     ap.add_argument("--skip-bans", action="store_true")
@@ -767,6 +969,12 @@ def main() -> None:
         return run_server(args.port, args.workers)
     if args.cmd == "_connect":
         return run_connector(args.target, args.port, args.procs, args.duration, args.warmup)
+    if args.cmd == "_compile":
+        return run_compile(args.state, args.netns, args.out)
+    if args.throughput_only:
+        args.skip_apply = args.skip_bans = True
+    if args.compare_rev:
+        args.skip_linear = True
     q = args.quick
     args.rounds = args.rounds or (2 if q else 5)
     args.duration = args.duration or (2.0 if q else 6.0)
