@@ -72,6 +72,10 @@ CT_TABLE = "cgctonly"
 HIGH_RATE = 1_000_000          # model maximum: nothing is refused at the rates reached here
 HIGH_CONNECTIONS = 10_000_000
 CONNECT_TIMEOUT = 0.25         # a lost SYN stalls one connector process this long (not 1 s)
+HOLD_PORT = 81                 # --hold's idle connections (same VM, same tap: the same per-port count)
+PERF_FREQ = 1999               # --perf sampling rate (Hz)
+# --perf: kernel functions whose inclusive time is reported per connection
+PERF_SYMBOLS = ("nft_do_chain_inet", "nf_conncount_add_skb", "nft_dynset_eval", "nft_lookup_eval", "nf_conntrack_in")
 
 
 def progress(msg: str) -> None:
@@ -124,7 +128,7 @@ def run_connector(target: str, port: int, procs: int, duration: float, warmup: f
         r, w = os.pipe()
         if os.fork() == 0:
             os.close(r)
-            ok, errs, lost = 0, {}, 0.0
+            ok, errs, lost, every = 0, {}, 0.0, 0
             begin, end = t_start + warmup, t_start + warmup + duration
             while time.monotonic() < t_start:
                 time.sleep(0.001)
@@ -141,12 +145,13 @@ def run_connector(target: str, port: int, procs: int, duration: float, warmup: f
                 try:
                     s.connect((target, port))
                     ok += 1
+                    every += 1
                 except OSError as exc:
                     lost += time.monotonic() - now
                     name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
                     errs[name] = errs.get(name, 0) + 1
                 s.close()
-            os.write(w, json.dumps([ok, errs, lost]).encode())
+            os.write(w, json.dumps([ok, errs, lost, every]).encode())
             os._exit(0)
         os.close(w)
         pipes.append(r)
@@ -159,12 +164,93 @@ def run_connector(target: str, port: int, procs: int, duration: float, warmup: f
     for _ in pipes:
         os.wait()
     errs: dict[str, int] = {}
-    for _, e, _ in parts:
+    for _, e, _, _ in parts:
         for k, v in e.items():
             errs[k] = errs.get(k, 0) + v
     ok = sum(p[0] for p in parts)
-    print(json.dumps({"ok": ok, "errors": errs, "lost": sum(p[2] for p in parts), "duration": duration,
+    print(json.dumps({"ok": ok, "ok_with_warmup": sum(p[3] for p in parts), "errors": errs, "lost": sum(p[2] for p in parts), "duration": duration,
                       "rate": ok / duration}))
+
+
+def _more_files(n: int) -> None:
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, n + 64))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def run_keeper(port: int, n: int) -> None:
+    """``--hold``'s server: accept every connection and keep it open until the client resets it
+    (then close our end), until stdin closes."""
+    import selectors
+
+    _more_files(2 * n)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(4096)
+    sel = selectors.DefaultSelector()
+    sel.register(s, selectors.EVENT_READ)
+    sel.register(sys.stdin, selectors.EVENT_READ)
+    print("ready", flush=True)
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj is s:
+                c, _ = s.accept()
+                sel.register(c, selectors.EVENT_READ)
+            elif key.fileobj is sys.stdin:
+                if not sys.stdin.readline():
+                    return
+            else:
+                try:
+                    gone = not key.fileobj.recv(4096)
+                except OSError:
+                    gone = True
+                if gone:
+                    sel.unregister(key.fileobj)
+                    key.fileobj.close()
+
+
+def run_holder(target: str, port: int, n: int) -> None:
+    """``--hold``'s client: open ``n`` connections, report how many, keep them until stdin
+    closes, then reset them (SO_LINGER 0)."""
+    _more_files(n)
+    linger = struct.pack("ii", 1, 0)
+    held = []
+    for _ in range(n):
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        c.settimeout(2)
+        try:
+            c.connect((target, port))
+            held.append(c)
+        except OSError:
+            c.close()
+    print(json.dumps({"held": len(held)}), flush=True)
+    sys.stdin.read()
+    for c in held:
+        c.close()
+
+
+def perf_costs(data: str, conns: float) -> dict[str, float]:
+    """Inclusive CPU time (ns per connection) of PERF_SYMBOLS in a ``perf record -g`` of the
+    connector's process tree. The host forwards the client's packets in the sender's context
+    (veth: the softirq runs when the connector's send enables bottom halves), so this is what the
+    host's ruleset costs on the client's SYN, ACK and RST; the VM's SYN-ACK runs in the server's
+    context and is not in it. CPU time, not wall time: other load on the machine slows the run
+    but does not change these figures much."""
+    rep = subprocess.run(["perf", "report", "-i", data, "--children", "--sort", "sym", "-q", "-n", "-g", "none"],
+                         capture_output=True, text=True).stdout
+    comms = subprocess.run(["perf", "report", "-i", data, "--stdio", "-q", "--sort", "comm", "-n", "-g", "none"],
+                           capture_output=True, text=True).stdout
+    total = sum(int(f[2]) for f in (ln.split() for ln in comms.splitlines()) if len(f) > 2 and f[2].isdigit())
+    out = {s: 0.0 for s in PERF_SYMBOLS}
+    for ln in rep.splitlines():
+        f = ln.split()
+        if len(f) >= 5 and f[4] in out and f[0].endswith("%"):
+            out[f[4]] = float(f[0][:-1]) / 100 * total
+    per = 1e9 / PERF_FREQ / max(conns, 1.0)
+    return {"total": total * per, **{k: v * per for k, v in out.items()}}
 
 
 # ============================================================================ lab-side helpers
@@ -492,6 +578,21 @@ class Bench:
                 if not rec["module"].startswith(src):
                     raise RuntimeError(f"{label}: imported {rec['module']}, not the export in {src}")
                 record(label, rec)
+        if a.breakdown:
+            # the full connguard ruleset without the forward chain's ban check (which every packet,
+            # established ones included, passes before `ct state established accept`)
+            base = recorded["connguard"]
+
+            def kept(cmd: dict) -> bool:
+                rule = cmd.get("add", {}).get("rule")
+                return not (rule and rule.get("chain") == "forward" and rule.get("comment") == "bans")
+
+            batches = [{**b, "nftables": [c for c in b["nftables"] if kept(c)]} for b in base["batches"]]
+            dropped = base["commands"] - sum(len(b["nftables"]) for b in batches)
+            if dropped == 1:
+                recorded["cg-no-bans"] = {**base, "batches": batches, "commands": base["commands"] - 1}
+            else:
+                progress(f"  cg-no-bans left out: {dropped} forward-chain rules with comment 'bans', expected 1")
         self.clear_tables()
         current = dict(baseline)
 
@@ -537,11 +638,20 @@ class Bench:
         server = subprocess.Popen(["ip", "netns", "exec", vm.netns, sys.executable, os.path.abspath(__file__),
                                    "_serve", "--port", "80", "--workers", str(a.server_procs)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        keeper = None
+        perf_tmp = tempfile.TemporaryDirectory(prefix="cgbench-perf-")
+        perf_dir = perf_tmp.name
         try:
             if server.stdout.readline().strip() != "ready":
                 raise RuntimeError("server in the VM did not start")
+            if a.hold:
+                keeper = subprocess.Popen(["ip", "netns", "exec", vm.netns, sys.executable, os.path.abspath(__file__),
+                                           "_keep", "--port", str(HOLD_PORT), "--n", str(a.hold)],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                if keeper.stdout.readline().strip() != "ready":
+                    raise RuntimeError("keeper in the VM did not start")
             configs = (["none", "conntrack"] + self.rev_labels + ["connguard"] + ([] if a.skip_linear else ["linear"])
-                       + [c for c in states if c != "connguard"])
+                       + [c for c in recorded if c != "connguard" and c not in self.rev_labels])
             runs: dict[str, list[dict]] = {c: [] for c in configs}
             progress(f"throughput: {a.rounds} rounds x {configs}, {a.duration:g} s each after "
                      f"{a.warmup:g} s warm-up; {a.conn_procs} connector + {a.server_procs} server processes")
@@ -550,12 +660,35 @@ class Bench:
                     t = time.perf_counter()
                     setup(cfg)
                     setup_s = time.perf_counter() - t
+                    holder, held = None, 0
+                    if a.hold:   # idle connections to the same port, opened once the ruleset is in
+                        holder = subprocess.Popen(["ip", "netns", "exec", cl.netns, sys.executable,
+                                                   os.path.abspath(__file__), "_hold", "--target", vm.ipv4,
+                                                   "--port", str(HOLD_PORT), "--n", str(a.hold)],
+                                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                        held = json.loads(holder.stdout.readline())["held"]
+                    argv = [sys.executable, os.path.abspath(__file__), "_connect",
+                            "--target", vm.ipv4, "--port", "80", "--procs", str(a.conn_procs),
+                            "--duration", str(a.duration), "--warmup", str(a.warmup)]
                     idle0, tot0 = cpu_times()
-                    out = ns_run(cl.netns, [sys.executable, os.path.abspath(__file__), "_connect",
-                                            "--target", vm.ipv4, "--port", "80", "--procs", str(a.conn_procs),
-                                            "--duration", str(a.duration), "--warmup", str(a.warmup)])
+                    if a.perf:
+                        data = os.path.join(perf_dir, "perf.data")
+                        p = subprocess.run(["perf", "record", "-q", "-F", str(PERF_FREQ), "-g", "-o", data, "--",
+                                            "ip", "netns", "exec", cl.netns, *argv],
+                                           capture_output=True, text=True, timeout=300)
+                        if p.returncode != 0:
+                            raise RuntimeError(f"perf record: {p.stderr.strip()[-500:]}")
+                        out = p.stdout
+                    else:
+                        out = ns_run(cl.netns, argv)
                     idle1, tot1 = cpu_times()
+                    if holder is not None:
+                        holder.stdin.close()
+                        holder.wait(timeout=60)
                     res = json.loads(out.strip().splitlines()[-1])
+                    res["held"] = held
+                    if a.perf:
+                        res["perf"] = perf_costs(data, res["ok_with_warmup"])
                     res["idle"] = (idle1 - idle0) / max(1, tot1 - tot0)
                     res["setup"] = setup_s
                     res["check"] = check(cfg) if rnd == 1 or a.check_every_round else ""
@@ -564,12 +697,18 @@ class Bench:
                     if res["lost"]:
                         errs += f" ({res['lost']:.2f} process-s spent on them)"
                     progress(f"  round {rnd} {cfg:9s} {res['rate']:9,.0f} conn/s  failures: {errs}; "
-                             f"cpu idle {res['idle']:.0%}" + (f"; {res['check']}" if res["check"] else ""))
+                             f"cpu idle {res['idle']:.0%}"
+                             + (f"; {held} connections held" if a.hold else "")
+                             + (f"; nft {res['perf']['nft_do_chain_inet']:.0f} ns/conn" if a.perf else "") + (f"; {res['check']}" if res["check"] else ""))
             self.clear_tables()
             set_sysctls({})
         finally:
-            if server.stdin:
-                server.stdin.close()
+            perf_tmp.cleanup()
+            for proc in (server, keeper):
+                if proc is not None and proc.stdin:
+                    proc.stdin.close()
+            if keeper is not None:
+                keeper.wait(timeout=10)
             try:
                 server.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -795,6 +934,19 @@ class Bench:
             fails = {c: sum(sum(x["errors"].values()) for x in v) for c, v in runs.items()}
             print("| failed connects | " + " | ".join(str(fails[c]) for c in runs) + " |")
             print("| cpu idle (median) | " + " | ".join(f"{median([x['idle'] for x in runs[c]]):.0%}" for c in runs) + " |")
+            if a.hold:
+                print(f"| idle connections held to port {HOLD_PORT} (min) | "
+                      + " | ".join(str(min(x["held"] for x in runs[c])) for c in runs) + " |")
+            if a.perf:
+                print()
+                print("Kernel CPU time per connection in the connector's process tree (perf record -g, inclusive, "
+                      "median over rounds, ns; `total` is everything: the client's python, its syscalls and the "
+                      "host's forward path of its packets):")
+                print()
+                print("| ns / connection | " + " | ".join(runs) + " |")
+                print("|---" * (len(runs) + 1) + "|")
+                for sym in ("total", *PERF_SYMBOLS):
+                    print(f"| {sym} | " + " | ".join(f"{median([x['perf'][sym] for x in runs[c]]):,.0f}" for c in runs) + " |")
             print()
             for c in runs:
                 if runs[c][0]["check"]:
@@ -939,6 +1091,13 @@ def main() -> None:
     c.add_argument("--procs", type=int, default=2)
     c.add_argument("--duration", type=float, required=True)
     c.add_argument("--warmup", type=float, default=0.5)
+    h = sub.add_parser("_hold", help=argparse.SUPPRESS)
+    h.add_argument("--target", required=True)
+    h.add_argument("--port", type=int, required=True)
+    h.add_argument("--n", type=int, required=True)
+    kp = sub.add_parser("_keep", help=argparse.SUPPRESS)
+    kp.add_argument("--port", type=int, required=True)
+    kp.add_argument("--n", type=int, required=True)
     k = sub.add_parser("_compile", help=argparse.SUPPRESS)
     k.add_argument("--state", required=True)
     k.add_argument("--netns", required=True)
@@ -955,12 +1114,19 @@ def main() -> None:
     ap.add_argument("--restart-bans", type=int, default=1000, help="port bans present during the restart sync")
     ap.add_argument("--check-every-round", action="store_true")
     ap.add_argument("--breakdown", action="store_true",
-                    help="also run connguard with the real port's policy cut down (dispatch only; no ct count)")
+                    help="also run connguard with the real port's policy cut down (dispatch only; no ct count) "
+                         "and without the forward chain's ban check")
     ap.add_argument("--compare-rev", action="append", metavar="REV",
                     help="also run the state compiled and applied by git revision REV (e.g. main), interleaved "
                          "with the working tree's; repeatable. Implies --skip-linear")
     ap.add_argument("--throughput-only", action="store_true", help="only part 1 (same as --skip-apply --skip-bans)")
     ap.add_argument("--skip-linear", action="store_true", help="leave out the iptables-style reference")
+    ap.add_argument("--hold", type=int, default=0, metavar="N",
+                    help="during every throughput run keep N idle connections open to the real port "
+                         "(another service on it): what the length of the port's conntrack count costs")
+    ap.add_argument("--perf", action="store_true",
+                    help="perf-record the connector of every throughput run and report the kernel's CPU time per "
+                         "connection in nftables, the ct count, set updates and lookups (needs perf)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-apply", action="store_true")
     ap.add_argument("--skip-bans", action="store_true")
@@ -969,6 +1135,10 @@ def main() -> None:
         return run_server(args.port, args.workers)
     if args.cmd == "_connect":
         return run_connector(args.target, args.port, args.procs, args.duration, args.warmup)
+    if args.cmd == "_hold":
+        return run_holder(args.target, args.port, args.n)
+    if args.cmd == "_keep":
+        return run_keeper(args.port, args.n)
     if args.cmd == "_compile":
         return run_compile(args.state, args.netns, args.out)
     if args.throughput_only:
