@@ -69,6 +69,7 @@ T0 = time.monotonic()
 CONNGUARD_TABLE = ("inet", "connguard")
 LINEAR_TABLE = "cglinear"
 CT_TABLE = "cgctonly"
+FORMS_TABLE = "cgforms"
 HIGH_RATE = 1_000_000          # model maximum: nothing is refused at the rates reached here
 HIGH_CONNECTIONS = 10_000_000
 CONNECT_TIMEOUT = 0.25         # a lost SYN stalls one connector process this long (not 1 s)
@@ -322,6 +323,27 @@ CT_ONLY = (f"table inet {CT_TABLE} {{\n  chain forward {{\n    type filter hook 
            "policy accept;\n    ct state established,related accept\n  }\n}\n")
 
 
+# --cap-forms K: K copies of one formulation of a per-port count (each copy its own set, so each
+# copy does the full work) after `ct state established,related accept`, in a table of its own.
+# Per copy, what a formulation costs on a new connection; `set-ctcount` is what conn_limit.py
+# compiles, the others are the alternatives looked at (docs/benchmarks.md).
+CAP_FORMS = {
+    "set-ctcount": ("type ifname", "add @f{i} {{ oifname ct count over {n} }}"),
+    "oif-ctcount": ("type iface_index", "add @f{i} {{ meta oif ct count over {n} }}"),
+    "anon-ctcount": (None, "ct count over {n}"),
+    "set-limit": ("type ifname", "add @f{i} {{ oifname limit rate over 1000000/second burst 1000000 packets }}"),
+    "set-plain": ("type ifname", "update @f{i} {{ oifname }}"),
+}
+
+
+def cap_form_ruleset(form: str, k: int) -> str:
+    set_type, rule = CAP_FORMS[form]
+    sets = "".join(f"  set f{i} {{ {set_type}; size 65536; flags dynamic; }}\n" for i in range(k)) if set_type else ""
+    rules = "".join(f"    ct state new {rule.format(i=i, n=HIGH_CONNECTIONS)}\n" for i in range(k))
+    return (f"table inet {FORMS_TABLE} {{\n{sets}  chain forward {{\n    type filter hook forward priority -10; "
+            f"policy accept;\n    ct state established,related accept\n{rules}  }}\n}}\n")
+
+
 class TimedExecutor:
     """Wraps NftCli and records how long each nft call took (json.dumps + nft process + kernel)."""
 
@@ -546,6 +568,7 @@ class Bench:
                 web = {**WEB, "rules": [r for r in WEB["rules"] if r["type"] in keep]}
                 states[cfg] = state_dict(self.names, self.real, self.real_ips, web=web)
         linear = linear_ruleset(self.names)
+        forms = {f"form-{f}": cap_form_ruleset(f, a.cap_forms) for f in CAP_FORMS} if a.cap_forms else {}
         baseline: dict[str, str] = {}     # sysctl -> value before any configuration touched it
         recorded: dict[str, dict] = {}
 
@@ -614,6 +637,8 @@ class Bench:
                     cli.batch(payload)
             elif cfg == "linear":
                 self.nft("-f", "-", stdin=linear)
+            elif cfg in forms:
+                self.nft("-f", "-", stdin=forms[cfg])
             lab.conntrack_flush()
 
         def check(cfg: str) -> str:
@@ -621,7 +646,7 @@ class Bench:
             ct = lab.conntrack_count()
             if cfg == "none":
                 return f"no tables, conntrack entries {ct}"
-            if cfg == "conntrack":
+            if cfg == "conntrack" or cfg in forms:
                 return f"conntrack entries {ct}"
             if cfg == "linear":
                 out = self.nft("list", "chain", "inet", LINEAR_TABLE, f"p{self.names.index(self.real)}")
@@ -651,7 +676,7 @@ class Bench:
                 if keeper.stdout.readline().strip() != "ready":
                     raise RuntimeError("keeper in the VM did not start")
             configs = (["none", "conntrack"] + self.rev_labels + ["connguard"] + ([] if a.skip_linear else ["linear"])
-                       + [c for c in recorded if c != "connguard" and c not in self.rev_labels])
+                       + [c for c in recorded if c != "connguard" and c not in self.rev_labels] + list(forms))
             runs: dict[str, list[dict]] = {c: [] for c in configs}
             progress(f"throughput: {a.rounds} rounds x {configs}, {a.duration:g} s each after "
                      f"{a.warmup:g} s warm-up; {a.conn_procs} connector + {a.server_procs} server processes")
@@ -947,6 +972,14 @@ class Bench:
                 print("|---" * (len(runs) + 1) + "|")
                 for sym in ("total", *PERF_SYMBOLS):
                     print(f"| {sym} | " + " | ".join(f"{median([x['perf'][sym] for x in runs[c]]):,.0f}" for c in runs) + " |")
+                forms = [c for c in runs if c.startswith("form-")]
+                if forms:
+                    base = median([x["perf"]["nft_do_chain_inet"] for x in runs["conntrack"]])
+                    print()
+                    print(f"- per copy of each --cap-forms formulation ({a.cap_forms} copies; nftables time above "
+                          "conntrack only, divided by the copies): "
+                          + "; ".join(f"{c[5:]} {(median([x['perf']['nft_do_chain_inet'] for x in runs[c]]) - base) / a.cap_forms:,.0f} ns"
+                                      for c in forms))
             print()
             for c in runs:
                 if runs[c][0]["check"]:
@@ -1127,6 +1160,10 @@ def main() -> None:
     ap.add_argument("--perf", action="store_true",
                     help="perf-record the connector of every throughput run and report the kernel's CPU time per "
                          "connection in nftables, the ct count, set updates and lookups (needs perf)")
+    ap.add_argument("--cap-forms", type=int, default=0, metavar="K",
+                    help="also run K copies of each formulation of a per-port count (ct count in a set keyed by "
+                         "ifname or by ifindex, anonymous ct count, a set with a limit, a plain set update); "
+                         "with --perf, what one costs")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-apply", action="store_true")
     ap.add_argument("--skip-bans", action="store_true")
