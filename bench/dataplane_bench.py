@@ -1005,6 +1005,11 @@ class Bench:
             for label, commit, _ in self.revs:
                 print(line("connguard", label, f" (after/before; before = {commit[:12]}, after = working tree "
                                                f"{tree_description()})"))
+                if a.perf:
+                    nft = {c: median([x["perf"]["nft_do_chain_inet"] for x in runs[c]]) for c in ("connguard", label, "conntrack")}
+                    print(f"- nftables CPU per connection (--perf, medians): {label} {nft[label]:,.0f} ns, connguard "
+                          f"{nft['connguard']:,.0f} ns (after - before {nft['connguard'] - nft[label]:+,.0f} ns; "
+                          f"conntrack only {nft['conntrack']:,.0f} ns)")
             rows += [
                 ("new conn/s, no ruleset", f"{med['none']:,.0f}", "", ""),
                 ("new conn/s, conntrack only", f"{med['conntrack']:,.0f}", "", ""),
