@@ -3,6 +3,7 @@
 
     python bench/dataplane_bench.py            # full run, about 4-5 minutes
     python bench/dataplane_bench.py --quick    # about a minute, fewer and shorter rounds
+    python bench/dataplane_bench.py --compare-rev main --throughput-only   # before/after, ~3 minutes
 
 Needs root, nft, iproute2, conntrack. Everything happens inside one connguard lab
 (``Lab.up(vms=1, clients=1, sources=0)``): the root namespace's ruleset and interfaces are never
@@ -26,6 +27,15 @@ touched, and the lab is removed on exit, also on failure or Ctrl-C.
      ``oifname "tapX" jump pN`` rule per port (10,000), each port chain holding a counter and
      two ``ct state new limit rate over ... drop`` rules. The real tap is rule 5,001.
 
+   - ``cg-REV`` (``--compare-rev REV``, repeatable): the same 10,000-port state compiled and
+     applied by the compiler and applier of git revision REV (its ``src`` exported with
+     ``git archive`` into a temporary directory and run in a subprocess whose PYTHONPATH points
+     there), next to ``connguard`` from the working tree, in the same rounds: the report adds
+     connguard-before / conntrack, connguard-after / conntrack and after / before, per round.
+     Every connguard configuration is applied once by its own Applier while its batches are
+     recorded, and replayed verbatim (with the sysctls it set) before each of its runs, so a
+     revision's applier may differ from the working tree's.
+
    The lab host's ``nf_conntrack_tcp_timeout_close`` is set to 1 s (reset connections would
    otherwise stay 10 s and fill the conntrack table at these rates) and conntrack is flushed
    before every run.
@@ -42,25 +52,25 @@ Nothing here asserts a time: the script prints raw figures and ratios measured s
 from __future__ import annotations
 
 import argparse
-import errno
 import ipaddress
 import json
 import os
-import signal
-import socket
 import statistics
-import struct
 import subprocess
 import sys
+import tempfile
 import time
+
+from dataplane_configs import (CAP_FORMS, HIGH_CONNECTIONS, PERF_FREQ, PERF_SYMBOLS, cap_form_ruleset,
+                               compile_and_record, export_rev, ns_run, perf_costs, run_compile, tree_description)
+from dataplane_traffic import run_connector, run_holder, run_keeper, run_server
 
 T0 = time.monotonic()
 CONNGUARD_TABLE = ("inet", "connguard")
 LINEAR_TABLE = "cglinear"
 CT_TABLE = "cgctonly"
 HIGH_RATE = 1_000_000          # model maximum: nothing is refused at the rates reached here
-HIGH_CONNECTIONS = 10_000_000
-CONNECT_TIMEOUT = 0.25         # a lost SYN stalls one connector process this long (not 1 s)
+HOLD_PORT = 81                 # --hold's idle connections (same VM, same tap: the same per-port count)
 
 
 def progress(msg: str) -> None:
@@ -71,100 +81,7 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-# ============================================================================ traffic helpers
-# These two run inside lab namespaces (``ip netns exec NS python this_file _serve|_connect``)
-# and import nothing from connguard, so they start fast.
-
-def run_server(port: int, workers: int) -> None:
-    """Accept and close, in ``workers`` processes sharing one listening socket."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
-    s.listen(4096)
-    kids = []
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            while True:
-                try:
-                    c, _ = s.accept()
-                    c.close()
-                except OSError:
-                    pass
-        kids.append(pid)
-    print("ready", flush=True)
-    try:
-        sys.stdin.read()   # until the parent closes our stdin
-    finally:
-        for k in kids:
-            os.kill(k, signal.SIGKILL)
-        for _ in kids:
-            os.wait()
-
-
-def run_connector(target: str, port: int, procs: int, duration: float, warmup: float) -> None:
-    """Closed loop: each process connects and resets as fast as it can; prints one JSON line
-    with connections completed (and failures by errno) within the measured window."""
-    linger = struct.pack("ii", 1, 0)
-    t_start = time.monotonic() + 0.3
-    pipes = []
-    for _ in range(procs):
-        r, w = os.pipe()
-        if os.fork() == 0:
-            os.close(r)
-            ok, errs, lost = 0, {}, 0.0
-            begin, end = t_start + warmup, t_start + warmup + duration
-            while time.monotonic() < t_start:
-                time.sleep(0.001)
-            counting = False
-            while True:
-                now = time.monotonic()
-                if now >= end:
-                    break
-                if not counting and now >= begin:
-                    counting, ok, errs, lost = True, 0, {}, 0.0
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-                s.settimeout(CONNECT_TIMEOUT)
-                try:
-                    s.connect((target, port))
-                    ok += 1
-                except OSError as exc:
-                    lost += time.monotonic() - now
-                    name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
-                    errs[name] = errs.get(name, 0) + 1
-                s.close()
-            os.write(w, json.dumps([ok, errs, lost]).encode())
-            os._exit(0)
-        os.close(w)
-        pipes.append(r)
-    parts = []
-    for r in pipes:
-        data = b""
-        while chunk := os.read(r, 65536):
-            data += chunk
-        parts.append(json.loads(data))
-    for _ in pipes:
-        os.wait()
-    errs: dict[str, int] = {}
-    for _, e, _ in parts:
-        for k, v in e.items():
-            errs[k] = errs.get(k, 0) + v
-    ok = sum(p[0] for p in parts)
-    print(json.dumps({"ok": ok, "errors": errs, "lost": sum(p[2] for p in parts), "duration": duration,
-                      "rate": ok / duration}))
-
-
 # ============================================================================ lab-side helpers
-
-def ns_run(netns: str, argv: list[str], stdin: str | None = None, check: bool = True) -> str:
-    p = subprocess.run(["ip", "netns", "exec", netns, *argv], input=stdin, capture_output=True,
-                       text=True, timeout=300)
-    if check and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:4])}... in {netns}: {(p.stderr or p.stdout).strip()[:500]}")
-    return p.stdout
-
 
 def cpu_times() -> tuple[int, int]:
     with open("/proc/stat") as fh:
@@ -297,10 +214,26 @@ class Bench:
         return rs, t1 - t0, t2 - t1
 
     def run(self) -> None:
+        a = self.a
+        self.revs: list[tuple[str, str, str]] = []   # (label, commit, exported src directory)
+        self.rev_labels: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="cgbench-rev-") as tmp:
+            for i, rev in enumerate(a.compare_rev or ()):
+                dest = os.path.join(tmp, str(i))
+                os.mkdir(dest)
+                commit = export_rev(rev, dest)
+                label = f"cg-{rev}"
+                self.revs.append((label, commit, os.path.join(dest, "src")))
+                self.rev_labels.append(label)
+                progress(f"{label}: src of {rev} = {commit[:12]} exported to {dest}")
+            self._run()
+
+    def _run(self) -> None:
         from connguard.lab import Lab
 
         a = self.a
-        progress(f"building lab (1 VM, 1 client); {a.ports} ports; mode {'quick' if a.quick else 'full'}")
+        progress(f"building lab (1 VM, 1 client); {a.ports} ports; mode {'quick' if a.quick else 'full'}; "
+                 f"working tree {tree_description()}")
         self.lab = Lab.up(vms=1, clients=1, sources=0)
         try:
             vm = self.lab.vms[0]
@@ -327,26 +260,86 @@ class Bench:
         a, lab = self.a, self.lab
         vm, cl = lab.vms[0], lab.clients[0]
         ns_run(lab.host, ["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_tcp_timeout_close=1"])
-        rs, _, _ = self.compile(state_dict(self.names, self.real, self.real_ips))
-        variants = {"connguard": rs}
+        sd = state_dict(self.names, self.real, self.real_ips)
+        states = {"connguard": sd}
         if a.breakdown:
             # the same 10,000 ports with the real port's policy cut down, to see which rule costs what
             for cfg, keep in (("cg-dispatch", {"brute_force"}),
                               ("cg-no-ctcount", {"brute_force", "connection_rate_limit"})):
                 web = {**WEB, "rules": [r for r in WEB["rules"] if r["type"] in keep]}
-                variants[cfg] = self.compile(state_dict(self.names, self.real, self.real_ips, web=web))[0]
+                states[cfg] = state_dict(self.names, self.real, self.real_ips, web=web)
         linear = linear_ruleset(self.names)
-        hit_sets = sorted(rs.hit_sets)
-        remote_sets = [s.name for s in rs.sets if s.type == ("ifname", "ipv4_addr") and s.name.startswith("r")]
+        forms = {f"form-{f}": cap_form_ruleset(f, a.cap_forms) for f in CAP_FORMS} if a.cap_forms else {}
+        baseline: dict[str, str] = {}     # sysctl -> value before any configuration touched it
+        recorded: dict[str, dict] = {}
+
+        def record(cfg: str, rec: dict) -> None:
+            for k, v in rec["sysctls_before"].items():
+                baseline.setdefault(k, v)
+            for k in rec["sysctls"]:      # leave the namespace as it was for the next recording
+                ns_run(lab.host, ["sysctl", "-q", "-w", f"{k}={baseline[k]}"])
+            recorded[cfg] = rec
+            progress(f"  {cfg}: {rec['commands']} commands in {len(rec['batches'])} batch(es), compile_host "
+                     f"{rec['compile_s'] * 1e3:.0f} ms, sysctls {rec['sysctls'] or 'none'} ({rec['module']})")
+
+        progress("compiling and recording the connguard configurations")
+        for cfg, st in states.items():   # the working tree, in this process
+            self.clear_tables()
+            record(cfg, compile_and_record(st, lab.host))
+        with tempfile.TemporaryDirectory(prefix="cgbench-") as tmp:
+            with open(os.path.join(tmp, "state.json"), "w") as fh:
+                json.dump(sd, fh)
+            for label, commit, src in self.revs:   # other revisions, each in its own interpreter
+                self.clear_tables()
+                out = os.path.join(tmp, f"{len(recorded)}.json")
+                p = subprocess.run([sys.executable, os.path.abspath(__file__), "_compile", "--state",
+                                    os.path.join(tmp, "state.json"), "--netns", lab.host, "--out", out],
+                                   env={**os.environ, "PYTHONPATH": src}, capture_output=True, text=True, timeout=300)
+                if p.returncode != 0:
+                    raise RuntimeError(f"compiling with {label} ({commit[:12]}) failed:\n{p.stderr.strip()[-2000:]}")
+                with open(out) as fh:
+                    rec = json.load(fh)
+                if not rec["module"].startswith(src):
+                    raise RuntimeError(f"{label}: imported {rec['module']}, not the export in {src}")
+                record(label, rec)
+        if a.breakdown:
+            # the full connguard ruleset without the forward chain's ban check (which every packet,
+            # established ones included, passes before `ct state established accept`)
+            base = recorded["connguard"]
+
+            def kept(cmd: dict) -> bool:
+                rule = cmd.get("add", {}).get("rule")
+                return not (rule and rule.get("chain") == "forward" and rule.get("comment") == "bans")
+
+            batches = [{**b, "nftables": [c for c in b["nftables"] if kept(c)]} for b in base["batches"]]
+            dropped = base["commands"] - sum(len(b["nftables"]) for b in batches)
+            if dropped == 1:
+                recorded["cg-no-bans"] = {**base, "batches": batches, "commands": base["commands"] - 1}
+            else:
+                progress(f"  cg-no-bans left out: {dropped} forward-chain rules with comment 'bans', expected 1")
+        self.clear_tables()
+        current = dict(baseline)
+
+        def set_sysctls(want: dict[str, str]) -> None:
+            for k, v in {**baseline, **want}.items():
+                if current.get(k) != v:
+                    ns_run(lab.host, ["sysctl", "-q", "-w", f"{k}={v}"])
+                    current[k] = v
+
+        cli = NftCli(lab.host)
 
         def setup(cfg: str) -> None:
             self.clear_tables()
+            set_sysctls(recorded[cfg]["sysctls"] if cfg in recorded else {})
             if cfg == "conntrack":
                 self.nft("-f", "-", stdin=CT_ONLY)
-            elif cfg in variants:
-                Applier(NftCli(lab.host)).apply(variants[cfg])
+            elif cfg in recorded:
+                for payload in recorded[cfg]["batches"]:
+                    cli.batch(payload)
             elif cfg == "linear":
                 self.nft("-f", "-", stdin=linear)
+            elif cfg in forms:
+                self.nft("-f", "-", stdin=forms[cfg])
             lab.conntrack_flush()
 
         def check(cfg: str) -> str:
@@ -354,26 +347,37 @@ class Bench:
             ct = lab.conntrack_count()
             if cfg == "none":
                 return f"no tables, conntrack entries {ct}"
-            if cfg == "conntrack":
+            if cfg == "conntrack" or cfg in forms:
                 return f"conntrack entries {ct}"
-            if cfg != "connguard":
-                if cfg != "linear":
-                    return f"conntrack entries {ct}"
+            if cfg == "linear":
                 out = self.nft("list", "chain", "inet", LINEAR_TABLE, f"p{self.names.index(self.real)}")
                 pk = out.split("counter packets", 1)[1].split()[0]
                 return f"conntrack entries {ct}, {self.real} chain counter {pk} packets"
-            buckets = sum(self.nft("list", "set", *CONNGUARD_TABLE, s).count(self.real) for s in remote_sets)
-            refused = sum(self.nft("list", "set", *CONNGUARD_TABLE, s).count(self.real) for s in hit_sets)
+            rec = recorded[cfg]
+            if cfg.startswith("cg-") and cfg not in self.rev_labels:
+                return f"conntrack entries {ct}"
+            buckets = sum(self.nft("list", "set", *CONNGUARD_TABLE, s).count(self.real) for s in rec["remote_sets"])
+            refused = sum(self.nft("list", "set", *CONNGUARD_TABLE, s).count(self.real) for s in rec["hit_sets"])
             return (f"conntrack entries {ct}, per-remote bucket for {self.real}: {'yes' if buckets else 'NO'}, "
                     f"ports with refusals: {refused}")
 
         server = subprocess.Popen(["ip", "netns", "exec", vm.netns, sys.executable, os.path.abspath(__file__),
                                    "_serve", "--port", "80", "--workers", str(a.server_procs)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        keeper = None
+        perf_tmp = tempfile.TemporaryDirectory(prefix="cgbench-perf-")
+        perf_dir = perf_tmp.name
         try:
             if server.stdout.readline().strip() != "ready":
                 raise RuntimeError("server in the VM did not start")
-            configs = ["none", "conntrack", "connguard", "linear"] + [c for c in variants if c != "connguard"]
+            if a.hold:
+                keeper = subprocess.Popen(["ip", "netns", "exec", vm.netns, sys.executable, os.path.abspath(__file__),
+                                           "_keep", "--port", str(HOLD_PORT), "--n", str(a.hold)],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                if keeper.stdout.readline().strip() != "ready":
+                    raise RuntimeError("keeper in the VM did not start")
+            configs = (["none", "conntrack"] + self.rev_labels + ["connguard"] + ([] if a.skip_linear else ["linear"])
+                       + [c for c in recorded if c != "connguard" and c not in self.rev_labels] + list(forms))
             runs: dict[str, list[dict]] = {c: [] for c in configs}
             progress(f"throughput: {a.rounds} rounds x {configs}, {a.duration:g} s each after "
                      f"{a.warmup:g} s warm-up; {a.conn_procs} connector + {a.server_procs} server processes")
@@ -382,12 +386,35 @@ class Bench:
                     t = time.perf_counter()
                     setup(cfg)
                     setup_s = time.perf_counter() - t
+                    holder, held = None, 0
+                    if a.hold:   # idle connections to the same port, opened once the ruleset is in
+                        holder = subprocess.Popen(["ip", "netns", "exec", cl.netns, sys.executable,
+                                                   os.path.abspath(__file__), "_hold", "--target", vm.ipv4,
+                                                   "--port", str(HOLD_PORT), "--n", str(a.hold)],
+                                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                        held = json.loads(holder.stdout.readline())["held"]
+                    argv = [sys.executable, os.path.abspath(__file__), "_connect",
+                            "--target", vm.ipv4, "--port", "80", "--procs", str(a.conn_procs),
+                            "--duration", str(a.duration), "--warmup", str(a.warmup)]
                     idle0, tot0 = cpu_times()
-                    out = ns_run(cl.netns, [sys.executable, os.path.abspath(__file__), "_connect",
-                                            "--target", vm.ipv4, "--port", "80", "--procs", str(a.conn_procs),
-                                            "--duration", str(a.duration), "--warmup", str(a.warmup)])
+                    if a.perf:
+                        data = os.path.join(perf_dir, "perf.data")
+                        p = subprocess.run(["perf", "record", "-q", "-F", str(PERF_FREQ), "-g", "-o", data, "--",
+                                            "ip", "netns", "exec", cl.netns, *argv],
+                                           capture_output=True, text=True, timeout=300)
+                        if p.returncode != 0:
+                            raise RuntimeError(f"perf record: {p.stderr.strip()[-500:]}")
+                        out = p.stdout
+                    else:
+                        out = ns_run(cl.netns, argv)
                     idle1, tot1 = cpu_times()
+                    if holder is not None:
+                        holder.stdin.close()
+                        holder.wait(timeout=60)
                     res = json.loads(out.strip().splitlines()[-1])
+                    res["held"] = held
+                    if a.perf:
+                        res["perf"] = perf_costs(data, res["ok_with_warmup"])
                     res["idle"] = (idle1 - idle0) / max(1, tot1 - tot0)
                     res["setup"] = setup_s
                     res["check"] = check(cfg) if rnd == 1 or a.check_every_round else ""
@@ -396,11 +423,18 @@ class Bench:
                     if res["lost"]:
                         errs += f" ({res['lost']:.2f} process-s spent on them)"
                     progress(f"  round {rnd} {cfg:9s} {res['rate']:9,.0f} conn/s  failures: {errs}; "
-                             f"cpu idle {res['idle']:.0%}" + (f"; {res['check']}" if res["check"] else ""))
+                             f"cpu idle {res['idle']:.0%}"
+                             + (f"; {held} connections held" if a.hold else "")
+                             + (f"; nft {res['perf']['nft_do_chain_inet']:.0f} ns/conn" if a.perf else "") + (f"; {res['check']}" if res["check"] else ""))
             self.clear_tables()
+            set_sysctls({})
         finally:
-            if server.stdin:
-                server.stdin.close()
+            perf_tmp.cleanup()
+            for proc in (server, keeper):
+                if proc is not None and proc.stdin:
+                    proc.stdin.close()
+            if keeper is not None:
+                keeper.wait(timeout=10)
             try:
                 server.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -626,6 +660,27 @@ class Bench:
             fails = {c: sum(sum(x["errors"].values()) for x in v) for c, v in runs.items()}
             print("| failed connects | " + " | ".join(str(fails[c]) for c in runs) + " |")
             print("| cpu idle (median) | " + " | ".join(f"{median([x['idle'] for x in runs[c]]):.0%}" for c in runs) + " |")
+            if a.hold:
+                print(f"| idle connections held to port {HOLD_PORT} (min) | "
+                      + " | ".join(str(min(x["held"] for x in runs[c])) for c in runs) + " |")
+            if a.perf:
+                print()
+                print("Kernel CPU time per connection in the connector's process tree (perf record -g, inclusive, "
+                      "median over rounds, ns; `total` is everything: the client's python, its syscalls and the "
+                      "host's forward path of its packets):")
+                print()
+                print("| ns / connection | " + " | ".join(runs) + " |")
+                print("|---" * (len(runs) + 1) + "|")
+                for sym in ("total", *PERF_SYMBOLS):
+                    print(f"| {sym} | " + " | ".join(f"{median([x['perf'][sym] for x in runs[c]]):,.0f}" for c in runs) + " |")
+                forms = [c for c in runs if c.startswith("form-")]
+                if forms:
+                    base = median([x["perf"]["nft_do_chain_inet"] for x in runs["conntrack"]])
+                    print()
+                    print(f"- per copy of each --cap-forms formulation ({a.cap_forms} copies; nftables time above "
+                          "conntrack only, divided by the copies): "
+                          + "; ".join(f"{c[5:]} {(median([x['perf']['nft_do_chain_inet'] for x in runs[c]]) - base) / a.cap_forms:,.0f} ns"
+                                      for c in forms))
             print()
             for c in runs:
                 if runs[c][0]["check"]:
@@ -636,22 +691,51 @@ class Bench:
             for c in [c for c in runs if c != "none"]:
                 print(f"- {c}/none: ratio of medians {med[c] / med['none']:.3f}; per round "
                       + ", ".join(f"{x:.3f}" for x in rr[c]) + f" (median {median(rr[c]):.3f})")
-            cg_ct = [runs["connguard"][i]["rate"] / runs["conntrack"][i]["rate"] for i in range(len(rr["none"]))]
-            print(f"- connguard/conntrack (rules alone): ratio of medians {med['connguard'] / med['conntrack']:.3f}; "
-                  f"per round " + ", ".join(f"{x:.3f}" for x in cg_ct))
+            n = len(rr["none"])
+
+            def pair(x: str, y: str) -> list[float]:
+                return [runs[x][i]["rate"] / runs[y][i]["rate"] for i in range(n)]
+
+            def line(x: str, y: str, what: str = "") -> str:
+                pr = pair(x, y)
+                return (f"- {x}/{y}{what}: ratio of medians {med[x] / med[y]:.3f}; per round "
+                        + ", ".join(f"{v:.3f}" for v in pr) + f" (median {median(pr):.3f})")
+
+            for c in [c for c in runs if c.startswith("cg") or c == "connguard"]:
+                print(line(c, "conntrack", " (rules alone)" if c == "connguard" else ""))
+            for label, commit, _ in self.revs:
+                print(line("connguard", label, f" (after/before; before = {commit[:12]}, after = working tree "
+                                               f"{tree_description()})"))
+                if a.perf:
+                    nft = {c: median([x["perf"]["nft_do_chain_inet"] for x in runs[c]]) for c in ("connguard", label, "conntrack")}
+                    print(f"- nftables CPU per connection (--perf, medians): {label} {nft[label]:,.0f} ns, connguard "
+                          f"{nft['connguard']:,.0f} ns (after - before {nft['connguard'] - nft[label]:+,.0f} ns; "
+                          f"conntrack only {nft['conntrack']:,.0f} ns)")
             rows += [
                 ("new conn/s, no ruleset", f"{med['none']:,.0f}", "", ""),
                 ("new conn/s, conntrack only", f"{med['conntrack']:,.0f}", "", ""),
                 (f"new conn/s, connguard {a.ports} ports", f"{med['connguard']:,.0f}", "", ""),
-                (f"new conn/s, linear {a.ports} rules", f"{med['linear']:,.0f}", "", ""),
+            ]
+            if "linear" in runs:
+                rows.append((f"new conn/s, linear {a.ports} rules", f"{med['linear']:,.0f}", "", ""))
+            rows += [
                 ("connguard / none (ratio of medians; median of per-round ratios)",
                  f"{med['connguard'] / med['none']:.3f}; {median(rr['connguard']):.3f}", ">= 0.95",
                  verdict(med['connguard'] / med['none'] >= 0.95)),
-                ("connguard / conntrack only", f"{med['connguard'] / med['conntrack']:.3f}", "", ""),
+                ("connguard / conntrack only (ratio of medians; median of per-round ratios)",
+                 f"{med['connguard'] / med['conntrack']:.3f}; {median(pair('connguard', 'conntrack')):.3f}", ">= 0.95",
+                 verdict(median(pair('connguard', 'conntrack')) >= 0.95)),
                 ("conntrack only / none", f"{med['conntrack'] / med['none']:.3f}", "", ""),
-                ("linear / none", f"{med['linear'] / med['none']:.3f}; {median(rr['linear']):.3f}", "", ""),
             ]
-            rows += [(f"{c} / none", f"{med[c] / med['none']:.3f}", "", "") for c in runs if c.startswith("cg-")]
+            if "linear" in runs:
+                rows.append(("linear / none", f"{med['linear'] / med['none']:.3f}; {median(rr['linear']):.3f}", "", ""))
+            for label, commit, _ in self.revs:
+                rows += [(f"{label} ({commit[:12]}) / conntrack only",
+                          f"{med[label] / med['conntrack']:.3f}; {median(pair(label, 'conntrack')):.3f}", "", ""),
+                         (f"connguard (working tree) / {label}",
+                          f"{med['connguard'] / med[label]:.3f}; {median(pair('connguard', label)):.3f}", "", "")]
+            rows += [(f"{c} / none", f"{med[c] / med['none']:.3f}", "", "") for c in runs
+                     if c.startswith("cg-") and c not in self.rev_labels]
 
         if "apply" in R:
             ap = R["apply"]
@@ -746,6 +830,17 @@ def main() -> None:
     c.add_argument("--procs", type=int, default=2)
     c.add_argument("--duration", type=float, required=True)
     c.add_argument("--warmup", type=float, default=0.5)
+    h = sub.add_parser("_hold", help=argparse.SUPPRESS)
+    h.add_argument("--target", required=True)
+    h.add_argument("--port", type=int, required=True)
+    h.add_argument("--n", type=int, required=True)
+    kp = sub.add_parser("_keep", help=argparse.SUPPRESS)
+    kp.add_argument("--port", type=int, required=True)
+    kp.add_argument("--n", type=int, required=True)
+    k = sub.add_parser("_compile", help=argparse.SUPPRESS)
+    k.add_argument("--state", required=True)
+    k.add_argument("--netns", required=True)
+    k.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds (about a minute)")
     ap.add_argument("--ports", type=int, default=10_000)
     ap.add_argument("--bans", type=int, default=100_000)
@@ -758,7 +853,23 @@ def main() -> None:
     ap.add_argument("--restart-bans", type=int, default=1000, help="port bans present during the restart sync")
     ap.add_argument("--check-every-round", action="store_true")
     ap.add_argument("--breakdown", action="store_true",
-                    help="also run connguard with the real port's policy cut down (dispatch only; no ct count)")
+                    help="also run connguard with the real port's policy cut down (dispatch only; no ct count) "
+                         "and without the forward chain's ban check")
+    ap.add_argument("--compare-rev", action="append", metavar="REV",
+                    help="also run the state compiled and applied by git revision REV (e.g. main), interleaved "
+                         "with the working tree's; repeatable. Implies --skip-linear")
+    ap.add_argument("--throughput-only", action="store_true", help="only part 1 (same as --skip-apply --skip-bans)")
+    ap.add_argument("--skip-linear", action="store_true", help="leave out the iptables-style reference")
+    ap.add_argument("--hold", type=int, default=0, metavar="N",
+                    help="during every throughput run keep N idle connections open to the real port "
+                         "(another service on it): what the length of the port's conntrack count costs")
+    ap.add_argument("--perf", action="store_true",
+                    help="perf-record the connector of every throughput run and report the kernel's CPU time per "
+                         "connection in nftables, the ct count, set updates and lookups (needs perf)")
+    ap.add_argument("--cap-forms", type=int, default=0, metavar="K",
+                    help="also run K copies of each formulation of a per-port count (ct count in a set keyed by "
+                         "ifname or by ifindex, anonymous ct count, a set with a limit, a plain set update); "
+                         "with --perf, what one costs")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-apply", action="store_true")
     ap.add_argument("--skip-bans", action="store_true")
@@ -767,6 +878,16 @@ def main() -> None:
         return run_server(args.port, args.workers)
     if args.cmd == "_connect":
         return run_connector(args.target, args.port, args.procs, args.duration, args.warmup)
+    if args.cmd == "_hold":
+        return run_holder(args.target, args.port, args.n)
+    if args.cmd == "_keep":
+        return run_keeper(args.port, args.n)
+    if args.cmd == "_compile":
+        return run_compile(args.state, args.netns, args.out)
+    if args.throughput_only:
+        args.skip_apply = args.skip_bans = True
+    if args.compare_rev:
+        args.skip_linear = True
     q = args.quick
     args.rounds = args.rounds or (2 if q else 5)
     args.duration = args.duration or (2.0 if q else 6.0)

@@ -54,3 +54,20 @@ def test_per_remote_cap_leaves_other_remotes_alone(lab):
         assert first.connected == N and first.open_one() == "refused"
         with cl.hold(vm, 80, N, source=cl.extra_ipv4[1]) as second:
             assert second.connected == N
+
+
+def test_closed_connections_free_their_slot_under_churn(lab):
+    """The kernel's count keeps a closed connection until its next list walk (at most once per
+    jiffy, or after 64 additions: nf_conncount), so a slot must be free again for paced churn,
+    and the cap must still be exact afterwards: nothing leaked in either direction."""
+    enforce(lab, [{"type": "connection_limit", "direction": "ingress", "scope": "port", "max_connections": N}])
+    vm, cl = lab.vms[0], lab.clients[0]
+    with cl.hold(vm, 80, N - 1) as held:
+        assert held.connected == N - 1
+        churn = cl.flood(vm, 80, rate=40, duration=2)   # 80 short connections through the last slot
+        assert churn.admitted == churn.attempted and churn.refused == 0, (
+            f"{churn.admitted} of {churn.attempted} short connections admitted ({churn.refused} refused, "
+            f"{churn.timeout} timed out) with {N - 1} of {N} slots held")
+        assert held.open_one() == "connected"            # the N-th slot is free again
+        assert held.open_one() == "refused"              # and the cap still counts N
+        assert held.alive() == N

@@ -3,6 +3,20 @@
 ``direction: any`` compiles into both chains against the same set, so both directions share
 the port's quota. The set keeps a conncount list per key; the kernel prunes closed connections.
 Refusal is a TCP reset so clients fail fast instead of retrying a dropped SYN.
+
+What the cap costs (kernel nf_conncount, measured by ``bench/dataplane_bench.py --perf``, see
+docs/benchmarks.md): each new connection allocates a list node, and at most once per jiffy (or
+after 64 additions) the addition walks the key's list, one conntrack lookup per live
+connection, to drop the closed ones. The cost is therefore proportional to the port's *live*
+connections, not to the rate: small for short-lived connections, large for a port holding
+thousands. No other nftables expression counts concurrent connections (an anonymous ``ct
+count`` uses the same list, per rule; there is no per-zone limit), and the count needs every
+connection of the port in one list, so the rule stays as it is: last in the policy chain (the
+rate limits above it drop first and cost less) and only on ``ct state new`` packets: a TCP
+connection's SYN (a retransmitted SYN, or a one-way UDP flow, new on every packet, is looked
+up in the list instead, which the kernel does by walking it).
+A closed connection stays counted until the next walk: up to one jiffy (4 ms at HZ=250) of
+back-to-back connections near the cap can be refused although fewer are open (fail-closed).
 """
 
 from __future__ import annotations
