@@ -42,11 +42,16 @@ def _ban_chain(v: int) -> Chain:
     """Every forwarded packet passes here (bans must cut established flows too), so one chain
     per family, entered by a single nfproto dispatch, keeps it to four lookups."""
     rules = []
+    # A connection a brute-force rule refused (the banning one included) goes on to the
+    # handshake chain, which lets only its resets and replies through: the VM's retransmission
+    # must meet the client's reset, or the VM's half-open socket and the established conntrack
+    # entry outlive the ban. Tested after the set lookup, so only banned packets pay for it.
+    not_refused = f.match({"&": [f.ct("mark"), CT_REFUSED]}, 0)
     for port, side in (("oifname", "saddr"), ("iifname", "daddr")):
-        rules.append(Rule((f.in_set(f.concat(f.meta(port), f.remote_key(v, side)), BAN[v]),
+        rules.append(Rule((f.in_set(f.concat(f.meta(port), f.remote_key(v, side)), BAN[v]), not_refused,
                            f.counter(BANNED), f.drop()), f"ban {port} ipv{v}"))
     for port, side in (("oifname", "saddr"), ("iifname", "daddr")):
-        rules.append(Rule((f.in_set(f.meta(port), PORTS), f.in_set(f.addr(v, side), HOST_BAN[v]),
+        rules.append(Rule((f.in_set(f.meta(port), PORTS), f.in_set(f.addr(v, side), HOST_BAN[v]), not_refused,
                            f.counter(BANNED), f.drop()), f"host ban {port} ipv{v}"))
     return Chain(f"bans{v}", tuple(rules))
 
@@ -56,21 +61,21 @@ def _handshake_chain() -> Chain:
     has proven its address they go back to the fast path; the first packet after the proof is
     dispatched to the port's policy chains, whose brute-force rules meter it (they match only
     ``ct state established`` with their pending bit, which only this chain can bring there),
-    and the pending bits are cleared: one count per connection. Proof: TCP (and SCTP),
-    ``assured`` (the handshake's ACK accepted by conntrack; behind synproxy, set when synproxy
-    completes the handshake with the VM); UDP, a packet from the source after the VM answered.
-    A refused connection loses everything its source sends except resets: the VM's SYN-ACK
-    retransmissions still reach the client, whose reset then closes the VM's half-open socket
-    and the conntrack entry (which would otherwise stay established for days)."""
+    and the pending bits are cleared: one count per connection. Only TCP connections are marked
+    (the model refuses udp and sctp brute-force rules); the proof is ``assured``: the
+    handshake's ACK accepted by conntrack, or behind synproxy, set when synproxy completes the
+    handshake with the VM. A refused connection (over a budget, or banned: the ban chain lets
+    it through to here) loses everything its source sends except resets: the VM's SYN-ACK
+    retransmissions (or, behind synproxy, its banner) still reach the client, whose reset then
+    closes the VM's socket and the conntrack entry (which would otherwise stay established for
+    days)."""
     refused = f.ct_mark_any(CT_REFUSED)
     original = f.ct_direction("original")
     return Chain("handshake", (
         Rule((refused, original, f.l4proto("tcp"), f.tcp_flags_lack("rst"), f.drop()), "refused connection"),
-        Rule((refused, original, f.l4proto("tcp", "!="), f.drop()), "refused connection"),
         Rule((refused, f.ret()), "refused connection: resets and replies"),
         Rule((f.ct_direction("reply"), f.ret()), "reply"),
-        Rule((f.l4proto("udp", "!="), f.ct_status_lacks("assured"), f.ret()), "not yet proven"),
-        Rule((f.ct_status_lacks("seen-reply"), f.ret()), "udp not yet answered"),
+        Rule((f.ct_status_lacks("assured"), f.ret()), "not yet proven"),
         Rule((f.vmap(f.meta("iifname"), FROM_VM),), "count from VM"),
         Rule((f.vmap(f.meta("oifname"), TO_VM),), "count to VM"),
         Rule((f.ct_mark_clear(CT_PENDING_BITS),), "counted"),
