@@ -31,6 +31,7 @@ FROM_VM = "from_vm"   # iifname -> jump out_<policy>: flows the VM starts
 TO_VM = "to_vm"       # oifname -> jump in_<policy>: flows towards the VM
 PORTS = "ports"
 BANNED = "banned"     # named counter of packets dropped by bans
+BAN_HIT = "ban_hit"   # chain: what a ban does to a packet
 
 RAW_PRIORITY = -300
 FILTER_PRIORITY = -10  # before the usual filter chains, so bans win over their accepts
@@ -42,18 +43,27 @@ def _ban_chain(v: int) -> Chain:
     """Every forwarded packet passes here (bans must cut established flows too), so one chain
     per family, entered by a single nfproto dispatch, keeps it to four lookups."""
     rules = []
-    # A connection a brute-force rule refused (the banning one included) goes on to the
-    # handshake chain, which lets only its resets and replies through: the VM's retransmission
-    # must meet the client's reset, or the VM's half-open socket and the established conntrack
-    # entry outlive the ban. Tested after the set lookup, so only banned packets pay for it.
-    not_refused = f.match({"&": [f.ct("mark"), CT_REFUSED]}, 0)
     for port, side in (("oifname", "saddr"), ("iifname", "daddr")):
-        rules.append(Rule((f.in_set(f.concat(f.meta(port), f.remote_key(v, side)), BAN[v]), not_refused,
-                           f.counter(BANNED), f.drop()), f"ban {port} ipv{v}"))
+        rules.append(Rule((f.in_set(f.concat(f.meta(port), f.remote_key(v, side)), BAN[v]), f.jump(BAN_HIT)),
+                          f"ban {port} ipv{v}"))
     for port, side in (("oifname", "saddr"), ("iifname", "daddr")):
-        rules.append(Rule((f.in_set(f.meta(port), PORTS), f.in_set(f.addr(v, side), HOST_BAN[v]), not_refused,
-                           f.counter(BANNED), f.drop()), f"host ban {port} ipv{v}"))
+        rules.append(Rule((f.in_set(f.meta(port), PORTS), f.in_set(f.addr(v, side), HOST_BAN[v]), f.jump(BAN_HIT)),
+                          f"host ban {port} ipv{v}"))
     return Chain(f"bans{v}", tuple(rules))
+
+
+def _ban_hit_chain() -> Chain:
+    """A banned packet. A connection a brute-force rule refused (the banning one included) goes
+    on to the handshake chain, which lets only its resets and replies through: the VM's
+    retransmission must meet the client's reset, or the VM's half-open socket and the
+    established conntrack entry outlive the ban. Everything else is dropped, untracked and
+    invalid packets included: their ``ct mark`` does not evaluate, so the ``return`` rule does
+    not match them (a banned source's SYN to a proxied service gets no cookie). Reached only
+    on a ban's lookup hit: other packets pay nothing for the mark test."""
+    return Chain(BAN_HIT, (
+        Rule((f.ct_mark_any(CT_REFUSED), f.ret()), "refused connection: to the handshake chain"),
+        Rule((f.counter(BANNED), f.drop()), "banned"),
+    ))
 
 
 def _handshake_chain() -> Chain:
@@ -112,7 +122,8 @@ def base_chains() -> list[Chain]:
     # VM -> host services (DHCP, DNS, metadata) traverse input, not forward.
     host_in = Chain("host_in", (handshake, established, Rule((f.vmap(f.meta("iifname"), FROM_VM),), "dispatch from VM")),
                     Hook("input", FILTER_PRIORITY))
-    return [raw, forward, host_in, _handshake_chain(), _host_out_chain(), _ban_chain(4), _ban_chain(6)]
+    return [raw, forward, host_in, _handshake_chain(), _host_out_chain(), _ban_chain(4), _ban_chain(6),
+            _ban_hit_chain()]
 
 
 def _notrack_rule(v: int) -> Rule:
