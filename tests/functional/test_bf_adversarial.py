@@ -268,7 +268,9 @@ def test_connections_established_before_install_are_not_counted(lab):
         with cl.hold(vm, 80, N, source=src) as fresh:
             assert fresh.connected == N and fresh.alive() == N
             assert bans_of(lab, src) == []
-            assert fresh.open_one() == "connected"  # the handshake completes, then it is counted
+            # the handshake completes, then it is counted, banned and reset at once: the reset
+            # can beat connect() back to the caller ("refused"); the ban shows it was counted
+            assert fresh.open_one() in ("connected", "refused")
             wait_for(lambda: bans_of(lab, src), 3, what="ban of the N+1-th connection")
 
 
