@@ -280,12 +280,12 @@ class Applier:
             # synproxy needs the handshake's ACK to be "invalid", not picked up mid-stream; set
             # before the bookkeeping, so that a failure here is retried by the next apply
             self.executor.sysctl("net.netfilter.nf_conntrack_tcp_loose", "0")
-        self.applied = desired
         if cmds:
             try:
                 self.baseline = self._snapshot(desired)
             except NftFailure:
                 self.baseline = None  # the next drift check adopts what it finds
+        self.applied = desired
         # The state's bans go in a batch of their own: one that the kernel refuses (it overlaps
         # a ban already there) must not hold back the ruleset, nor the other bans.
         warnings = self._apply_seeds(seeds)
