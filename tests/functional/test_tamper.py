@@ -180,8 +180,9 @@ def test_tampering_is_repaired_within_the_drift_interval(lab, tmp_path, name):
             through = connected(lab, source)
             assert through > (0 if who == "banned" else CAP), \
                 f"{name}: the tampering did not open anything ({through}/{TRIES} connected), the test proves nothing"
-            seen = status(lab, data)
-            assert seen["enforcing"] in (True, False)
+            seen = status(lab, data)  # a tampered table is shown, not a traceback
+            assert seen["enforcing"] is True and [p["interface_name"] for p in seen["ports"]] == [vm.tap], seen
+            assert [(b["ip_address"], b["interface_name"]) for b in seen["bans"]] == [(banned, vm.tap)], seen["bans"]
             if name == "dispatch element set to accept":
                 assert any(vm.tap in p and "accept" in p for p in seen["problems"]), seen["problems"]
         took = repaired(ra, lab, protected, name)
