@@ -96,8 +96,10 @@ def status_cmd(netns: str | None, fmt: str, read_all: bool) -> None:
             click.echo(f"      {h['packets']:>10} hits  {h['rule']}")
     click.echo(f"\nCOUNTERS  banned packets {obs.counters.get('banned', 0)}, "
                f"limiter set full {obs.counters.get('set_full', 0)}")
-    for problem in obs.problems:
-        click.echo(f"  problem: {problem}")
+    if obs.problems:
+        click.echo(f"\nPROBLEMS ({len(obs.problems)}: what the kernel holds that connguard did not write or cannot read)")
+        for problem in obs.problems:
+            click.echo(f"  {problem}")
     more = " shown; more in the kernel (--all)" if any(n.startswith(("ban", "hostban")) for n in obs.truncated) else ""
     tracked = f", {data['ban_book']['bans']} in the agent's ban book" if data["ban_book"] else ""
     click.echo(f"\nBANS ({len(obs.bans)}{more}{tracked})")

@@ -85,7 +85,7 @@ class NftCli:
         except netlink.NetlinkError as exc:
             if exc.errno == 1:
                 raise KernelUnavailable("netlink: Operation not permitted (connguard needs root / CAP_NET_ADMIN)") from None
-            raise NftFailure(f"Error: Could not process rule: {exc}") from None
+            raise NftFailure(f"netlink: {exc}") from None
         except FileNotFoundError as exc:
             raise KernelUnavailable(f"network namespace {self.netns!r} does not exist ({exc})") from None
 

@@ -127,7 +127,8 @@ def _read(executor: Executor, obs: Observation, name: str, limit: int | None) ->
     try:
         elems, complete = rb.elements(executor, name, limit=limit)
     except NftFailure as exc:
-        obs.problems.append(f"set {name}: {exc.message.strip().splitlines()[-1] if exc.message.strip() else exc}")
+        missing = "No such file or directory" in exc.message
+        obs.problems.append(f"set {name} is missing" if missing else f"set {name}: {exc.message.strip()}")
         return []
     if not complete:
         obs.truncated.append(name)
