@@ -197,11 +197,13 @@ def test_traffic_and_full_sets_cause_no_false_drift(lab, tmp_path):
     """Counters, meters and bans the packet path writes are not drift: no repair while traffic
     flows and a ban is added."""
     state = state_dict(lab, [CAP_RULE, {"type": "brute_force", "profile": "custom", "protocol": "tcp",
-                                        "port_range_min": 80, "max_attempts": 3, "window": 60, "ban_seconds": 60}])
+                                        "port_range_min": 80, "max_attempts": 3, "window": 60, "ban_seconds": 60},
+                             {"type": "connection_rate_limit", "direction": "ingress", "scope": "remote_ip", "max_cps": 2},
+                             {"type": "connection_rate_limit", "direction": "ingress", "scope": "port", "max_cps": 50}])
     with agent(lab, tmp_path, state) as (ra, _):
         first = ra.agent.last_apply["at"]
-        for source in lab.clients[0].extra_ipv4[:3]:
-            connected(lab, source)
+        through = [connected(lab, source) for source in lab.clients[0].extra_ipv4[:3]]
+        assert ra.agent.book.bans, f"no ban from {through} connections: the ban path was not exercised"
         assert ra.agent.applier.drift() == []
         time.sleep(2 * DRIFT + 0.5)
         assert ra.agent.last_apply["at"] == first, f"a repair ran without tampering: {ra.agent.last_apply}"
