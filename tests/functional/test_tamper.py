@@ -152,11 +152,11 @@ def _allowlisted(lab):
 
 
 # (tampering, who is tested: None = the client's own address under the cap, "banned" = a
-# state-file-banned source that must get 0 connections)
+# state-file-banned source that must get 0 connections, "fresh" = remotes new to the buckets)
 TAMPERINGS = {
     "ban rules replaced by accept": (_ban_rules, "banned"),
     "cap rules replaced by accept": (_refusals, None),
-    "cap number changed": (_numbers, None),
+    "cap number changed": (_numbers, "fresh"),
     "dispatch element set to accept": (_dispatch, None),
     "base chain deleted": (_chain_deleted, None),
     "foreign accept inserted": (_foreign_rule, None),
@@ -171,8 +171,13 @@ def test_tampering_is_repaired_within_the_drift_interval(lab, tmp_path, name):
     banned = cl.extra_ipv4[0]
     state = state_dict(lab, [CAP_RULE], allowlist=[{"remote_ip_prefix": "192.0.2.0/24"}],
                        bans=[{"ip_address": banned, "interface_name": vm.tap, "seconds": 600}])
-    source = banned if who == "banned" else None
+    # A conncount or rate bucket carries the numbers of the rule that created it: a tampered
+    # number only shows on a remote that gets its bucket while the rule is tampered, and the
+    # repaired rule only on one that gets its bucket afterwards (see the report of issue 8).
+    during, after = (cl.extra_ipv4[1], cl.extra_ipv4[2]) if who == "fresh" else (None, None)
+    source = banned if who == "banned" else during
     protected = (lambda: connected(lab, banned) == 0) if who == "banned" else (lambda: connected(lab) == CAP)
+    repaired_check = (lambda: connected(lab, after) == CAP) if who == "fresh" else protected
     with agent(lab, tmp_path, state) as (ra, data):
         assert protected(), f"{name}: not protected before the tampering"
         with drift_checks_held(ra):
@@ -185,7 +190,7 @@ def test_tampering_is_repaired_within_the_drift_interval(lab, tmp_path, name):
             assert [(b["ip_address"], b["interface_name"]) for b in seen["bans"]] == [(banned, vm.tap)], seen["bans"]
             if name == "dispatch element set to accept":
                 assert any(vm.tap in p and "accept" in p for p in seen["problems"]), seen["problems"]
-        took = repaired(ra, lab, protected, name)
+        took = repaired(ra, lab, repaired_check, name)
         assert ra.agent.applier.drift() == [], "drift remains after the repair"
         after = status(lab, data)
         assert after["enforcing"] is True and after["problems"] == [], after["problems"]
