@@ -338,7 +338,7 @@ def test_udp_cannot_get_anyone_banned_and_is_held_by_the_rate_limit(lab):
 RESET_CLIENT = """
 import json, socket, sys, time
 src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_STREAM)
 s.bind((src, 0)); s.settimeout(10)
 t0 = time.monotonic()
 out = {"sport": s.getsockname()[1]}
@@ -359,41 +359,46 @@ def vm_sockets(vm, peer: str, sport: int) -> list[str]:
     """The VM's TCP sockets (any state but listening, SYN-RECV included) whose peer is
     ``peer:sport``."""
     out = vm.exec(["ss", "-Htna"]).stdout
-    return [line for line in out.splitlines() if line.split() and line.split()[-1] == f"{peer}:{sport}"]
+    want = f"[{peer}]:{sport}" if ":" in peer else f"{peer}:{sport}"
+    return [line for line in out.splitlines() if line.split() and line.split()[-1] == want]
 
 
-@pytest.mark.parametrize("proxied", [False, True])
-def test_banned_connection_is_reset_at_once_and_the_vm_frees_its_socket(lab, proxied):
+@pytest.mark.parametrize("proxied,ipv6", [(False, False), (True, False), (False, True)])
+def test_banned_connection_is_reset_at_once_and_the_vm_frees_its_socket(lab, proxied, ipv6):
     """The (N+1)-th connection completes its handshake and is banned on that proven packet,
-    which is ct state established. On integ the punishment dropped it: the client hung until its
-    own timeout and the VM kept a half-open login (SYN-RECV, retransmitting its SYN-ACK into the
-    ban for about a minute). Now the client is reset at once, and the VM's socket is closed by
-    the client's reset to the VM's next retransmission (behind synproxy: to its banner)."""
+    which is ct state established. Before, the punishment's reset matched only ct state invalid
+    and the packet was dropped: the client hung until its own timeout (10 s here) and the VM kept
+    a half-open login (SYN-RECV, retransmitting its SYN-ACK into the ban: 56 s more). Now the
+    client is reset at once, and the VM's socket is closed by the client's reset to the VM's
+    next retransmission."""
     vm, cl = lab.vms[0], lab.clients[0]
-    src = cl.extra_ipv4[41 + proxied]
+    src = cl.extra_ipv6[41] if ipv6 else cl.extra_ipv4[41 + proxied]
+    dst = vm.ipv6 if ipv6 else vm.ipv4
     rules = [BF] + ([{"type": "syn_flood", "port_range_min": 22, "max_syn_rate": 1000}] if proxied else [])
     enforce(lab, rules)
-    assert served(cl.bruteforce(vm, 22, attempts=N, timeout=2, source=src)) == [True] * N
-    assert bans_of(lab, src) == []
-    proc = lab.exec(cl.netns, ["python3", "-c", RESET_CLIENT, src, vm.ipv4, "22"], timeout=30)
+    assert served(cl.bruteforce(vm, 22, attempts=N, timeout=2, source=src, ipv6=ipv6)) == [True] * N
+    assert banned(lab, src) == []
+    proc = lab.exec(cl.netns, ["python3", "-c", RESET_CLIENT, src, dst, "22"], timeout=30)
     r = json.loads(proc.stdout)
     # the reset may beat connect() back to the caller (then connect() itself fails): either way
     # the handshake completed, since only a completed one is counted and banned
-    assert bans_of(lab, src), "the connection over max_attempts did not ban"
+    assert banned(lab, src), "the connection over max_attempts did not ban"
     assert r["outcome"] == "ConnectionResetError" and r["failed"] < 1.0, \
         f"the banned client was not reset at once: {r['outcome']} after {r['failed']} s"
     t0 = time.monotonic()
     half_open = vm_sockets(vm, src, r["sport"])
+    assert half_open, "the VM had no socket for the banned connection: nothing was tested"
     wait_for(lambda: not vm_sockets(vm, src, r["sport"]), 5, interval=0.05,
              what=f"the VM's socket for {src}:{r['sport']} to go (still: {vm_sockets(vm, src, r['sport'])})")
     freed = time.monotonic() - t0
     # and the host's conntrack entry does not stay established for days
-    wait_for(lambda: f"sport={r['sport']} " not in lab.exec(lab.host, ["conntrack", "-L", "-s", src, "-p", "tcp",
-                                                                       "--state", "ESTABLISHED"]).stdout,
+    family = "ipv6" if ipv6 else "ipv4"
+    wait_for(lambda: f"sport={r['sport']} " not in lab.exec(lab.host, ["conntrack", "-L", "-f", family, "-s", src,
+                                                                       "-p", "tcp", "--state", "ESTABLISHED"]).stdout,
              5, what="the banned connection's conntrack entry to leave ESTABLISHED")
     # the exemption is for refused connections only: the source is still banned
     # (behind synproxy its SYN is untracked: it must not slip past the ban to get a cookie)
-    again = cl.bruteforce(vm, 22, attempts=1, timeout=1, source=src)
+    again = cl.bruteforce(vm, 22, attempts=1, timeout=1, source=src, ipv6=ipv6)
     assert [a.outcome for a in again.attempts] == ["timeout"], f"a banned source got {again.attempts}"
     print(f"reset {r['failed']:.4f} s after connect() began, VM socket {half_open} gone {freed:.2f} s after that")
 
