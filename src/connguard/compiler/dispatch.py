@@ -76,9 +76,9 @@ def _handshake_chain() -> Chain:
     handshake's ACK accepted by conntrack, or behind synproxy, set when synproxy completes the
     handshake with the VM. A refused connection (over a budget, or banned: the ban chain lets
     it through to here) loses everything its source sends except resets: the VM's SYN-ACK
-    retransmissions (or, behind synproxy, its banner) still reach the client, whose reset then
-    closes the VM's socket and the conntrack entry (which would otherwise stay established for
-    days)."""
+    retransmissions (or whatever it sends next, if it is established) still reach the client,
+    whose reset then closes the VM's socket and the conntrack entry (which would otherwise stay
+    established for days)."""
     refused = f.ct_mark_any(CT_REFUSED)
     original = f.ct_direction("original")
     return Chain("handshake", (
