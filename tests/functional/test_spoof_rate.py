@@ -55,3 +55,37 @@ def test_spoofed_syns_spend_a_victims_bucket_only_while_they_last_and_never_behi
         assert during <= 0.5, f"spoofed SYNs at 10x the rate left the victim {during:.0%} served: the docs overstate the risk"
     assert after >= 0.9, f"the victim stayed refused after the spoofing stopped: {after:.0%}"
     assert bans_of(lab, victim) == [], "a rate limit banned the victim"
+
+
+def test_a_full_per_remote_set_fails_open_counted_and_the_port_total_holds(lab):
+    """The per-remote rate set is the structure a spoofed flood fills (1,048,576 entries). Here
+    it is declared 2 entries large, filled by two real sources: a third source then bypasses its
+    own limit (fail-open), every bypass is counted in ``set_full``, and the per-port aggregate
+    still bounds what gets through."""
+    import dataclasses
+
+    from connguard.compiler import compile_host
+    from connguard.nft import Applier, NftCli
+    from nsenforce import kernel, state_for
+
+    per_remote, per_port = 5, 10
+    rules = [{"type": "connection_rate_limit", "direction": "ingress", "scope": "remote_ip", "max_cps": per_remote},
+             {"type": "connection_rate_limit", "direction": "ingress", "scope": "port", "max_cps": per_port}]
+    ruleset = compile_host(state_for(lab, rules))
+    small = tuple(dataclasses.replace(s, size=2) if s.name.startswith("r") and s.name.endswith("4") else s
+                  for s in ruleset.sets)
+    assert small != ruleset.sets, "no per-remote IPv4 set to shrink"
+    Applier(NftCli(lab.host)).apply(dataclasses.replace(ruleset, sets=small))
+    cl, vm = lab.clients[0], lab.vms[0]
+    for src in cl.extra_ipv4[:2]:
+        assert cl.flood(vm, 80, rate=2, duration=1, sources=[src]).admitted >= 1
+    before = kernel(lab).counters["set_full"]
+    r = cl.flood(vm, 80, rate=3 * per_remote, duration=4, sources=[cl.extra_ipv4[2]])  # 4 s: see duration
+    bypasses = kernel(lab).counters["set_full"] - before
+    # each limit admits its burst (one second of its rate) and then its rate
+    duration = 4
+    own_limit, port_total = per_remote * (1 + duration), per_port * (1 + duration)
+    print(f"third source: {r.admitted}/{r.attempted} admitted in {duration} s, set_full +{bypasses}")
+    assert bypasses >= r.attempted, f"set_full +{bypasses} for {r.attempted} new connections missing the full set"
+    assert r.admitted > own_limit * 1.3, f"{r.admitted} admitted: the full set did not fail open (own limit {own_limit})"
+    assert r.admitted <= port_total * 1.1, f"{r.admitted} admitted through a per-port total of {port_total}"
