@@ -91,6 +91,7 @@ class Reconciler:
         self.apply_errors_total = 0
         self.apply_error: str = ""
         self.detected: collections.deque[Detection] = collections.deque(maxlen=10_000)
+        self.detect_hook = None  # called when a detection is queued (the reporter sends it at once)
         self._next_drift = 0.0
         self._stop = stop_event or threading.Event()
         self._status_key: tuple | None = None
@@ -196,6 +197,8 @@ class Reconciler:
                             ban.ip_address, ban.interface_name, ban.offence, round(ban.remaining(now) or 0))
             match = self._match(ban.interface_name or "", ban.ip_address, ban.remaining(now) or 0, exact=False)
             self.detected.append(Detection(BookBan(**vars(ban)), now, *(match[2:] if match else (None, None))))
+            if self.detect_hook is not None:
+                self.detect_hook()
         cmds: list[dict] = self._server_bans(now, kernel)
         restore = []
         for ban in self.book.missing_from(kernel, now):

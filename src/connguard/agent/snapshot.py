@@ -19,6 +19,7 @@ from connguard.model import parse_state
 
 # fields the API adds to a rule; the rest is the model's
 _API_RULE_FIELDS = {"id", "qos_policy_id", "revision_number", "created_at", "updated_at", "tenant_id", "project_id"}
+DISCOVERED = "connguard:discovered"
 _KEYS = ("host", "revision", "ports", "policies", "allowlist", "bans")
 
 
@@ -78,10 +79,22 @@ def _convert(hs: dict, revision: int) -> Desired:
                          "enforcement": p.get("enforcement", "enforce"), "rules": rules})
     ports, port_ids, projects = [], {}, {}
     by_id = {}
+    # A discovered port's addresses come from the host, not the operator: one that another
+    # port already has is dropped from it (with a warning) rather than failing the snapshot.
+    registered = {_ip_of(ip) for p in hs["ports"] if p.get("device_owner") != DISCOVERED
+                  for ip in p.get("fixed_ips") or []}
     for port in hs["ports"]:
         pid = port.get("effective_qos_policy_id")
         ifname = port["interface_name"]
-        ports.append({"interface_name": ifname, "fixed_ips": port.get("fixed_ips") or [],
+        fixed = port.get("fixed_ips") or []
+        if port.get("device_owner") == DISCOVERED:
+            keep = [ip for ip in fixed if _ip_of(ip) not in registered]
+            if len(keep) != len(fixed):
+                warnings.append(f"discovered port {ifname}: addresses of other ports left out "
+                                f"({', '.join(sorted(set(map(_ip_of, fixed)) - set(map(_ip_of, keep))))})")
+            fixed = keep
+            registered |= {_ip_of(ip) for ip in keep}
+        ports.append({"interface_name": ifname, "fixed_ips": fixed,
                       "policy": policy_name(pid) if pid else None, "name": (port.get("name") or "")[:255]})
         port_ids[ifname] = port["id"]
         projects.setdefault(port.get("project_id"), []).append(ifname)
@@ -132,3 +145,7 @@ def _norm(ip: str) -> str:
     """A host-wide ban as the kernel lists it: a plain address for a full-length prefix."""
     net = ipaddress.ip_network(ip, strict=False)
     return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def _ip_of(entry: Any) -> Any:
+    return entry.get("ip_address") if isinstance(entry, dict) else entry
