@@ -316,6 +316,6 @@ def test_server_killed_hosts_keep_enforcing_and_banning_and_resync_after_restart
     events = c.api("GET", "connguard/events?event_type=ban")["events"]
     assert any(e["ip_address"] and _same(e["ip_address"], offender) for e in events), events
     for k in (0, 1):
-        wait_for(lambda: _bans(c, k, offender), 10, what=f"the outage's ban shared to host{k}")
+        wait_for(lambda: _bans(c, k, offender), 10, what=f"the outage's ban shared to host{k}: {c.log(f'host{k}')}")
     agents = {a["host"]: a for a in c.api("GET", "agents")["agents"]}
     assert all(agents[h.name]["alive"] for h in c.lab.hosts), agents

@@ -205,6 +205,8 @@ class Reporter:
         if self.online is False:
             log.info("reports delivered again")
         self.online = True
+        if getattr(self.source, "connected", True) is False:
+            self.source.retry_now()  # the server is back: the source need not sit out its backoff
         if full:
             self._need_full = False
             self._next_full = now + self.full_every
