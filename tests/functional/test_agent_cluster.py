@@ -223,6 +223,10 @@ def test_a_tap_added_on_a_host_becomes_a_port_protected_by_the_project_default(c
         with c.lab.clients[0].hold(vm, 80, 12) as held:
             alive = held.alive()
     assert alive == 7, f"{alive} connections held, the default policy caps at 7"
+    # the tap vanishes: the port goes DOWN, keeping its id and history
+    c.lab.remove_vm(vm)
+    wait_for(lambda: c.api("GET", f"ports/{port['id']}")["port"]["status"] == "DOWN", 10, 0.1,
+             what=f"discovered port {vm.tap} DOWN after its tap vanished")
 
 
 def _same(a: str, b: str) -> bool:
