@@ -174,9 +174,30 @@ def observe(executor: Executor, *, bans_only: bool = False, limit: int | None = 
         else:
             obs.ports[port] = target
             obs.problems.append(f"map {TO_VM}: port {port} is sent to '{target}', not to a policy chain")
-    for name in hit_sets:
-        for raw in _read(executor, obs, name, None):  # per port: bounded by the ports
-            e = nl.parse(raw)
-            obs.hits[(name, _ifname(_value(e, nl.ELEM_KEY)))] = _packets(e)
+    obs.hits = read_hits(executor, hit_sets, obs)
     return obs
+
+
+def read_offenders(executor: Executor, limit: int) -> tuple[list[tuple[str, str]], bool]:
+    """(port, remote) of the monitor-mode offender sets, at most about ``limit`` per family
+    (an attacker grows them); and whether both were read whole."""
+    obs = Observation()
+    out = []
+    for v in (4, 6):
+        for raw in _read(executor, obs, OFFENDERS[v], limit):
+            key = _value(nl.parse(raw), nl.ELEM_KEY)
+            out.append((_ifname(key), str(_addr(key[IFNAMSIZ:], v))))
+    return out, not obs.truncated
+
+
+def read_hits(executor: Executor, names, obs: Observation | None = None) -> dict[tuple[str, str], int]:
+    """(hit set, port) -> packets of the named per-port hit sets (bounded by the ports; the
+    agent's reporter reads only these, never the sets an attacker grows)."""
+    obs = obs or Observation()
+    hits = {}
+    for name in names:
+        for raw in _read(executor, obs, name, None):
+            e = nl.parse(raw)
+            hits[(name, _ifname(_value(e, nl.ELEM_KEY)))] = _packets(e)
+    return hits
 
