@@ -9,6 +9,7 @@ kernel with what it applied and repairs by a full sync. See DESIGN.md beside thi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -24,7 +25,8 @@ from connguard.compiler.dispatch import ban_key
 from connguard.compiler.punishment import tier_set
 from connguard.compiler.ruleset import Ruleset
 from connguard.exceptions import ApplyError, CompileError, ValidationFailed
-from connguard.model import BruteForceRule, HostState, load_state_file
+from connguard.model import BruteForceRule, HostState
+from connguard.model.state import load_state_text
 from connguard.nft import Applier, observe
 from connguard.nft.bans import add_bans, add_memory
 from connguard.nft.executor import Executor, NftFailure
@@ -32,6 +34,7 @@ from connguard.nft.executor import Executor, NftFailure
 log = logging.getLogger("connguard.agent")
 
 STATUS_HEARTBEAT = 10.0  # seconds between rewrites of an unchanged status file
+SETTLE_SECONDS = 1.0     # a changed state file must stay unchanged this long to be loaded
 
 
 @dataclass
@@ -67,6 +70,16 @@ class StandaloneAgent:
         self._restore_memory = False  # after a full sync: the table may have lost its memory sets
 
     # ---- state file ---------------------------------------------------------------------
+    # A file rewritten in place is, for a while, half written, and half a state file is often
+    # a valid state that protects less (cut before `ports:` it protects nothing). A changed
+    # file is loaded only once it is stable: the same inode, mtime, size and content (sha256)
+    # for `settle` seconds as the agent saw them, or last modified at least `settle` seconds
+    # ago; until then the last good state stays enforced. A writer that pauses longer than
+    # that mid-file can still be seen half-way: write a new file and rename it over the old
+    # one (examples/state.yaml, README). Class attributes, so tests can shorten them.
+    settle: float = SETTLE_SECONDS
+    _pending: tuple | None = None  # ((stamp, digest), monotonic time first seen)
+
     def _stamp(self) -> tuple:
         try:
             st = self.state_file.stat()
@@ -74,12 +87,39 @@ class StandaloneAgent:
             return ("missing",)
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
+    def _stable_text(self, stamp: tuple) -> str | None:
+        """The file's text if it is complete by the rule above, else None (look again next
+        pass). An unreadable file raises ValidationFailed at once: there is nothing to wait for."""
+        try:
+            data = self.state_file.read_bytes()
+        except OSError as exc:
+            raise ValidationFailed([(str(self.state_file), f"cannot read: {exc.strerror}")]) from None
+        if self._stamp() != stamp:  # written to while we read it
+            self._pending = None
+            return None
+        seen = (stamp, hashlib.sha256(data).digest())
+        now = time.monotonic()
+        if self._pending is None or self._pending[0] != seen:
+            self._pending = (seen, now)
+        if now - self._pending[1] < self.settle and time.time() - stamp[1] / 1e9 < self.settle:
+            log.debug("%s changed; waiting %.1f s for it to settle", self.state_file, self.settle)
+            return None
+        self._pending = None
+        try:
+            return data.decode()
+        except UnicodeDecodeError as exc:
+            raise ValidationFailed([(str(self.state_file), f"not UTF-8 text: byte {exc.start}")]) from None
+
     def reload(self) -> bool:
         stamp = self._stamp()
         if self.loaded is not None and stamp == self.loaded.stamp:
+            self._pending = None
             return False
         try:
-            state = load_state_file(self.state_file)
+            text = self._stable_text(stamp)
+            if text is None:
+                return False
+            state = load_state_text(text, source=str(self.state_file))
             # the file's bans are put in the kernel once, with their lifetime from then
             fresh = tuple(b for b in state.bans if _book_key(ban_key(b)) not in self.book.seeded)
             ruleset = compile_host(state.model_copy(update={"bans": fresh}))
