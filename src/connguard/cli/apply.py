@@ -9,12 +9,8 @@ from pathlib import Path
 
 import click
 
-from connguard.agent.statusfile import write_status
 from connguard.cli.common import agent_dir, fail, netns_option
-from connguard.compiler import compile_host
 from connguard.exceptions import ConnguardError
-from connguard.model import load_state_file
-from connguard.nft import Applier, FakeExecutor, NftCli
 
 
 @click.command("apply")
@@ -25,6 +21,12 @@ from connguard.nft import Applier, FakeExecutor, NftCli
               help="Have the kernel check the batch against what it holds now (nft --check); change nothing.")
 def apply_cmd(state_file: str, netns: str | None, dry_run: bool, check: bool) -> None:
     """Compile STATE_FILE and apply it to the kernel in one atomic batch."""
+    # imported here, not at the top: `apply --help` must not load the compiler (cli/main.py)
+    from connguard.agent.statusfile import write_status
+    from connguard.compiler import compile_host
+    from connguard.model import load_state_file
+    from connguard.nft import Applier, FakeExecutor, NftCli
+
     try:
         state = load_state_file(state_file)
         ruleset = compile_host(state)

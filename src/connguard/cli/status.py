@@ -14,7 +14,6 @@ import click
 
 from connguard.cli.common import agent_dir, fail, netns_option
 from connguard.exceptions import ConnguardError
-from connguard.nft import NftCli, observe
 
 SHOWN = 1000  # ban and offender elements read per set by default
 
@@ -42,6 +41,8 @@ def _summary(rule: dict) -> str:
               help=f"Read every ban and offender from the kernel (default: the first {SHOWN} of each set).")
 def status_cmd(netns: str | None, fmt: str, read_all: bool) -> None:
     """Show protected ports, their rules with hit counters, offenders and active bans."""
+    from connguard.nft import NftCli, observe  # here, not at the top: `status --help` stays fast
+
     try:
         obs = observe(NftCli(netns), limit=None if read_all else SHOWN)
     except ConnguardError as exc:
