@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from connguard import __version__
 from connguard.db.session import make_engine, migrate, session_factory
-from connguard.server import errors, metrics, report_metrics
+from connguard.server import docs, errors, metrics, report_metrics
 from connguard.server.notify import Notifier, PgListener
 from connguard.server.routes import API_ROUTERS, ROOT_ROUTER
 
@@ -44,13 +44,15 @@ def create_app(db_url: str, *, run_migrations: bool = True) -> FastAPI:
     engine = make_engine(db_url)
     if run_migrations:
         migrate(engine)
-    app = FastAPI(title="connguard", version=__version__, lifespan=_lifespan,
+    # docs_url/redoc_url None: FastAPI's own pages load their scripts from a CDN (server/docs.py)
+    app = FastAPI(title="connguard", version=__version__, lifespan=_lifespan, docs_url=None, redoc_url=None,
                   description="Connection-abuse protection for cloud VMs; Neutron-compatible REST API.")
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
     app.state.notifier = Notifier()
     app.state.notifier.watch(app.state.sessions)
     errors.install(app)
+    docs.install(app)
     metrics.install(app)
     report_metrics.install(app)
     app.include_router(ROOT_ROUTER)
