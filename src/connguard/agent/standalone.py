@@ -61,6 +61,9 @@ class StandaloneAgent:
         self.book = BanBook(workdir / "bans.json")
         self.loaded: _Loaded | None = None
         self.last_error: str | None = None
+        # a rejected state file stays the error in force until a good file is loaded: a pass
+        # whose apply (of the last good state) succeeds must not clear it (connguard status)
+        self.state_error: str | None = None
         self.last_apply: dict | None = None
         self._next_drift = 0.0
         self._stop = threading.Event()
@@ -124,11 +127,13 @@ class StandaloneAgent:
             fresh = tuple(b for b in state.bans if _book_key(ban_key(b)) not in self.book.seeded)
             ruleset = compile_host(state.model_copy(update={"bans": fresh}))
         except (ValidationFailed, CompileError) as exc:
-            self._error(f"state file rejected, still enforcing the last good state: {exc}")
+            self.state_error = f"state file rejected, still enforcing the last good state: {exc}"
+            self._error(self.state_error)
             if self.loaded is not None:
                 self.loaded.stamp = stamp  # do not re-report every tick
             return False
         self.loaded = _Loaded(stamp, state, ruleset)
+        self.state_error = None
         log.info("loaded %s: %d policies, %d ports", self.state_file, len(state.policies), len(state.ports))
         return True
 
@@ -158,7 +163,7 @@ class StandaloneAgent:
             for w in result.warnings:
                 log.warning("state ban not applied: %s", w)
             self._record_seeds(now)
-            self.last_error = None
+            self.last_error = self.state_error
         # bans are kept and restored even while the ruleset cannot be applied
         self._bans(now)
         self._write_status(now)

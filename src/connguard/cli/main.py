@@ -23,8 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # local (kernel-facing) commands and daemons
     "apply": ("connguard.cli.apply:apply_cmd", "Compile STATE_FILE and apply it to the kernel in one atomic batch."),
     "agent": ("connguard.cli.agent:agent_cmd", "Run the host agent: apply, repair drift, persist and escalate bans."),
-    "status": ("connguard.cli.status:status_cmd",
-               "Show protected ports, their rules with hit counters, offenders and active bans."),
+    "status": ("connguard.cli.status:status_cmd", "Show what this host enforces: protected ports, their rules with "
+               "hit counters, offenders and active bans."),
     "lab": ("connguard.cli.lab:lab", "Network-namespace lab: hosts with VMs, clients, real traffic."),
     "server": ("connguard.cli.server:server_cmd", "Run the REST API server (migrates the database first)."),
     "up": ("connguard.cli.up:up", "Run a server and an agent on this host (SQLite, bootstrap admin token)."),
