@@ -42,6 +42,7 @@ def write_status(workdir: Path, *, state: HostState, ruleset: Ruleset, source: s
         "state_file": source, "netns": netns, "updated_at": now,
         "last_apply": last_apply, "last_error": last_error, "warnings": list(warnings or ()),
         "ports": ruleset.port_policy, "hit_sets": ruleset.hit_sets,
+        "bans": sorted([b.interface_name or "", b.ip_address] for b in state.bans),  # the state file's
         "policies": {p.name: {"enforcement": p.enforcement,
                               "rules": [r.model_dump(exclude_none=True) for r in p.rules]}
                      for p in state.policies},
