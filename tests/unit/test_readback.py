@@ -9,6 +9,7 @@ from connguard.nft import Applier, FakeExecutor, observe
 from connguard.nft import fakekernel as fk
 from connguard.nft import netlink as nl
 from connguard.nft import readback as rb
+from connguard.nft.applier import stateful_sets
 from test_applier import make
 
 
@@ -152,3 +153,27 @@ def test_a_table_we_did_not_write_is_reported_not_raised():
     assert {"counter banned is missing", "counter set_full is missing"} <= set(obs.problems)
     assert "set ban4 is missing" in obs.problems, obs.problems
     assert any("to_vm" in p for p in obs.problems), obs.problems
+
+
+def test_buckets_made_by_a_tampered_rule_are_emptied_by_the_repair():
+    ex, ap, rs = applied()
+    policy = next(c for c in rs.chains if c.name.startswith("in_") and stateful_sets(c))
+    i = chain_rules(ex, policy.name)[0]
+    rule = policy.rules[0]
+    ex.dumps[nl.GETRULE][i] = fk.rule_msg(policy.name, rule.origin, fk.json_expressions([{"accept": None}]))
+    problems = ap.drift()
+    assert any("will be emptied" in p for p in problems), problems
+    ap.invalidate()
+    ex.listing = {"nftables": [{"set": {"name": s.name, "table": "connguard",
+                                        "type": list(s.type) if len(s.type) > 1 else s.type[0], "flags": list(s.flags)}}
+                               for s in rs.sets if s.map is None]}
+    ap.apply(rs)
+    flushed = {c["flush"]["set"]["name"] for c in ex.batches[-1]["nftables"] if "set" in c.get("flush", {})}
+    assert stateful_sets(policy) <= flushed, (stateful_sets(policy), flushed)
+    assert not flushed & {"ban4", "ban6", "hostban4", "hostban6"}, flushed
+    assert ap.reset_on_repair == set()
+    # a second repair of something else keeps the buckets
+    ap.invalidate()
+    ap.apply(rs)
+    flushed = {c["flush"]["set"]["name"] for c in ex.batches[-1]["nftables"] if "set" in c.get("flush", {})}
+    assert not flushed & stateful_sets(policy), flushed

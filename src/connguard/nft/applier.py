@@ -69,6 +69,19 @@ def read_inventory(executor: Executor) -> Inventory:
     return inv
 
 
+def stateful_sets(chain) -> set[str]:
+    """Long-lived sets whose elements copy numbers from this chain's rules when the packet path
+    creates them (a dynset with statements: a limit, a ct count). A tampered rule leaves such
+    elements behind with the tampered numbers; the repair empties these sets."""
+    out = set()
+    for rule in chain.rules:
+        for e in rule.expr:
+            body = e.get("set") if isinstance(e, dict) else None
+            if isinstance(body, dict) and body.get("stmt") and isinstance(body.get("set"), str):
+                out.add(body["set"].lstrip("@"))
+    return out
+
+
 def _same_declaration(s: NftSet, kernel: dict) -> bool:
     ktype = kernel.get("type")
     ktype = tuple(ktype) if isinstance(ktype, list) else (ktype,)
@@ -86,6 +99,8 @@ class Applier:
         self.applied: Ruleset | None = None
         # the kernel's digests of our table right after the last apply that changed it
         self.baseline: readback.Snapshot | None = None
+        # long-lived sets the next full sync empties: their elements were made by tampered rules
+        self.reset_on_repair: set[str] = set()
 
     def invalidate(self) -> None:
         """Forget what we applied; the next apply is a full sync (after drift, on restart)."""
@@ -116,6 +131,12 @@ class Applier:
         if self.baseline is None:  # the read-back after the apply failed: adopt this one
             self.baseline = now
         problems = readback.compare(self.baseline, now)
+        changed = {n for n, want in self.baseline.rules.items() if now.rules.get(n) != want}
+        tainted = set().union(*(stateful_sets(c) for c in applied.chains if c.name in changed))
+        if tainted:
+            self.reset_on_repair |= tainted
+            problems.append(f"{len(tainted)} bucket set(s) filled by changed rules will be emptied: "
+                            + ", ".join(sorted(tainted)))
         # and the rules must still be the ones we sent, in number and origin (a cheap
         # cross-check of the baseline itself)
         for c in applied.chains:
@@ -163,6 +184,8 @@ class Applier:
                 kernel = None
             if kernel is None:
                 head.append(r.add_set(s))
+            if s.long_lived and kernel is not None and s.name in self.reset_on_repair:
+                fill.append(r.flush_set(s))
             if not s.long_lived:
                 if kernel is not None:
                     fill.append(r.flush_set(s))
@@ -279,6 +302,8 @@ class Applier:
             # synproxy needs the handshake's ACK to be "invalid", not picked up mid-stream; set
             # before the bookkeeping, so that a failure here is retried by the next apply
             self.executor.sysctl("net.netfilter.nf_conntrack_tcp_loose", "0")
+        if mode == "full":
+            self.reset_on_repair = set()
         if cmds:
             try:
                 self.baseline = self._snapshot(desired)
