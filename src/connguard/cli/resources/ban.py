@@ -52,9 +52,23 @@ def add(client: Client, ip_address: str, fmt: str, columns: tuple[str, ...], clo
 
 @ban.command("delete")
 @click.argument("bans", nargs=-1, required=True)
+@click.option("--netns", metavar="NS", help="Standalone host: lift the bans in this network namespace's kernel and "
+              "its agent's ban book (no server).")
+@click.option("--local", is_flag=True, help="Standalone host: the same in this namespace (no server).")
+@click.option("--port", "port", metavar="IFNAME", help="With --netns/--local: only the ban on this port.")
 @connection
-def delete(client: Client, bans: tuple[str, ...]) -> None:
+def delete(client: Client, bans: tuple[str, ...], netns: str | None, local: bool, port: str | None) -> None:
     """Unban everywhere. Each of BANS is a ban id, or an address or prefix: every active ban
-    of it that you see is lifted. Goes on past a failure, then exits 1."""
+    of it that you see is lifted. Goes on past a failure, then exits 1.
+
+    With --netns NS (or --local) the bans are lifted on this host alone, with no server: from
+    the kernel and from the standalone agent's ban book, so the agent does not put them back."""
+    if netns or local:
+        from connguard.cli.unban_local import lift
+
+        lift(bans, netns=netns, port=port)
+        return
+    if port:
+        raise click.UsageError("--port goes with --netns or --local")
     delete_each(client, bans, collection="connguard/bans", key="bans", field="ip_address", what="ban",
                 plural="bans")
