@@ -99,3 +99,33 @@ def test_cli_delete_by_address_and_past_failures(server, db_url):
     cloud = _run(env, "allow", "add", "0.0.0.0/0", "--cloud")
     assert cloud.exit_code == 1 and "0.0.0.0/0 (every IPv4 address) is wider than /16" in cloud.stderr, cloud.stderr
     assert _run(env, "allow", "add", "0.0.0.0/0", "--cloud", "--force").exit_code == 0
+
+
+def test_the_widest_prefix_is_configurable(actors, db_url):
+    from fastapi.testclient import TestClient
+
+    from apitest import Api
+    from connguard.db.services.security import WidestPrefix
+    from connguard.server import create_app
+
+    strict = create_app(db_url, run_migrations=False, widest_prefix=WidestPrefix(24, 48))
+    try:
+        a = Api(TestClient(strict), actors.member_a.token)
+        status, data = a.post("connguard/bans", {"ban": {"ip_address": "10.1.16.0/20"}})
+        assert status == 400 and data["NeutronError"]["message"].startswith(
+            "Invalid input for ip_address: 10.1.16.0/20 is wider than /24"), data
+        status, data = a.post("connguard/bans", {"ban": {"ip_address": "2001:db8::/40"}})
+        assert status == 400 and "is wider than /48" in data["NeutronError"]["message"], data
+        assert a.ok("POST", "connguard/bans", {"ban": {"ip_address": "10.1.16.0/24"}})["ban"]["ip_address"] == \
+            "10.1.16.0/24"
+    finally:
+        strict.state.engine.dispose()
+    # the default server takes the /20
+    assert actors.member_a.ok("POST", "connguard/bans", {"ban": {"ip_address": "10.2.16.0/20"}})
+
+
+def test_server_widest_prefix_option_is_checked():
+    for bad in ("16", "33,32", "16,129", "a,b"):
+        r = CliRunner().invoke(cli, ["server", "--widest-prefix", bad])
+        assert r.exit_code == 2, (bad, r.output)
+        assert f"{bad!r} is not V4,V6 prefix lengths (0-32,0-128), e.g. 16,32" in r.output, r.output
