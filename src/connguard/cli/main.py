@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "hit counters, offenders and active bans."),
     "lab": ("connguard.cli.lab:lab", "Network-namespace lab: hosts with VMs, clients, real traffic."),
     "server": ("connguard.cli.server:server_cmd", "Run the REST API server (migrates the database first)."),
-    "up": ("connguard.cli.up:up", "Run a server and an agent on this host (SQLite, bootstrap admin token)."),
+    "up": ("connguard.cli.up:up_cmd", "Run the API server and this host's agent in one process (Ctrl-C stops both)."),
     # control plane: thin wrappers over the REST API
     "token": ("connguard.cli.token:token", "API tokens (roles: admin, member, reader, agent)."),
     "policy": ("connguard.cli.resources.policy:policy", "QoS policies (sets of connection rules)."),
