@@ -79,7 +79,7 @@ def test_port_filter_and_iso_times_after_apply(netns, tmp_path):
         assert ISO.match(b["expires_at"]), b
     table = status(tmp_path, "--netns", netns, "--port", "tapdb1")
     assert table.exit_code == 0
-    shown = table.output.split("\nPORTS", 1)[1]  # (the apply's warnings above name every port)
+    shown = table.output.split("\nPORTS", 1)[1]
     assert "tapdb1" in shown and "tapweb1" not in shown, table.output
     assert re.search(r"203\.0\.113\.10 +tapdb1 +until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(in \d+m\d\ds\)", table.output), \
         table.output

@@ -54,12 +54,11 @@ def apply_cmd(state_file: str, netns: str | None, dry_run: bool, fmt: str, check
         previous = _previous(agent_dir(netns) / "status.json")
         before = {k: netns_info.sysctl(netns, k) for k in netns_info.SYSCTLS}
         result = Applier(NftCli(netns)).apply(ruleset)
-        warnings = list(result.warnings)
+        warnings = list(result.warnings)  # kept in the status file; missing interfaces status sees live
         missing = netns_info.missing_ports(netns, sorted(ruleset.port_policy))
         for ifname in missing or ():
             i = next(i for i, p in enumerate(state.ports) if p.interface_name == ifname)
-            warnings.append(f"ports[{i}]: there is no interface {ifname}{where} yet; its rules are in place "
-                            "and protect it as soon as it appears")
+            click.echo(f"warning: ports[{i}]: {netns_info.no_interface(ifname, netns)}", err=True)
         for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
         for key, why in netns_info.SYSCTLS.items():

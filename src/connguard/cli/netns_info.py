@@ -36,6 +36,11 @@ def sysctl(netns: str | None, key: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def no_interface(ifname: str, netns: str | None) -> str:
+    where = f" in netns {netns}" if netns else ""
+    return f"there is no interface {ifname}{where} yet; its rules are in place and protect it as soon as it appears"
+
+
 def missing_ports(netns: str | None, ports: list[str]) -> list[str] | None:
     have = interfaces(netns)
     return None if have is None else [p for p in ports if p not in have]

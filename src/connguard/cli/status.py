@@ -32,6 +32,8 @@ AGENT      who applied the state: "agent pid N (running)", "agent pid N (NOT RUN
            checked (ISO 8601, UTC); the error still in force, if any (a rejected
            state-file edit stays here until a good file is loaded: the last good
            state is what is enforced); warnings of the last apply.
+WARNINGS   ports whose interface does not exist (yet) in the namespace: their
+           rules are in place and apply as soon as it appears.
 PORTS      each protected interface, its policy and the policy's mode (enforce or
            monitor); under it one line per rule of the policy:
   HITS     packets that rule refused on that port (in monitor mode: would have
@@ -115,6 +117,11 @@ def status_cmd(netns: str | None, only: tuple[str, ...], fmt: str, read_all: boo
                                               "packets": obs.hits.get((hset, port), 0)})
         if obs.present and obs.ports.get(port) is None:
             obs.problems.append(f"port {port} is not in the kernel's dispatch map: unprotected")
+    from connguard.cli import netns_info
+
+    # a port whose interface is not there (yet) is legitimate (a VM not started) but worth saying
+    warnings = [f"port {p}: {netns_info.no_interface(p, netns)}"
+                for p in (netns_info.missing_ports(netns, sorted(ports)) or []) if obs.present]
     shown = (lambda ifname: ifname is None or ifname in ports) if only else (lambda ifname: True)
     bans = [b for b in obs.bans if shown(b.interface_name)]
     offenders = [(p, r) for p, r in obs.offenders if shown(p)]
@@ -134,6 +141,7 @@ def status_cmd(netns: str | None, only: tuple[str, ...], fmt: str, read_all: boo
         "truncated": obs.truncated,
         "ban_book": {"bans": len(book.get("bans", []))} if isinstance(book, dict) and book else None,
         "problems": obs.problems,
+        "warnings": warnings,
     }
     code = EXIT_NOTHING_ENFORCED if not obs.present else EXIT_AGENT_DEAD if running is False else 0
     if fmt == "json":
@@ -164,6 +172,8 @@ def _print(data: dict, agent: dict, policies: dict, obs, netns: str | None) -> N
     if not obs.present:
         click.echo(f"connguard enforces nothing{where} (no table inet connguard)")
         return
+    for w in data["warnings"]:
+        click.echo(f"warning: {w}")
     click.echo(f"\nPORTS ({len(data['ports'])})")
     for p in data["ports"]:
         mode = policies.get(p["policy"], {}).get("enforcement", "")
