@@ -100,3 +100,12 @@ def test_down_all_asks_and_spares_other_users_labs(tmp_path, monkeypatch):
     finally:
         lab.down()
         subprocess.run(["ip", "netns", "delete", stray], check=False)
+
+
+def test_the_sigterm_handler_is_the_commands_only():
+    # tests (and other embedders) run lab commands in their own process: the handler goes
+    # with the command
+    before = signal.getsignal(signal.SIGTERM)
+    res = CliRunner().invoke(cli, ["lab", "list"])
+    assert res.exit_code == 0, res.output
+    assert signal.getsignal(signal.SIGTERM) is before
