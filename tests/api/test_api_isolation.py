@@ -100,7 +100,8 @@ def test_cloud_wide_objects_are_admin_only(actors, world):
     status, _ = a.post("connguard/bans", {"ban": {"ip_address": "10.0.0.1", "scope": "cloud"}})
     assert status == 403
     entry = actors.admin.ok("POST", "connguard/allowlist",
-                            {"allowlist_entry": {"remote_ip_prefix": "10.0.0.0/8", "project_id": None}})["allowlist_entry"]
+                            {"allowlist_entry": {"remote_ip_prefix": "10.0.0.0/8", "project_id": None,
+                                                 "force": True}})["allowlist_entry"]  # wider than /16
     assert entry["project_id"] is None
     # Visible to every project, changeable by none.
     assert entry["id"] in [e["id"] for e in actors.member_b.ok("GET", "connguard/allowlist")["allowlist"]]

@@ -70,4 +70,4 @@ def test_tokens_over_http(actors):
 def test_metrics(actors):
     actors.member_a.get("qos/policies")
     text = actors.member_a.client.get("/metrics").text
-    assert 'connguard_api_requests_total{method="GET",route="/v2.0/qos/policies",status="200"}' in text
+    assert 'connguard_api_requests_total{code="200",method="GET",route="/v2.0/qos/policies"}' in text

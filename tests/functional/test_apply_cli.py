@@ -130,7 +130,8 @@ def test_status_reports_ports_rules_and_bans(netns, tmp_path):
 
 def test_status_without_table_says_so(netns, tmp_path):
     result = run(["status", "--netns", netns], tmp_path)
-    assert result.exit_code == 0 and "enforces nothing" in result.output
+    # exit 3 since status became a health check (tests/functional/test_status_cli.py)
+    assert result.exit_code == 3 and "enforces nothing" in result.output
 
 
 def test_overlapping_state_bans_never_block_the_ruleset(netns, tmp_path):

@@ -10,6 +10,7 @@ rename) after every change.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -19,6 +20,11 @@ from pathlib import Path
 
 from connguard.compiler.context import OFFENCE_MEMORY
 from connguard.nft.observe import KernelBan
+
+# A lift (``connguard ban delete ADDRESS --netns NS``) is a request in ``lifts.json`` beside the
+# book: the book forgets the ban, and ignores it in the kernel until a pass sees the kernel
+# without it (the CLI deletes it there right after asking) or this long has passed.
+LIFT_SECONDS = 10.0
 
 # (port, remote, ban length in seconds) -> (escalation step, its memory set or None); None when
 # no brute-force rule of the port bans for that length
@@ -77,6 +83,32 @@ class BanBook:
         self.memory = data.get("memory", {})  # a book from before kernel escalation has none
         self.seeded = data.get("seeded", {})
 
+    def _lifts(self, now: float, seen_in_kernel: set[tuple] | None) -> set[tuple]:
+        """The pending lift requests (forgetting those bans); with ``seen_in_kernel``, also
+        retire the requests the kernel has confirmed (the ban is gone) or that lapsed."""
+        path = lifts_path(self.path)
+        if not path.exists():
+            return set()
+        with _locked(path):
+            pending = _read_lifts(path)
+            keys = {k for k, until in pending.items() if until > now}
+            for key in keys:
+                if self.bans.pop(key, None) is not None:
+                    self.dirty = True
+            if seen_in_kernel is not None:
+                kept = {_lift_name(k): pending[k] for k in keys if k in seen_in_kernel}
+                if kept:
+                    _write_json(path, kept)
+                else:
+                    path.unlink(missing_ok=True)
+        return keys
+
+    def apply_lifts(self, now: float) -> None:
+        """Forget the requested bans while no agent runs (the CLI holds the agent's lock). The
+        requests stay until they lapse: an agent started meanwhile honours them too."""
+        self._lifts(now, seen_in_kernel=None)
+        self.save()
+
     def set_seeded(self, seeded: dict[str, float | None]) -> None:
         if seeded != self.seeded:
             self.seeded = seeded
@@ -103,9 +135,12 @@ class BanBook:
         now (new ones, and bans the kernel gave again at once when the last one expired)."""
         recorded: list[BookBan] = []
         seen = set()
+        lifting = self._lifts(now, seen_in_kernel={(kb.interface_name, kb.ip_address) for kb in kernel})
         for kb in kernel:
             key = (kb.interface_name, kb.ip_address)
             seen.add(key)
+            if key in lifting:
+                continue  # being lifted by hand: the kernel's copy goes in a moment
             expires_at = None if kb.expires is None else now + kb.expires
             known = self.bans.get(key)
             if known is not None:
@@ -168,3 +203,63 @@ class BanBook:
         present = {(kb.interface_name, kb.ip_address) for kb in kernel}
         return [b for k, b in self.bans.items()
                 if k not in present and (b.expires_at is None or b.expires_at - now >= 1)]
+
+
+# ---- lift requests (connguard ban delete ADDRESS --netns NS) ---------------------------------
+
+
+def lifts_path(book_path: Path) -> Path:
+    return book_path.with_name("lifts.json")
+
+
+def _lift_name(key: tuple) -> str:
+    return f"{key[0] or ''}|{key[1]}"
+
+
+def _read_lifts(path: Path) -> dict[tuple, float]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for name, until in data.items() if isinstance(data, dict) else ():
+        ifname, _, ip = name.partition("|")
+        out[(ifname or None, ip)] = float(until)
+    return out
+
+
+def _write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, sort_keys=True)
+    os.replace(tmp, path)
+
+
+class _locked:
+    """The lifts file is read-modify-written by the CLI and by the agent: one at a time."""
+
+    def __init__(self, path: Path):
+        self.lock = path.with_name(".lifts.lock")
+
+    def __enter__(self) -> None:
+        self.fh = open(self.lock, "w")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        self.fh.close()
+
+
+def request_lifts(book_path: Path, keys: list[tuple[str | None, str]], now: float) -> None:
+    """Ask the keeper of the book at ``book_path`` (a running agent, at its next pass, or
+    ``BanBook.apply_lifts``) to forget these bans: (interface name or None, remote) as the
+    kernel and the book spell them."""
+    path = lifts_path(book_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path):
+        pending = {_lift_name(k): until for k, until in _read_lifts(path).items() if until > now}
+        pending.update({_lift_name(k): now + LIFT_SECONDS for k in keys})
+        _write_json(path, pending)
+
+
+def pending_lifts(book_path: Path, now: float) -> set[tuple]:
+    return {k for k, until in _read_lifts(lifts_path(book_path)).items() if until > now}

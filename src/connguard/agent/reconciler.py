@@ -152,7 +152,9 @@ class Reconciler:
             for w in result.warnings:
                 log.warning("state ban not applied: %s", w)
             self._record_seeds(now)
-            self.last_error = None
+            # a rejected state file (or an unreachable server) stays the error in force until
+            # the source recovers: a pass that applied the last good state must not clear it
+            self.last_error = self.source.error
             self.port_errors = {}
             self.apply_ok = True
         # bans are kept and restored even while the ruleset cannot be applied

@@ -1,5 +1,7 @@
 """The status file: what the last apply on this host (or namespace) enforces, for
-``connguard status``. The kernel has the counters and bans; this file has the names."""
+``connguard status``. The kernel has the counters and bans; this file has the names, and who
+wrote it: an agent (its pid and the pid's start time, so that a dead agent whose pid was reused
+is not taken for a running one) or ``connguard apply`` (no pid)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,36 @@ from connguard.compiler.ruleset import Ruleset
 from connguard.model import HostState
 
 
+def process_start(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks since boot); None when the
+    process is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may contain spaces and ')'
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def writer_running(status: dict) -> bool | None:
+    """Whether the agent that wrote ``status`` still runs; None when no agent wrote it."""
+    pid = status.get("pid")
+    if not isinstance(pid, int):
+        return None
+    start = process_start(pid)
+    return start is not None and start == status.get("pid_start", start)
+
+
 def write_status(workdir: Path, *, state: HostState, ruleset: Ruleset, source: str, netns: str | None,
-                 now: float, last_apply: dict | None, last_error: str | None, pid: int | None) -> None:
+                 now: float, last_apply: dict | None, last_error: str | None, pid: int | None,
+                 warnings: list[str] | None = None) -> None:
     status = {
-        "pid": pid, "state_file": source, "netns": netns, "updated_at": now,
-        "last_apply": last_apply, "last_error": last_error,
+        "pid": pid, "pid_start": process_start(pid) if pid else None,
+        "state_file": source, "netns": netns, "updated_at": now,
+        "last_apply": last_apply, "last_error": last_error, "warnings": list(warnings or ()),
         "ports": ruleset.port_policy, "hit_sets": ruleset.hit_sets,
+        "bans": sorted([b.interface_name or "", b.ip_address] for b in state.bans),  # the state file's
         "policies": {p.name: {"enforcement": p.enforcement,
                               "rules": [r.model_dump(exclude_none=True) for r in p.rules]}
                      for p in state.policies},

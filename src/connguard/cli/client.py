@@ -11,11 +11,15 @@ import functools
 import json
 import re
 import sys
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import click
-import httpx
-import yaml
+
+# httpx and yaml are imported where used: a command's --help must not pay for them
+# (connguard.cli.main, docs/benchmarks.md "CLI start-up").
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_URL = "http://127.0.0.1:9696"
 FORMATS = ("table", "json", "yaml", "value")
@@ -32,10 +36,14 @@ class Client:
     def __init__(self, url: str, token: str | None, *, transport: httpx.BaseTransport | None = None):
         self.base = url.rstrip("/") + "/v2.0/"
         headers = {"X-Auth-Token": token} if token else {}
+        import httpx
+
         self._http = httpx.Client(headers=headers, timeout=30, transport=transport)
 
     def request(self, method: str, path: str, body: Any = None, *, params: dict[str, Any] | None = None,
                 if_match: int | None = None) -> Any:
+        import httpx
+
         headers = {"If-Match": f"revision_number={if_match}"} if if_match is not None else {}
         try:
             r = self._http.request(method, self.base + path.lstrip("/"), json=body, params=params, headers=headers)
@@ -141,6 +149,8 @@ def emit_list(rows: list[dict[str, Any]], *, default: list[str], fmt: str, colum
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
     elif fmt == "yaml":
+        import yaml
+
         click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
     elif fmt == "value":
         for r in data:
@@ -155,6 +165,8 @@ def emit_one(obj: dict[str, Any], *, fmt: str, columns: Iterable[str]) -> None:
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
     elif fmt == "yaml":
+        import yaml
+
         click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
     elif fmt == "value":
         for c in cols:

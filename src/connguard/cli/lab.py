@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import threading
 from typing import Any
 
 import click
@@ -13,6 +16,8 @@ from connguard.exceptions import LabError
 ATTACKS = ("flood", "flood-many", "bruteforce", "egress-flood", "syn-flood")
 DEFAULT_PORTS = {"flood": 80, "flood-many": 80, "egress-flood": 80, "bruteforce": 22,
                  "syn-flood": 80}
+FLOOD_RATE = 200.0      # new connections/s of the flood kinds when --rate is not given
+BRUTEFORCE_RATE = 5.0   # attempts/s
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -61,8 +66,21 @@ def _fail(exc: Exception) -> click.ClickException:
 
 
 @click.group("lab")
-def lab() -> None:
+@click.pass_context
+def lab(ctx: click.Context) -> None:
     """Network-namespace lab: hosts with VMs, clients, real traffic."""
+    if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+        previous = signal.signal(signal.SIGTERM, _terminated)
+        ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM ends a lab command as Ctrl-C does: the exception unwinds through the code that
+    built something (Lab.up's ``except BaseException``, demo's ``finally``), which removes it;
+    the default action would kill the process there and leave the namespaces behind."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+    click.echo("terminated (SIGTERM): cleaning up", err=True)
+    raise SystemExit(128 + signum)
 
 
 @lab.command("up")
@@ -70,7 +88,8 @@ def lab() -> None:
               help="host namespaces; 2 or more hang off a shared client-side edge router")
 @click.option("--vms", type=click.IntRange(1, 200), default=2, show_default=True,
               help="VMs per host (at most 200 in the whole lab)")
-@click.option("--clients", type=click.IntRange(0, 200), default=2, show_default=True)
+@click.option("--clients", type=click.IntRange(0, 200), default=2, show_default=True,
+              help="external client namespaces")
 @click.option("--sources", type=click.IntRange(0, 240), default=32, show_default=True,
               help="extra source addresses per client (IPv4, and IPv6 in distinct /64s)")
 @click.option("--agent", "agent_cmd", metavar="CMD", default=None,
@@ -81,7 +100,7 @@ def lab() -> None:
               help="run --agent CMD in this namespace instead of the host's (give it --netns {netns}; "
                    "for an agent that talks to a server on this machine's loopback)")
 @click.option("--prefix", default=None, help="cglab + 6 hex digits (default: random)")
-@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def up_cmd(hosts: int, vms: int, clients: int, sources: int, agent_cmd: str | None,
            agent_outside: bool, prefix: str | None, fmt: str) -> None:
     """Build a lab and print its namespaces, interfaces and addresses."""
@@ -134,7 +153,7 @@ def _start_agents(the_lab: Any, argv: list[str], outside: bool) -> None:
 
 
 @lab.command("list")
-@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def list_cmd(fmt: str) -> None:
     """List the labs on this machine."""
     from connguard.lab import Lab
@@ -151,27 +170,47 @@ def list_cmd(fmt: str) -> None:
 
 @lab.command("down")
 @click.argument("prefix", required=False)
-@click.option("--all", "all_", is_flag=True, help="remove every cglab* namespace and lab file")
-def down_cmd(prefix: str | None, all_: bool) -> None:
-    """Remove a lab (every namespace it created, every process started for it), or all of
-    them with --all."""
+@click.option("--all", "all_", is_flag=True,
+              help="remove every lab this user made (those with a lab file of theirs); asks first")
+@click.option("-y", "--yes", is_flag=True, help="with --all: do not ask")
+def down_cmd(prefix: str | None, all_: bool, yes: bool) -> None:
+    """Remove a lab (every namespace it created, every process started for it), or with --all
+    every lab of this user. A PREFIX that names no lab is an error."""
     from connguard.lab import netns as nsx
     from connguard.lab.spawn import reap
-    from connguard.lab.topology import remove, remove_all
+    from connguard.lab.topology import remove
 
     if bool(prefix) == all_:
         raise click.UsageError("give a lab PREFIX or --all")
+    if yes and not all_:
+        raise click.UsageError("--yes goes with --all")
     ended: list[dict[str, Any]] = []
+    removed: list[str] = []
     try:
         nsx.require_root()
         if all_:
-            ended = [r for lb in _all_labs() for r in reap(lb)]
-            removed = remove_all()
+            mine, others, stray = _labs_for_all(nsx.list_netns())
+            if others:
+                click.echo(f"not removing {len(others)} lab(s) of other users: {' '.join(others)}", err=True)
+            if stray:
+                click.echo(f"not removing {len(stray)} cglab namespace(s) with no lab file "
+                           f"('connguard lab down PREFIX' removes them): {' '.join(stray)}", err=True)
+            if not mine:
+                click.echo("no labs of yours to remove")
+                return
+            if not yes:
+                click.confirm(f"remove {len(mine)} lab(s): {' '.join(mine)}?", abort=True, err=True)
+            for p in mine:
+                ended += reap(p)
+                removed += remove(p)
         else:
             if not nsx.LAB_NAME_RE.match(prefix or ""):
                 raise LabError(f"bad lab prefix {prefix!r}: expected 'cglab' and 6 hex digits")
+            known = _lab_files(prefix)  # type: ignore[arg-type]
             ended = reap(prefix)  # type: ignore[arg-type]
             removed = remove(prefix)  # type: ignore[arg-type]
+            if not (known or ended or removed):
+                raise LabError(f"no lab {prefix}: no namespace, process or lab file of it (see 'connguard lab list')")
     except LabError as exc:
         raise _fail(exc) from None
     click.echo(f"removed {len(removed)} namespaces" + (f": {' '.join(removed)}" if removed else "")
@@ -179,16 +218,34 @@ def down_cmd(prefix: str | None, all_: bool) -> None:
                   if ended else ""))
 
 
-def _all_labs() -> list[str]:
-    import os
+def _state_dir() -> str:
+    from connguard.lab import spawn
 
+    return spawn.STATE_DIR
+
+
+def _lab_files(prefix: str) -> list[str]:
+    """The lab's description (``<prefix>.json``) and process records (``<prefix>.procs``)."""
+    paths = [os.path.join(_state_dir(), prefix + ext) for ext in (".json", ".procs")]
+    return [p for p in paths if os.path.exists(p)]
+
+
+def _labs_for_all(namespaces: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(labs of this user, labs of other users, cglab namespaces of no lab file). A lab is this
+    user's when its lab file belongs to them: on a machine where several people (or test runs)
+    build labs, --all must not tear down theirs."""
     from connguard.lab import netns as nsx
-    from connguard.lab.spawn import STATE_DIR
 
-    if not os.path.isdir(STATE_DIR):
-        return []
-    return [n[:-6] for n in os.listdir(STATE_DIR)
-            if n.endswith(".procs") and nsx.LAB_NAME_RE.match(n[:-6])]
+    owners: dict[str, int] = {}
+    if os.path.isdir(_state_dir()):
+        for name in os.listdir(_state_dir()):
+            stem, ext = os.path.splitext(name)
+            if ext in (".json", ".procs") and nsx.LAB_NAME_RE.match(stem):
+                owners.setdefault(stem, os.stat(os.path.join(_state_dir(), name)).st_uid)
+    mine = sorted(p for p, uid in owners.items() if uid == os.getuid())
+    others = sorted(p for p, uid in owners.items() if uid != os.getuid())
+    stray = sorted(n for n in namespaces if n.startswith("cglab") and n.split("-")[0] not in owners)
+    return mine, others, stray
 
 
 def _find_lab(prefix: str | None) -> Any:
@@ -227,20 +284,21 @@ def _print_series(rows: list[dict[str, Any]], totals: dict[str, Any], fmt: str,
 
 @lab.command("attack")
 @click.argument("kind", type=click.Choice(ATTACKS))
-@click.option("--prefix", default=None, help="the lab (default: the only one)")
+@click.option("--prefix", default=None, help="the lab (default: the only one there is)")
 @click.option("--vm", "vm_index", type=int, default=0, show_default=True)
 @click.option("--client", "client_index", type=int, default=0, show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="service port (default 80; 22 for bruteforce)")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="new connections/s (flood), attempts/s (bruteforce), packets/s (syn-flood; "
-                   "default: as fast as possible)")
+              help=f"new connections/s for the flood kinds (default {FLOOD_RATE:g}), attempts/s for "
+                   f"bruteforce (default {BRUTEFORCE_RATE:g}), packets/s for syn-flood (default: as fast as "
+                   "possible)")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True)
 @click.option("--sources", type=click.IntRange(1, 240), default=None,
               help="flood-many: how many of the client's extra addresses (default all)")
 @click.option("--ipv6", is_flag=True, help="attack over IPv6")
-@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def attack_cmd(kind: str, prefix: str | None, vm_index: int, client_index: int,
                port: int | None, rate: float | None, duration: float, sources: int | None,
                ipv6: bool, fmt: str) -> None:
@@ -259,7 +317,7 @@ def attack_cmd(kind: str, prefix: str | None, vm_index: int, client_index: int,
         client = _pick(the_lab.clients, client_index, "client")
         port = port or DEFAULT_PORTS[kind]
         if kind in ("flood", "flood-many", "egress-flood"):
-            _attack_flood(kind, vm, client, port, rate or 200.0, duration, sources, ipv6, fmt)
+            _attack_flood(kind, vm, client, port, rate or FLOOD_RATE, duration, sources, ipv6, fmt)
         elif kind == "bruteforce":
             _attack_bruteforce(vm, client, port, rate, duration, ipv6, fmt)
         else:
@@ -303,7 +361,7 @@ def _bf_progress(a: Any) -> None:
 
 def _attack_bruteforce(vm: Any, client: Any, port: int, rate: float | None, duration: float,
                        ipv6: bool, fmt: str) -> None:
-    rate = rate or 5.0
+    rate = rate or BRUTEFORCE_RATE
     attempts = max(1, int(round(rate * duration)))
     with vm.login_service(port) as svc:
         click.echo(f"bruteforce: {client.netns} -> {vm.address(ipv6)}:{port} ({svc.kind}), "

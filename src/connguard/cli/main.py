@@ -1,52 +1,88 @@
 """Entry point of the ``connguard`` command.
 
-Each subcommand lives in its own module and is registered here explicitly. A command's module
-is imported only when that command runs (or for ``--help``): ``connguard status`` must answer
-in well under a second, and the control-plane commands import an HTTP client and more.
+Each subcommand lives in its own module and is registered here, in ``COMMANDS``, by the dotted
+path of its click object: a command's module is imported only when that command runs (or its
+own ``--help`` is asked for). ``connguard --help`` imports none of them (it prints the short
+help kept in the table; tests/unit/test_cli_lazy.py checks it against each command's own), so a
+command with no work to do starts in a fraction of a second instead of importing the compiler,
+the database layer and an HTTP client first (docs/benchmarks.md, "CLI start-up").
+
+To add a command: one line in ``COMMANDS``, ``name: ("module:attribute", "short help")``.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import click
 
 from connguard import __version__
 
-# name -> (module, attribute); the resource commands (control plane) come from COMMANDS
-LOCAL = {
-    "apply": ("connguard.cli.apply", "apply_cmd"),
-    "agent": ("connguard.cli.agent", "agent_cmd"),
-    "status": ("connguard.cli.status", "status_cmd"),
-    "lab": ("connguard.cli.lab", "lab"),
-    "server": ("connguard.cli.server", "server_cmd"),
-    "token": ("connguard.cli.token", "token"),
+COMMANDS: dict[str, tuple[str, str]] = {
+    # local (kernel-facing) commands and daemons
+    "apply": ("connguard.cli.apply:apply_cmd", "Compile STATE_FILE and apply it to the kernel in one atomic batch."),
+    "agent": ("connguard.cli.agent:agent_cmd", "Run the host agent: apply, repair drift, persist and escalate bans."),
+    "status": ("connguard.cli.status:status_cmd", "Show what this host enforces: protected ports, their rules with "
+               "hit counters, offenders and active bans."),
+    "lab": ("connguard.cli.lab:lab", "Network-namespace lab: hosts with VMs, clients, real traffic."),
+    "server": ("connguard.cli.server:server_cmd", "Run the REST API server (migrates the database first)."),
+    "up": ("connguard.cli.up:up_cmd", "Run the API server and this host's agent in one process (Ctrl-C stops both)."),
+    # control plane: thin wrappers over the REST API
+    "token": ("connguard.cli.token:token", "API tokens (roles: admin, member, reader, agent)."),
+    "policy": ("connguard.cli.resources.policy:policy", "QoS policies (sets of connection rules)."),
+    "rule": ("connguard.cli.resources.rule:rule", "Rules of a QoS policy."),
+    "rule-type": ("connguard.cli.resources.rule:rule_type", "Rule types and the parameters each supports."),
+    "port": ("connguard.cli.resources.port:port", "Ports (VM interfaces) and the policy they carry."),
+    "ban": ("connguard.cli.resources.ban:ban", "Bans: remotes refused everywhere they apply."),
+    "allow": ("connguard.cli.resources.allow:allow", "Allowlist: remotes never limited per source or banned (per-port limits still apply)."),
+    "event": ("connguard.cli.resources.event:event", "Events: bans, unbans, limit exceedances, port errors."),
 }
 
 
-def _resources() -> dict[str, click.Command]:
-    from connguard.cli.resources import COMMANDS
+def load(name: str) -> click.Command | None:
+    """The click command registered as ``name``, importing its module; None if unknown or not
+    installed in this build (a module that does not exist yet)."""
+    target = COMMANDS.get(name)
+    if target is None:
+        return None
+    module, attr = target[0].split(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        return None
+    command = getattr(mod, attr)
+    if name == "lab" and "demo" not in command.commands:
+        from connguard.cli import demo
 
-    return {c.name: c for c in COMMANDS if c.name}
+        command.add_command(demo.demo)
+    return command
 
 
-class _Group(click.Group):
-    def list_commands(self, ctx):
-        return sorted([*LOCAL, *_resources()])
-
-    def get_command(self, ctx, name):
-        if name not in LOCAL:
-            return _resources().get(name)
-        module, attr = LOCAL[name]
-        command = getattr(importlib.import_module(module), attr)
-        if name == "lab" and "demo" not in command.commands:
-            from connguard.cli import demo
-
-            command.add_command(demo.demo)
-        return command
+def _available(name: str) -> bool:
+    return importlib.util.find_spec(COMMANDS[name][0].split(":")[0]) is not None
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """click's documented LazyGroup pattern: commands are looked up, and imported, by name."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(n for n in COMMANDS if _available(n))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return load(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help from the table: listing the commands imports none of them.
+        rows = [(n, COMMANDS[n][1]) for n in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="connguard")
 def cli() -> None:
     """Connection-abuse protection for cloud VMs (nftables + conntrack)."""

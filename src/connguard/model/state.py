@@ -71,7 +71,8 @@ def _at(loc: tuple, reason: str) -> _FieldError:
     return _FieldError(loc, reason)
 
 
-_UNION_TAGS = {"connection_rate_limit", "connection_limit", "syn_flood", "brute_force"}
+_RULE_TYPES = ("connection_rate_limit", "connection_limit", "syn_flood", "brute_force")
+_UNION_TAGS = set(_RULE_TYPES)
 
 
 def format_loc(loc: tuple) -> str:
@@ -100,6 +101,11 @@ def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
             msg = "unknown field"
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] == "union_tag_not_found":  # pydantic: "Unable to extract tag using discriminator"
+            msg = f"missing 'type' (one of {', '.join(_RULE_TYPES)})"
+        elif err["type"] == "union_tag_invalid":
+            tag = (err.get("ctx") or {}).get("tag")
+            msg = f"type {tag!r} is not one of {', '.join(_RULE_TYPES)}"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         errors.append((format_loc(loc) or "(state)", msg))
@@ -152,7 +158,33 @@ def load_state_text(text: str, *, source: str = "state") -> HostState:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         raise ValidationFailed([(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
-    return parse_state(data, source=source)
+    if data is None or data == {}:
+        # an emptied file (a truncated write, a bad template) would otherwise apply as "protect
+        # nothing" and remove every port's protection
+        raise ValidationFailed([(source, "the file is empty: applying it would protect nothing "
+                                         "(write 'ports: []' to mean that)")])
+    state = parse_state(data, source=source)
+    errors = unprotecting(state)
+    if errors:
+        raise ValidationFailed(errors)
+    return state
+
+
+def unprotecting(state: HostState) -> list[tuple[str, str]]:
+    """What a hand-written state file almost never means, and what would silently leave ports
+    unprotected or every remote refused: a port with no policy and no default, a ban of every
+    address. (A server's snapshot can legitimately hold either, so HostState allows them.)"""
+    errors = []
+    if state.default_policy is None:
+        for i, port in enumerate(state.ports):
+            if port.policy is None:
+                errors.append((f"ports[{i}].policy", f"{port.interface_name} has no policy and there is no "
+                               "default_policy: it would be unprotected"))
+    for i, ban in enumerate(state.bans):
+        if ipaddress.ip_network(ban.ip_address).prefixlen == 0:
+            errors.append((f"bans[{i}].ip_address", f"{ban.ip_address} would ban every "
+                           f"IPv{ipaddress.ip_network(ban.ip_address).version} address"))
+    return errors
 
 
 def load_state_file(path: str | Path) -> HostState:

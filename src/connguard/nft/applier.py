@@ -14,7 +14,6 @@ atomic batch per apply.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -332,7 +331,7 @@ class Applier:
                 try:
                     self.executor.batch({"nftables": [one]})
                 except NftFailure as exc:
-                    warnings.append(f"{origin}: {json.dumps(elem)} not added: {exc.message.strip().splitlines()[0]}")
+                    warnings.append(_refused_ban(elem, exc.message))
         return warnings
 
     def _locate(self, cmds: list[Cmd]) -> str | None:
@@ -355,3 +354,30 @@ class Applier:
             return True
         except NftFailure:
             return False
+
+
+def _elem_text(value) -> str:  # noqa: ANN001 - libnftables JSON
+    if isinstance(value, dict):
+        if "concat" in value:
+            return " . ".join(_elem_text(v) for v in value["concat"])
+        if "prefix" in value:
+            return f"{value['prefix']['addr']}/{value['prefix']['len']}"
+        if "elem" in value:
+            return _elem_text(value["elem"]["val"])
+    return str(value)
+
+
+def _refused_ban(elem, kernel_message: str) -> str:  # noqa: ANN001
+    """A sentence for a state-file ban the kernel refused, not the element's JSON."""
+    val = elem["elem"]["val"] if isinstance(elem, dict) and "elem" in elem else elem
+    timeout = elem["elem"].get("timeout") if isinstance(elem, dict) and "elem" in elem else None
+    if isinstance(val, dict) and "concat" in val and len(val["concat"]) == 2:
+        port, remote = str(val["concat"][0]), _elem_text(val["concat"][1])
+        what = f"the ban of {remote} on port {port}"
+    else:
+        what = f"the host-wide ban of {_elem_text(val)}"
+    length = f" ({timeout} s)" if timeout else ""
+    first = (kernel_message.strip().splitlines() or [""])[0]
+    overlap = "File exists" in first or "overlaps" in first
+    why = "it overlaps a ban already in the kernel" if overlap else f"the kernel said: {first}"
+    return f"{what}{length} was not added: {why}"

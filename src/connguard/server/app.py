@@ -9,8 +9,9 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 
 from connguard import __version__
+from connguard.db.services.security import DEFAULT_WIDEST, WidestPrefix
 from connguard.db.session import make_engine, migrate, session_factory
-from connguard.server import errors, metrics, report_metrics
+from connguard.server import docs, errors, metrics, report_metrics
 from connguard.server.notify import Notifier, PgListener
 from connguard.server.routes import API_ROUTERS, ROOT_ROUTER
 
@@ -38,19 +39,24 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def create_app(db_url: str, *, run_migrations: bool = True) -> FastAPI:
+def create_app(db_url: str, *, run_migrations: bool = True,
+               widest_prefix: WidestPrefix = DEFAULT_WIDEST) -> FastAPI:
     """Build the API over the database at ``db_url``, migrating it first unless told not to
-    (raises ``connguard.db.session.SchemaTooNew`` when the database is newer than the code)."""
+    (raises ``connguard.db.session.SchemaTooNew`` when the database is newer than the code).
+    ``widest_prefix``: the widest ban or cloud-wide allowlist prefix taken without ``force``."""
     engine = make_engine(db_url)
     if run_migrations:
         migrate(engine)
-    app = FastAPI(title="connguard", version=__version__, lifespan=_lifespan,
+    # docs_url/redoc_url None: FastAPI's own pages load their scripts from a CDN (server/docs.py)
+    app = FastAPI(title="connguard", version=__version__, lifespan=_lifespan, docs_url=None, redoc_url=None,
                   description="Connection-abuse protection for cloud VMs; Neutron-compatible REST API.")
     app.state.engine = engine
+    app.state.widest_prefix = widest_prefix
     app.state.sessions = session_factory(engine)
     app.state.notifier = Notifier()
     app.state.notifier.watch(app.state.sessions)
     errors.install(app)
+    docs.install(app)
     metrics.install(app)
     report_metrics.install(app)
     app.include_router(ROOT_ROUTER)

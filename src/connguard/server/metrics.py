@@ -1,16 +1,28 @@
-"""Prometheus metrics of the API, in a registry per app (tests build many apps)."""
+"""Prometheus metrics of the API, in a registry per app (tests build many apps): requests by
+method, route and status ``code`` (the label name Prometheus' own instrumentation libraries
+use), their latency, ``connguard_build_info``, and the standard process (``process_*``: CPU,
+memory, open files) and Python (``python_info``, ``python_gc_*``) collectors."""
 
 from __future__ import annotations
 
 import time
 
 from fastapi import FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST, GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter, Histogram, Info,
+    generate_latest,
+)
+
+from connguard import __version__
 
 
 def install(app: FastAPI) -> None:
     registry = CollectorRegistry()
-    requests = Counter("connguard_api_requests", "API requests", ["method", "route", "status"], registry=registry)
+    # the default registry's collectors describe this process, whichever registry serves them
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    Info("connguard_build", "connguard version serving this API", registry=registry).info({"version": __version__})
+    requests = Counter("connguard_api_requests", "API requests", ["method", "route", "code"], registry=registry)
     latency = Histogram("connguard_api_request_seconds", "API request latency", ["method", "route"],
                         registry=registry)
     app.state.metrics_registry = registry

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from connguard.cli.client import Client, connection, emit_list, emit_one, output
+from connguard.cli.resources._delete import delete_each
 
 COLUMNS = ["id", "remote_ip_prefix", "project_id", "description"]
 
@@ -18,11 +19,16 @@ def allow() -> None:
 @click.argument("remote_ip_prefix")
 @click.option("--description")
 @click.option("--cloud", is_flag=True, help="Cloud-wide entry, project_id null (admin).")
+@click.option("--force", is_flag=True,
+              help="Accept a cloud-wide prefix wider than the server's limit (default /16 for IPv4, /32 for "
+                   "IPv6), 0.0.0.0/0 and ::/0 included.")
 @connection
 @output
-def add(client: Client, remote_ip_prefix: str, description: str | None, cloud: bool, fmt: str,
+def add(client: Client, remote_ip_prefix: str, description: str | None, cloud: bool, force: bool, fmt: str,
         columns: tuple[str, ...]) -> None:
     body: dict = {"remote_ip_prefix": remote_ip_prefix}
+    if force:
+        body["force"] = True
     if description is not None:
         body["description"] = description
     if cloud:
@@ -42,5 +48,7 @@ def list_(client: Client, fmt: str, columns: tuple[str, ...]) -> None:
 @click.argument("entries", nargs=-1, required=True)
 @connection
 def delete(client: Client, entries: tuple[str, ...]) -> None:
-    for e in entries:
-        client.delete(f"connguard/allowlist/{e}")
+    """Delete allowlist entries, each an id or a prefix (every entry of it that you
+    see). Goes on past a failure, then exits 1."""
+    delete_each(client, entries, collection="connguard/allowlist", key="allowlist", field="remote_ip_prefix",
+                what="allowlist entry", plural="allowlist entries")

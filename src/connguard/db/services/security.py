@@ -1,7 +1,16 @@
-"""Allowlist entries, bans and events."""
+"""Allowlist entries, bans and events.
+
+Rails on what one request can do to a whole cloud: a manual ban expires
+(``DEFAULT_MANUAL_BAN_SECONDS`` unless the request says how long), and a ban or a cloud-wide
+allowlist entry wider than ``WidestPrefix`` (``0.0.0.0/0`` and ``::/0`` always are) needs
+``"force": true`` in the body: one typo (``/1`` for ``/31``) would otherwise refuse or exempt
+half the internet on every host.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -14,6 +23,39 @@ from connguard.db.services.common import Caller, aware, get_or_404, iso, touch_h
 from connguard.db.services.listing import Col, Columns, ListQuery, Page, page
 from connguard.db.services.ports import port_or_404
 from connguard.db.services.schemas import AllowCreate, BanCreate
+
+
+# fail2ban's bantime is 10 minutes, CrowdSec's cscli 4 hours: a ban an operator adds by hand is
+# meant to outlast one attack wave, and still ends if forgotten.
+DEFAULT_MANUAL_BAN_SECONDS = 4 * 3600
+
+
+@dataclass(frozen=True)
+class WidestPrefix:
+    """The widest ban or cloud-wide allowlist prefix accepted without ``force`` (configurable:
+    ``create_app(widest_prefix=...)``, ``connguard server --widest-prefix 16,32``)."""
+
+    v4: int = 16
+    v6: int = 32
+
+    def check(self, prefix: str, *, field: str, force: bool, what: str) -> None:
+        net = ipaddress.ip_network(prefix, strict=False)
+        limit = self.v4 if net.version == 4 else self.v6
+        if net.prefixlen >= limit or force:
+            return
+        everything = " (every IPv%d address)" % net.version if net.prefixlen == 0 else ""
+        raise BadRequest(f"Invalid input for {field}: {net}{everything} is wider than /{limit}; "
+                         f"a {what} that wide needs \"force\": true", type="PrefixTooWide")
+
+
+DEFAULT_WIDEST = WidestPrefix()
+
+
+def _force(body: dict[str, Any]) -> bool:
+    force = body.pop("force", False)
+    if not isinstance(force, bool):
+        raise BadRequest("Invalid input for force: must be true or false")
+    return force
 
 
 def _visible(q: Any, model: Any, caller: Caller) -> Any:
@@ -42,11 +84,15 @@ def allow_public(entry: AllowlistEntry) -> dict[str, Any]:
             "updated_at": iso(entry.updated_at)}
 
 
-def create_allow(session: Session, *, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+def create_allow(session: Session, *, caller: Caller, body: dict[str, Any],
+                 widest: WidestPrefix = DEFAULT_WIDEST) -> dict[str, Any]:
     caller.require_writer()
     body = dict(body)
-    _, project_id = _cloud_wide(body, caller)
+    force = _force(body)
+    cloud, project_id = _cloud_wide(body, caller)
     data = validate(AllowCreate, body)
+    if cloud:  # a project's own entry exempts remotes from its own project's punishment only
+        widest.check(data.remote_ip_prefix, field="remote_ip_prefix", force=force, what="cloud-wide allowlist entry")
     entry = AllowlistEntry(project_id=project_id, **data.model_dump())
     session.add(entry)
     session.flush()
@@ -109,12 +155,16 @@ def record_event(session: Session, *, event_type: str, project_id: str | None, m
 
 
 def create_ban(session: Session, *, caller: Caller, body: dict[str, Any], origin: str = "manual",
-               host: str | None = None) -> dict[str, Any]:
+               host: str | None = None, widest: WidestPrefix = DEFAULT_WIDEST) -> dict[str, Any]:
     if origin == "manual":
         caller.require_writer()
     body = dict(body)
+    force = _force(body)
     cloud, project_id = _cloud_wide(body, caller)
     data = validate(BanCreate, body)
+    widest.check(data.ip_address, field="ip_address", force=force, what="ban")
+    seconds = data.seconds if data.seconds is not None else \
+        DEFAULT_MANUAL_BAN_SECONDS if origin == "manual" else None
     scope = data.scope or ("port" if data.port_id else "cloud" if cloud else "project")
     port = None
     if data.port_id:
@@ -130,7 +180,7 @@ def create_ban(session: Session, *, caller: Caller, body: dict[str, Any], origin
     now = utcnow()
     ban = Ban(ip_address=data.ip_address, port_id=data.port_id, project_id=project_id, scope=scope,
               origin=origin, reason=data.reason, host=host or (port.host_id if port else None),
-              created_at=now, expires_at=now + timedelta(seconds=data.seconds) if data.seconds else None)
+              created_at=now, expires_at=now + timedelta(seconds=seconds) if seconds else None)
     session.add(ban)
     session.flush()
     record_event(session, event_type="ban", project_id=project_id, port_id=ban.port_id, host=ban.host,

@@ -20,8 +20,10 @@ def list_allowlist(request: Request, session: SessionDep, caller: CallerDep, que
 
 
 @router.post("", status_code=201)
-def create_allowlist_entry(session: SessionDep, caller: CallerDep, body: BodyDep) -> dict[str, Any]:
-    out = svc.create_allow(session, caller=caller, body=member(body, "allowlist_entry"))
+def create_allowlist_entry(request: Request, session: SessionDep, caller: CallerDep,
+                           body: BodyDep) -> dict[str, Any]:
+    out = svc.create_allow(session, caller=caller, body=member(body, "allowlist_entry"),
+                    widest=request.app.state.widest_prefix)
     session.commit()
     return {"allowlist_entry": out}
 

@@ -20,8 +20,9 @@ def list_bans(request: Request, session: SessionDep, caller: CallerDep, query: Q
 
 
 @router.post("", status_code=201)
-def create_ban(session: SessionDep, caller: CallerDep, body: BodyDep) -> dict[str, Any]:
-    out = svc.create_ban(session, caller=caller, body=member(body, "ban"))
+def create_ban(request: Request, session: SessionDep, caller: CallerDep, body: BodyDep) -> dict[str, Any]:
+    out = svc.create_ban(session, caller=caller, body=member(body, "ban"),
+                    widest=request.app.state.widest_prefix)
     session.commit()
     return {"ban": out}
 

@@ -1,0 +1,77 @@
+"""Whole-process start-up time of ``connguard`` commands that do no work, before and after
+lazy command loading, measured side by side in one run.
+
+    python3 bench/cli_startup_bench.py [--before REV] [-n 15]
+
+"before" is the source tree of git revision REV (default: the commit before lazy loading,
+77d8982, integ of the first round), extracted with ``git archive`` into a temporary directory;
+"after" is this checkout's src/. Each command is run as a fresh interpreter,
+``python3 -c 'from connguard.cli.main import main; main()' ARGS`` with PYTHONPATH pointing at
+one tree, alternating before/after so that load on the machine hits both alike; the median of
+n runs is reported (and the min, less sensitive to a loaded machine). Results go to
+docs/benchmarks.md, section "CLI start-up".
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = (["--help"], ["policy", "list", "--help"], ["status", "--help"], ["apply", "--help"],
+            ["ban", "delete", "--help"])
+ENTRY = "from connguard.cli.main import main; main()"
+
+
+def _tree(rev: str, into: Path) -> Path:
+    blob = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"
+
+
+def _once(src: Path, args: list[str]) -> float:
+    env = dict(os.environ, PYTHONPATH=str(src))
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", ENTRY, *args], env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed with {src}: {out.stderr.strip()}")
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", default="77d8982", help="git revision of the 'before' tree")
+    ap.add_argument("-n", type=int, default=15, help="runs per command and tree")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {"before": _tree(args.before, Path(tmp)), "after": ROOT / "src"}
+        bare = []
+        for _ in range(args.n):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            bare.append(time.perf_counter() - t0)
+        print(f"connguard CLI start-up, whole process, median (min) of {args.n} runs; before = {args.before}, "
+              f"after = working tree; bare `python3 -c pass`: {statistics.median(bare) * 1000:.0f} ms")
+        print(f"{'command':<28} {'before ms':>14} {'after ms':>14} {'after/before':>13}")
+        for command in COMMANDS:
+            times: dict[str, list[float]] = {"before": [], "after": []}
+            for _ in range(args.n):
+                for name, src in trees.items():
+                    times[name].append(_once(src, command))
+            b, a = statistics.median(times["before"]), statistics.median(times["after"])
+            print(f"{'connguard ' + ' '.join(command):<28} {b * 1000:>7.0f} ({min(times['before']) * 1000:>4.0f}) "
+                  f"{a * 1000:>7.0f} ({min(times['after']) * 1000:>4.0f}) {a / b:>13.2f}")
+
+
+if __name__ == "__main__":
+    main()
