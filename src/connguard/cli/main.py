@@ -28,10 +28,11 @@ def _register() -> None:
     lab.lab.add_command(demo.demo)
 
     # Control plane: server, tokens and the resource commands.
-    from connguard.cli import server, token
+    from connguard.cli import server, token, up
     from connguard.cli.resources import COMMANDS
 
     cli.add_command(server.server_cmd)
+    cli.add_command(up.up_cmd)
     cli.add_command(token.token)
     for command in COMMANDS:
         cli.add_command(command)

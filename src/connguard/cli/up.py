@@ -1,0 +1,363 @@
+"""``connguard up [--lab]``: the server and this host's agent in one foreground process.
+
+On a fresh machine: creates the data directory, the SQLite database (migrated), an admin token
+(saved to the CLI's config file, so the next ``connguard policy list`` needs no flag) and an
+agent token for this host; then serves the API (uvicorn, main loop in a thread) and runs the
+server-driven agent (``connguard.agent.run_server_agent``, in another thread) until SIGINT or
+SIGTERM. A second run reuses the directory, the database and both tokens (kept in
+``<data-dir>/up-tokens.json``, mode 0600, checked against the database). One ``up`` per data
+directory: ``<data-dir>/up.lock`` is held with flock(2) for the process's life (released by
+the kernel if it dies, so a stale file never blocks) and names its pid.
+
+On exit the kernel keeps enforcing what the agent applied (the agent is not the enforcement);
+``--clean`` deletes connguard's table instead. ``--lab`` is in up_lab.py.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from connguard.cli.server import DEFAULT_BIND, parse_bind
+
+log = logging.getLogger("connguard.up")
+PROJECT = "admin"           # the project of the tokens up creates (discovered ports land here)
+TOKENS = "up-tokens.json"
+LOCK = "up.lock"
+STOP_BUDGET = 8.0           # seconds for everything to stop after the signal (the promise is 10)
+
+
+class Lock:
+    """``<data-dir>/up.lock``: flock held while up runs; the file says by which pid."""
+
+    def __init__(self, data_dir: Path):
+        self.path = data_dir / LOCK
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self.fd, 32).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            alive = holder.isdigit() and os.path.exists(f"/proc/{holder}")
+            raise click.ClickException(
+                f"connguard up is already running with data directory {data_dir} "
+                f"(pid {holder}{'' if alive else ', in another pid namespace?'}); stop it first "
+                f"(Ctrl-C in its terminal, or kill {holder})") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        os.ftruncate(self.fd, 0)
+        os.close(self.fd)  # closing drops the flock
+
+
+def _tokens(data_dir: Path, db_url: str, hosts: list[str]) -> dict[str, Any]:
+    """The admin token and one agent token per host: reused when the database still knows
+    them with that role (and host), else created; saved 0600 in the data directory."""
+    from connguard.db.services.tokens import authenticate, create_token
+    from connguard.db.session import make_engine, migrate, session_factory
+
+    path = data_dir / TOKENS
+    try:
+        saved = json.loads(path.read_text())
+        if not isinstance(saved, dict):
+            saved = {}
+    except FileNotFoundError:
+        saved = {}
+    except (OSError, ValueError) as exc:
+        log.warning("%s unreadable (%s): creating new tokens", path, exc)
+        saved = {}
+    engine = make_engine(db_url)
+    try:
+        migrate(engine)
+        with session_factory(engine)() as session:
+            def valid(secret: Any, role: str, host: str | None) -> bool:
+                if not isinstance(secret, str):
+                    return False
+                caller = authenticate(session, secret=secret)
+                return caller is not None and caller.role == role and caller.host == host
+
+            out: dict[str, Any] = {"admin": saved.get("admin"), "agents": dict(saved.get("agents") or {})}
+            created = []
+            if not valid(out["admin"], "admin", None):
+                out["admin"] = create_token(session, project_id=PROJECT, role="admin",
+                                            description="connguard up: admin")[0]
+                created.append("admin")
+            for host in hosts:
+                if not valid(out["agents"].get(host), "agent", host):
+                    out["agents"][host] = create_token(session, project_id=PROJECT, role="agent", host=host,
+                                                       description=f"connguard up: agent of {host}")[0]
+                    created.append(f"agent of {host}")
+            session.commit()
+    finally:
+        engine.dispose()
+    if created or out != saved:
+        tmp = path.with_name(TOKENS + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(out, fh, indent=2)
+        os.replace(tmp, path)
+    log.info("tokens: %s", f"created {', '.join(created)}" if created else f"reused from {path}")
+    return out
+
+
+def _listen(bind: str) -> tuple[socket.socket, str]:
+    """A listening socket for ``bind`` and the URL clients use (a wildcard bind is reached on
+    loopback). Bound here, before anything else starts, so a busy port is a clear error."""
+    head, _, tail = bind.rpartition(":")
+    host, port = (head.strip("[]") or "127.0.0.1", 0) if tail == "0" and head else parse_bind(bind)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise click.ClickException(f"cannot listen on {bind}: {exc.strerror} (another connguard server? "
+                                   "choose another with --bind HOST:PORT)") from None
+    port = sock.getsockname()[1]
+    client_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return sock, f"http://{f'[{client_host}]' if ':' in client_host else client_host}:{port}"
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # httpx logs every request at INFO: the agent's long-polls and reports would drown the rest;
+    # alembic says "setup plugin ..." a dozen times on each start.
+    for noisy in ("httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+class _Thread(threading.Thread):
+    """A daemon thread that keeps the exception that ended it."""
+
+    def __init__(self, name: str, target: Any):
+        super().__init__(name=name, daemon=True)
+        self._fn, self.error = target, None
+
+    def run(self) -> None:
+        try:
+            self._fn()
+        except BaseException as exc:  # noqa: BLE001 - reported by the main loop
+            self.error = exc
+
+
+@click.command("up")
+@click.option("--data-dir", envvar="CONNGUARD_DATA_DIR", default="/var/lib/connguard", show_default=True,
+              type=click.Path(file_okay=False), help="Database, tokens, agent state (env CONNGUARD_DATA_DIR).")
+@click.option("--db", "db_url", metavar="URL", help="SQLAlchemy URL (default: SQLite in the data directory).")
+@click.option("--bind", default=DEFAULT_BIND, show_default=True, metavar="HOST:PORT",
+              help="Where the API listens (port 0: any free port; the URL is printed).")
+@click.option("--host", "host_name", default=socket.gethostname(), show_default=True,
+              help="This host's name in the API (binding:host_id of its ports).")
+@click.option("--netns", metavar="NS", help="Run the local agent in this network namespace (default: this host's).")
+@click.option("--interfaces", default="tap*", show_default=True, help="Interfaces the agent discovers as ports.")
+@click.option("--no-agent", is_flag=True, help="Serve the API only.")
+@click.option("--lab", is_flag=True, help="Also build a namespace lab, protect its VMs and attack them now and then.")
+@click.option("--attack-interval", type=click.FloatRange(5, 3600), default=20, show_default=True,
+              help="--lab: seconds between two rounds of attacks.")
+@click.option("--clean", is_flag=True, help="On exit, delete connguard's nftables table (default: keep enforcing).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logs and the API's access log.")
+def up_cmd(data_dir: str, db_url: str | None, bind: str, host_name: str, netns: str | None, interfaces: str,
+           no_agent: bool, lab: bool, attack_interval: float, clean: bool, verbose: bool) -> None:
+    """Run the API server and this host's agent in one process (Ctrl-C stops both)."""
+    from connguard.cli import config
+
+    _logging(verbose)
+    if (lab or not no_agent) and os.geteuid() != 0:
+        raise click.ClickException("connguard up needs root: its agent writes nftables rules "
+                                   "(or give --no-agent to serve the API only)")
+    if lab and (netns or no_agent):
+        raise click.UsageError("--lab runs the agent in the lab's host namespace: drop --netns/--no-agent")
+    ddir = Path(data_dir).absolute()
+    try:
+        ddir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise click.ClickException(f"cannot create the data directory {ddir}: {exc.strerror}") from None
+    os.environ["CONNGUARD_DATA_DIR"] = str(ddir)  # every default path below follows it
+    lock = Lock(ddir)
+    try:
+        sock, url = _listen(bind)
+        db = db_url or f"sqlite:///{ddir / 'connguard.db'}"
+        agent_host = f"{host_name}-lab" if lab else host_name
+        from connguard.db.session import SchemaTooNew
+
+        try:
+            tokens = _tokens(ddir, db, [] if no_agent else [agent_host])
+        except SchemaTooNew as exc:
+            raise click.ClickException(str(exc)) from None
+        cfg = config.save({"url": url, "token": tokens["admin"]})
+        rc = _run(sock, url, db, tokens, agent_host, netns, interfaces, no_agent, lab, attack_interval,
+                  clean, verbose, cfg, ddir)
+    finally:
+        lock.release()
+    sys.exit(rc)
+
+
+def _run(sock: socket.socket, url: str, db: str, tokens: dict[str, Any], host: str, netns: str | None,
+         interfaces: str, no_agent: bool, lab: bool, attack_interval: float, clean: bool, verbose: bool,
+         cfg: Path, ddir: Path) -> int:
+    import uvicorn
+
+    from connguard.cli.client import Client
+    from connguard.server import create_app
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            log.info("%s: already stopping", signal.Signals(signum).name)
+            return
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    app = create_app(db)
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=verbose, lifespan="on",
+                                           timeout_graceful_shutdown=2))
+    srv = _Thread("server", lambda: server.run(sockets=[sock]))
+    srv.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not srv.is_alive() or time.monotonic() > deadline or stop.is_set():
+            server.should_exit = True
+            raise click.ClickException(f"the API server did not start: {srv.error or 'interrupted'}")
+        time.sleep(0.05)
+    admin = Client(url, tokens["admin"])
+    the_lab = attacker = None
+    agent = agent_stop = None
+    rc = 0
+    try:
+        if lab:
+            the_lab, attacker = _lab_up(admin, host, attack_interval)
+            netns = the_lab.host
+        if not no_agent:
+            agent_stop = threading.Event()
+            agent = _start_agent(url, tokens["agents"][host], host, netns, ddir, interfaces, agent_stop)
+        _banner(url, cfg, ddir, db, host, netns, no_agent, the_lab)
+        while not stop.wait(0.5):
+            if not srv.is_alive():
+                log.error("the API server stopped: %s", srv.error or "no error given")
+                rc = 1
+                break
+            if agent is not None and not agent.is_alive():
+                if isinstance(agent.error, NotImplementedError):
+                    log.warning("no server-driven agent in this build (%s): serving the API only", agent.error)
+                    agent = None
+                    continue
+                log.error("the agent stopped: %s", agent.error or "it returned")
+                rc = 1
+                break
+    finally:
+        t0 = time.monotonic()
+        if agent_stop is not None:
+            agent_stop.set()
+        if agent is not None:
+            agent.join(timeout=STOP_BUDGET / 2)
+            if agent.is_alive():
+                log.warning("the agent did not stop within %.0f s; leaving it", STOP_BUDGET / 2)
+        if the_lab is not None:
+            try:
+                from connguard.cli.up_lab import unregister
+
+                unregister(admin, host)
+            except Exception as exc:  # noqa: BLE001 - the next 'up --lab' deletes them too
+                log.warning("could not delete the lab's ports: %s", exc)
+        server.should_exit = True
+        srv.join(timeout=max(1.0, STOP_BUDGET - (time.monotonic() - t0) - 2))
+        if clean:
+            _clean(netns)
+        if the_lab is not None:
+            log.info("removing lab %s ...", the_lab.prefix)
+            the_lab.down()
+        log.info("stopped in %.1f s%s", time.monotonic() - t0,
+                 "" if clean or no_agent or lab else "; the kernel keeps enforcing (--clean removes the rules)")
+    return rc
+
+
+def _start_agent(url: str, token: str, host: str, netns: str | None, ddir: Path, interfaces: str,
+                 stop: threading.Event) -> _Thread:
+    from connguard.agent import run_server_agent
+
+    workdir = ddir / "agent" / (netns or "_host")
+    workdir.mkdir(parents=True, exist_ok=True)
+    thread = _Thread("agent", lambda: run_server_agent(url, token, host, netns, workdir=workdir,
+                                                       interfaces=interfaces, stop=stop))
+    thread.start()
+    log.info("agent for host %s started (%s, state in %s)", host, f"netns {netns}" if netns else "this host's network",
+             workdir)
+    return thread
+
+
+def _lab_up(admin: Any, host: str, interval: float) -> tuple[Any, Any]:
+    from connguard.cli import up_lab
+    from connguard.lab import Lab
+
+    log.info("building the lab (a host namespace, two VMs, an attacker) ...")
+    the_lab = Lab.up(hosts=1, vms=2, clients=1, sources=8)
+    try:
+        ports = up_lab.register(admin, the_lab, host)
+        log.info("lab %s: ports %s of host %s carry policy %r", the_lab.prefix,
+                 ", ".join(f"{p['interface_name']} ({p['fixed_ips'][0]['ip_address']})" for p in ports), host,
+                 up_lab.POLICY)
+        attacker = the_lab.spawn([sys.executable, "-m", "connguard.cli.up_lab", the_lab.prefix,
+                                  "--interval", str(interval)], name="attacker")
+        threading.Thread(target=_relay, args=(attacker,), daemon=True, name="attacker-log").start()
+    except BaseException:
+        the_lab.down()
+        raise
+    return the_lab, attacker
+
+
+def _relay(proc: Any) -> None:
+    from connguard.cli.up_lab import describe
+
+    while True:
+        line = proc.lines.get()
+        if line is None:
+            if proc.proc.poll() not in (None, 0, -signal.SIGTERM, -signal.SIGKILL):
+                log.warning("lab attacker ended: %s", proc.error_text())
+            return
+        log.info("%s", describe(line))
+
+
+def _clean(netns: str | None) -> None:
+    from connguard.exceptions import ConnguardError
+    from connguard.nft import NftCli
+
+    try:
+        NftCli(netns).batch({"nftables": [{"delete": {"table": {"family": "inet", "name": "connguard"}}}]})
+        log.info("--clean: deleted table inet connguard%s", f" in {netns}" if netns else "")
+    except ConnguardError as exc:
+        log.warning("--clean: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - NftFailure: there was no table
+        log.info("--clean: nothing to delete (%s)", str(exc).splitlines()[0] if str(exc) else exc)
+
+
+def _banner(url: str, cfg: Path, ddir: Path, db: str, host: str, netns: str | None, no_agent: bool,
+            the_lab: Any) -> None:
+    lines = [f"connguard is up. API: {url}",
+             f"  admin token saved in {cfg} (try: connguard policy list)",
+             f"  data directory {ddir}, database {db}"]
+    if not no_agent:
+        lines.append(f"  agent of host {host} enforcing in {f'namespace {netns}' if netns else 'this host'}")
+    if the_lab is not None:
+        lines.append(f"  lab {the_lab.prefix}: attacks every few seconds; watch: connguard event list --follow")
+    lines.append("  Ctrl-C stops")
+    click.echo("\n".join(lines))
+    sys.stdout.flush()
