@@ -215,10 +215,19 @@ def test_up_lab_shows_refusals_and_a_ban_then_ctrl_c_leaves_nothing(tmp_path):
     needs_root()
     home, data = tmp_path / "home", tmp_path / "data"
     home.mkdir()
+    # An up --lab killed outright leaves its lab (namespaces, attacker): the next one removes it.
+    killed = Up(home, data, "--lab")
+    try:
+        old = killed.wait_for(re.compile(r"lab (cglab[0-9a-f]{6}):"), 90).group(1)
+        old_tree = descendants(killed.proc.pid)
+    finally:
+        killed.kill()
+    assert netns_with(old), f"lab {old} vanished with its SIGKILLed up"
     up = Up(home, data, "--lab", "--attack-interval", "10")
     prefix = None
     try:
         up.url()
+        assert netns_with(old) == [] and not still_running(old_tree), (netns_with(old), still_running(old_tree))
         prefix = up.wait_for(re.compile(r"lab (cglab[0-9a-f]{6}):"), 30).group(1)
         assert netns_with(prefix), f"no namespace of lab {prefix}"
         t0 = time.monotonic()
@@ -249,7 +258,8 @@ def test_up_lab_shows_refusals_and_a_ban_then_ctrl_c_leaves_nothing(tmp_path):
         print(f"SIGINT: exited in {stopped:.1f} s, {len(tree)} processes gone")
     finally:
         up.kill()
-        if prefix:
-            from connguard.lab.topology import remove
+        from connguard.lab.topology import remove
 
-            remove(prefix)
+        for p in (old, prefix):
+            if p:
+                remove(p)

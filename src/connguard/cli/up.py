@@ -35,6 +35,7 @@ log = logging.getLogger("connguard.up")
 PROJECT = "admin"           # the project of the tokens up creates (discovered ports land here)
 TOKENS = "up-tokens.json"
 LOCK = "up.lock"
+LAB_FILE = "up-lab"         # the prefix of the lab 'up --lab' built, until it is removed
 STOP_BUDGET = 8.0           # seconds for everything to stop after the signal (the promise is 10)
 
 
@@ -212,7 +213,8 @@ def _run(sock: socket.socket, url: str, db: str, tokens: dict[str, Any], host: s
          cfg: Path, ddir: Path) -> int:
     import uvicorn
 
-    from connguard.cli.client import Client
+    from connguard.cli.client import ApiError, Client
+    from connguard.exceptions import ConnguardError
     from connguard.server import create_app
 
     stop = threading.Event()
@@ -239,16 +241,20 @@ def _run(sock: socket.socket, url: str, db: str, tokens: dict[str, Any], host: s
             raise click.ClickException(f"the API server did not start: {srv.error or 'interrupted'}")
         time.sleep(0.05)
     admin = Client(url, tokens["admin"])
-    the_lab = attacker = None
+    the_lab = None
     agent = agent_stop = None
     rc = 0
     try:
-        if lab:
-            the_lab, attacker = _lab_up(admin, host, attack_interval)
-            netns = the_lab.host
-        if not no_agent:
-            agent_stop = threading.Event()
-            agent = _start_agent(url, tokens["agents"][host], host, netns, ddir, interfaces, agent_stop)
+        try:
+            if lab:
+                the_lab = _lab_up(admin, host, attack_interval, ddir)
+                netns = the_lab.host
+            if not no_agent:
+                agent_stop = threading.Event()
+                agent = _start_agent(url, tokens["agents"][host], host, netns, ddir, interfaces, agent_stop)
+        except (ConnguardError, ApiError) as exc:
+            log.error("%s", getattr(exc, "message", None) or exc)
+            return 1
         _banner(url, cfg, ddir, db, host, netns, no_agent, the_lab)
         while not stop.wait(0.5):
             if not srv.is_alive():
@@ -285,6 +291,7 @@ def _run(sock: socket.socket, url: str, db: str, tokens: dict[str, Any], host: s
         if the_lab is not None:
             log.info("removing lab %s ...", the_lab.prefix)
             the_lab.down()
+            (ddir / LAB_FILE).unlink(missing_ok=True)
         log.info("stopped in %.1f s%s", time.monotonic() - t0,
                  "" if clean or no_agent or lab else "; the kernel keeps enforcing (--clean removes the rules)")
     return rc
@@ -304,12 +311,22 @@ def _start_agent(url: str, token: str, host: str, netns: str | None, ddir: Path,
     return thread
 
 
-def _lab_up(admin: Any, host: str, interval: float) -> tuple[Any, Any]:
+def _lab_up(admin: Any, host: str, interval: float, ddir: Path) -> Any:
     from connguard.cli import up_lab
     from connguard.lab import Lab
+    from connguard.lab.netns import LAB_NAME_RE
+    from connguard.lab.topology import remove
 
+    # A lab whose 'up' was killed (SIGKILL, power loss) is still there: we hold the lock, so
+    # nobody uses it; remove it rather than leave namespaces and an attacker behind.
+    stale = (ddir / LAB_FILE).read_text().strip() if (ddir / LAB_FILE).exists() else ""
+    if LAB_NAME_RE.match(stale):
+        gone = remove(stale)
+        if gone:
+            log.info("removed lab %s left by an earlier run (%d namespaces)", stale, len(gone))
     log.info("building the lab (a host namespace, two VMs, an attacker) ...")
     the_lab = Lab.up(hosts=1, vms=2, clients=1, sources=8)
+    (ddir / LAB_FILE).write_text(the_lab.prefix + "\n")
     try:
         ports = up_lab.register(admin, the_lab, host)
         log.info("lab %s: ports %s of host %s carry policy %r", the_lab.prefix,
@@ -320,8 +337,9 @@ def _lab_up(admin: Any, host: str, interval: float) -> tuple[Any, Any]:
         threading.Thread(target=_relay, args=(attacker,), daemon=True, name="attacker-log").start()
     except BaseException:
         the_lab.down()
+        (ddir / LAB_FILE).unlink(missing_ok=True)
         raise
-    return the_lab, attacker
+    return the_lab
 
 
 def _relay(proc: Any) -> None:
