@@ -1,0 +1,107 @@
+"""Observability through ``connguard up --lab`` (issue 6, item 7, as a user sees it): after a
+real flood, every metric docs/api.md names is in ``/metrics``, and the refusals the server
+counts from the agent's reports match what the attacker saw refused.
+
+The lab's own attacker runs one round at start (``--attack-interval 3600``) and is then quiet,
+so the measured flood is the only traffic to VM 0 while it is counted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from test_up import Up, cli, needs_root, netns_with
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(240)]
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+
+
+def documented_metrics() -> set[str]:
+    """The metric names of docs/api.md's table "Metrics and events from reports"."""
+    text = DOCS.read_text()
+    section = text[text.index("#### Metrics and events from reports"):]
+    section = section[:section.index("\n## ")] if "\n## " in section else section
+    table = [line for line in section.splitlines() if line.startswith("| `connguard_")]
+    return {name for line in table for name in re.findall(r"`(connguard_[a-z_]+)`", line.split("|")[1])}
+
+
+def samples(url: str) -> dict[str, list]:
+    text = httpx.get(url + "/metrics", timeout=10).text
+    out: dict[str, list] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append(s)
+    return out
+
+
+def refused_on(url: str, port_id: str, rule_type: str) -> float:
+    return sum(s.value for s in samples(url).get("connguard_port_refused_total", [])
+               if s.labels.get("port_id") == port_id and s.labels.get("rule_type") == rule_type)
+
+
+def settled(read, *, quiet: float, timeout: float) -> float:
+    """A value that has not moved for ``quiet`` seconds (reports are periodic)."""
+    deadline = time.monotonic() + timeout
+    last, since = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+    raise AssertionError(f"still moving after {timeout} s (last {last})")
+
+
+def test_metrics_after_a_lab_attack_match_the_traffic(tmp_path):
+    needs_root()
+    names = documented_metrics()
+    assert len(names) >= 12, names  # the table was found and read
+    home, data = tmp_path / "home", tmp_path / "data"
+    home.mkdir()
+    up = Up(home, data, "--lab", "--attack-interval", "3600")
+    prefix = None
+    try:
+        url = up.url()
+        prefix = up.wait_for(re.compile(r"lab (cglab[0-9a-f]{6}):"), 30).group(1)
+        ports = json.loads(cli(home, "port", "list", "-f", "json").stdout)
+        vm0 = next(p["id"] for p in ports if p["interface_name"] == "tapvm0")
+        # Wait for the start-up round to be over and counted.
+        deadline = time.monotonic() + 90
+        while not re.search(r"lab attack: \d+ logins", up.tail(200)):
+            assert time.monotonic() < deadline, up.tail()
+            time.sleep(1)
+        before = settled(lambda: refused_on(url, vm0, "connection_rate_limit"), quiet=12, timeout=90)
+
+        flood = cli(home, "lab", "attack", "flood", "--prefix", prefix, "--vm", "0", "--rate", "60",
+                    "--duration", "4", "-f", "json")
+        assert flood.returncode == 0, flood.stderr
+        seen = json.loads(flood.stdout)
+        assert seen["refused"] >= 50, f"the attacker saw {seen['refused']} refused of {seen['attempted']}"
+        after = settled(lambda: refused_on(url, vm0, "connection_rate_limit"), quiet=12, timeout=90)
+        counted = after - before
+        assert abs(counted - seen["refused"]) <= 0.05 * seen["refused"], (
+            f"server counted {counted:.0f} refused, the attacker saw {seen['refused']} refused "
+            f"({seen['timeout']} timeouts)")
+        print(f"refused: attacker {seen['refused']}, /metrics {counted:.0f}")
+
+        missing = sorted(names - set(samples(url)))  # a sample, not only a HELP line
+        assert not missing, f"documented but without a sample in /metrics: {missing}"
+        alive = samples(url)["connguard_agents_alive"][0].value
+        assert alive == 1, f"connguard_agents_alive {alive}"
+        rc, _ = up.interrupt()
+        assert rc == 0 and netns_with(prefix) == [], up.tail()
+    finally:
+        up.kill()
+        if prefix:
+            from connguard.lab.topology import remove
+
+            remove(prefix)
