@@ -8,6 +8,6 @@ is the in-process entry point of the server-driven agent (``connguard up`` uses 
 ``ServerAgent`` is the same as a class with ``run()``/``stop()``.
 """
 
-from connguard.agent.server_agent import ServerAgent, run_server_agent
+from connguard.agent.server_agent import AgentBusy, ServerAgent, run_server_agent
 
-__all__ = ["ServerAgent", "run_server_agent"]
+__all__ = ["AgentBusy", "ServerAgent", "run_server_agent"]

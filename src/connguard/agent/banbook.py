@@ -31,8 +31,11 @@ class BookBan:
     interface_name: str | None
     expires_at: float | None  # epoch seconds; None: no expiry
     offence: int = 1          # detected bans: the escalation step the kernel banned at
-    origin: str = "detected"  # detected | manual
+    origin: str = "detected"  # detected | manual | server (placed from the server's snapshot)
     memory: str | None = None  # detected bans: the offender memory set holding this step
+    # the server's snapshot carries this ban (placed from it, or a detection the server has
+    # recorded): it is lifted when the snapshot no longer does (``connguard ban delete``)
+    server: bool = False
 
     def key(self) -> tuple[str | None, str]:
         return (self.interface_name, self.ip_address)
@@ -111,6 +114,7 @@ class BanBook:
                     known.expires_at = expires_at
                     self.dirty = True
                     if known.origin == "detected":
+                        known.server = False  # a new offence: the server has not seen this one yet
                         self._offence(known, kb, step_of)
                         recorded.append(known)
                 continue

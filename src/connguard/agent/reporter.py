@@ -1,0 +1,236 @@
+"""The reporter: one typed report (db/services/report_schema.py) built from (state, ruleset,
+observation) and sent on its own thread and schedule, so reporting never holds up enforcement.
+
+Every ``interval`` (and at once when the kernel placed a ban) it sends a delta: ports whose
+status or counters moved, new detected bans, interfaces that appeared, changed or vanished;
+every ``full_every`` seconds, and after each (re)connect, a full report (the agent's whole
+view). Counters are the kernel's hit counters (``h*`` sets, one element per port: refused, or
+would-refuse in monitor mode) as monotonic totals; big dynamic sets are never listed. While the
+server is unreachable, reports with content are queued on disk (report_queue.py) and delivered
+in order after reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+import connguard
+from connguard.agent import hostinfo
+from connguard.agent.reconciler import Detection, Reconciler
+from connguard.agent.report_queue import ReportQueue
+from connguard.compiler.common import SET_FULL
+from connguard.compiler.context import RuleContext
+from connguard.compiler.ruleset import FAMILY, TABLE
+from connguard.model import BruteForceRule
+from connguard.nft.executor import NftFailure
+from connguard.nft.observe import _elems
+
+log = logging.getLogger("connguard.agent.report")
+
+MAX_BANS = 1000  # per report (the schema's bound)
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class Delivery(Exception):
+    """The server could not be reached, or answered 5xx: keep the report for later."""
+
+
+class Reporter:
+    def __init__(self, reconciler: Reconciler, source, post: Callable[[dict], dict], *, netns: str | None,
+                 pattern: str, queue: ReportQueue, interval: float = 5.0, full_every: float = 300.0,
+                 clock=time.time, stop_event: threading.Event | None = None,
+                 read_interfaces=hostinfo.interfaces, read_conntrack=hostinfo.conntrack):
+        self.rec, self.source, self.post = reconciler, source, post
+        self.netns, self.pattern, self.queue = netns, pattern, queue
+        self.interval, self.full_every, self.clock = interval, full_every, clock
+        self.read_interfaces, self.read_conntrack = read_interfaces, read_conntrack
+        self.started_at = iso(clock())
+        self.wake = threading.Event()
+        self._stop = stop_event or threading.Event()
+        self.online: bool | None = None
+        self.sent_total = 0
+        self._need_full = True
+        self._next_full = 0.0
+        self._ports: dict[str, tuple] = {}       # port id -> (status, message, counters) as last reported
+        self._ifaces: dict[str, hostinfo.Iface] | None = None
+        self._unacked: dict[tuple, Detection] = {}  # detections the server has not carried back yet
+        reconciler.detect_hook = self.wake.set
+
+    # ---- what the kernel and the host say -------------------------------------------------
+    def _hits(self, names) -> dict[tuple[str, str], int]:
+        out = {}
+        for name in names:
+            try:
+                items = self.rec.executor.query("list", "set", FAMILY, TABLE, name).get("nftables", [])
+            except NftFailure:
+                continue  # not applied yet, or gone with a policy change
+            for item in items:
+                for val, meta in _elems(item.get("set") or {}):
+                    out[(name, val)] = (meta.get("counter") or {}).get("packets", 0)
+        return out
+
+    def _port_view(self) -> dict[str, tuple]:
+        loaded = self.rec.loaded
+        if loaded is None or (self.rec.applier.applied is None and not self.rec.port_errors):
+            return {}
+        d, rs = loaded.desired, loaded.ruleset
+        policies = {p.name: p for p in d.state.policies}
+        hit_name = {(p.name, i): f"h{RuleContext(p, i, False, ()).rid}" for p in d.state.policies
+                    for i in range(len(p.rules))}
+        hits = self._hits(sorted(set(hit_name.values()) & set(rs.hit_sets)))
+        errors = self.rec.port_errors
+        view = {}
+        for ifname, pid in d.port_ids.items():
+            counters = []
+            policy = policies.get(rs.port_policy.get(ifname, ""))
+            for i, rule in enumerate(policy.rules if policy else ()):
+                rid = d.rule_ids.get((policy.name, i))
+                n = hits.get((hit_name[(policy.name, i)], ifname), 0)
+                if rid:
+                    monitor = policy.enforcement == "monitor"
+                    counters.append((rid, 0 if monitor else n, n if monitor else 0))
+            status = ("ERROR", errors[ifname]) if ifname in errors else ("ACTIVE", "")
+            view[pid] = (*status, tuple(counters))
+        return view
+
+    def _ban(self, det: Detection) -> dict | None:
+        d = self.rec.loaded.desired if self.rec.loaded else None
+        ban = det.ban
+        pid = d.port_ids.get(ban.interface_name or "") if d else None
+        if pid is None or ban.expires_at is None:
+            return None
+        rid, share = None, "port"
+        if det.policy is not None:
+            rid = d.rule_ids.get((det.policy, det.rule_index))
+            rule = next((p.rules[det.rule_index] for p in d.state.policies if p.name == det.policy), None)
+            if isinstance(rule, BruteForceRule):
+                share = rule.share
+        return {"ip_address": ban.ip_address, "port_id": pid, "rule_id": rid, "banned_at": iso(det.banned_at),
+                "expires_at": iso(ban.expires_at), "offence_count": ban.offence, "share": share,
+                "reason": "brute force detected"}
+
+    # ---- building -------------------------------------------------------------------------
+    def build(self, full: bool) -> dict:
+        now = self.clock()
+        report: dict = {"full": full, "heartbeat": {
+            "started_at": self.started_at, "version": connguard.__version__,
+            "configurations": {"interfaces": self.pattern, "netns": self.netns,
+                               "revision": getattr(self.source, "revision", None),
+                               "source_error": self.source.error or ""}}}
+        view = self._port_view()
+        ports = []
+        for pid, (status, message, counters) in sorted(view.items()):
+            old = self._ports.get(pid)
+            if full or old != (status, message, counters):
+                entry: dict = {"port_id": pid, "counters": [
+                    {"rule_id": rid, "refused": r, "would_refuse": w} for rid, r, w in counters]}
+                if full or old is None or old[:2] != (status, message):
+                    entry.update(status=status, status_message=message)
+                ports.append(entry)
+        self._ports = view
+        report["ports"] = ports
+        # bans: new detections, and (full) every one the server has not carried back yet
+        while self.rec.detected:
+            det = self.rec.detected.popleft()
+            self._unacked[det.ban.key()] = det
+            if not full:
+                b = self._ban(det)
+                if b:
+                    report.setdefault("bans", []).append(b)
+        for key, det in list(self._unacked.items()):
+            known = self.rec.book.bans.get(key)
+            if known is None or known.server or (known.expires_at or 0) <= now:
+                del self._unacked[key]
+            elif full:
+                b = self._ban(det)
+                if b:
+                    report.setdefault("bans", []).append(b)
+        if len(report.get("bans", [])) > MAX_BANS:
+            report["bans"] = report["bans"][-MAX_BANS:]
+        try:
+            ifaces = self.read_interfaces(self.netns, self.pattern)
+        except Exception as exc:  # noqa: BLE001 - a failed read must not stop the report
+            log.warning("cannot list interfaces: %s", exc)
+            ifaces = self._ifaces
+        if ifaces is not None:
+            listing = [{"name": i.name, "addresses": list(i.addresses), "state": i.state} for i in ifaces.values()]
+            if full:
+                report["interfaces"] = listing
+            else:
+                old = self._ifaces or {}
+                changed = [x for x in listing if old.get(x["name"]) != ifaces[x["name"]]]
+                if changed or self._ifaces is None:
+                    report["interfaces"] = changed
+                gone = sorted(set(old) - set(ifaces))
+                if gone:
+                    report["interfaces_gone"] = gone
+            self._ifaces = ifaces
+        ct = self.read_conntrack(self.netns)
+        if ct is not None:
+            report["conntrack"] = {"count": ct[0], "max": ct[1]}
+        latency = (self.rec.last_apply or {}).get("seconds")
+        report["apply"] = {"latency_seconds": latency, "errors_total": self.rec.apply_errors_total +
+                           getattr(self.source, "errors_total", 0),
+                           "last_error": (self.source.error or self.rec.apply_error or "")[:1024]}
+        report["queue"] = {"length": len(self.queue), "overflow_total": self.queue.overflow_total}
+        return report
+
+    @staticmethod
+    def has_content(report: dict) -> bool:
+        return bool(report.get("ports") or report.get("bans") or report.get("interfaces") or report.get("interfaces_gone"))
+
+    # ---- sending --------------------------------------------------------------------------
+    def step(self) -> None:
+        now = self.clock()
+        full = self._need_full or now >= self._next_full
+        report = self.build(full)
+        try:
+            while (item := self.queue.peek()) is not None:
+                path, queued = item
+                self._send(queued)
+                self.queue.pop(path)
+            self._send(report)
+        except Delivery as exc:
+            if self.online is not False:
+                log.warning("reports not delivered (%s): queueing them on disk", exc)
+            self.online = False
+            self._need_full = True  # the server's view is stale once we are back
+            if self.has_content(report):
+                report["queue"] = {"length": len(self.queue) + 1, "overflow_total": self.queue.overflow_total}
+                self.queue.put(report)
+            return
+        if self.online is False:
+            log.info("reports delivered again")
+        self.online = True
+        if full:
+            self._need_full = False
+            self._next_full = now + self.full_every
+
+    def _send(self, report: dict) -> None:
+        try:
+            self.post({"report": report})
+            self.sent_total += 1
+        except Delivery:
+            raise
+        except ValueError as exc:  # refused by the server (4xx): retrying it would fail for ever
+            log.error("report refused by the server, dropped: %s", exc)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:  # noqa: BLE001 - the reporter must outlive any one pass
+                log.exception("report pass failed")
+            self.wake.wait(self.interval)
+            self.wake.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
