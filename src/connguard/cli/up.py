@@ -262,39 +262,51 @@ def _run(sock: socket.socket, url: str, db: str, tokens: dict[str, Any], host: s
                 rc = 1
                 break
             if agent is not None and not agent.is_alive():
-                if isinstance(agent.error, NotImplementedError):
-                    log.warning("no server-driven agent in this build (%s): serving the API only", agent.error)
-                    agent = None
-                    continue
                 log.error("the agent stopped: %s", agent.error or "it returned")
                 rc = 1
                 break
     finally:
-        t0 = time.monotonic()
-        if agent_stop is not None:
-            agent_stop.set()
-        if agent is not None:
-            agent.join(timeout=STOP_BUDGET / 2)
-            if agent.is_alive():
-                log.warning("the agent did not stop within %.0f s; leaving it", STOP_BUDGET / 2)
-        if the_lab is not None:
-            try:
-                from connguard.cli.up_lab import unregister
-
-                unregister(admin, host)
-            except Exception as exc:  # noqa: BLE001 - the next 'up --lab' deletes them too
-                log.warning("could not delete the lab's ports: %s", exc)
-        server.should_exit = True
-        srv.join(timeout=max(1.0, STOP_BUDGET - (time.monotonic() - t0) - 2))
-        if clean:
-            _clean(netns)
-        if the_lab is not None:
-            log.info("removing lab %s ...", the_lab.prefix)
-            the_lab.down()
-            (ddir / LAB_FILE).unlink(missing_ok=True)
-        log.info("stopped in %.1f s%s", time.monotonic() - t0,
-                 "" if clean or no_agent or lab else "; the kernel keeps enforcing (--clean removes the rules)")
+        _shutdown(stop_agent=agent_stop, agent=agent, server=server, srv=srv, admin=admin, host=host,
+                  the_lab=the_lab, netns=netns, clean=clean, no_agent=no_agent, ddir=ddir)
     return rc
+
+
+def _shutdown(*, stop_agent: threading.Event | None, agent: _Thread | None, server: Any, srv: _Thread,
+              admin: Any, host: str, the_lab: Any, netns: str | None, clean: bool, no_agent: bool,
+              ddir: Path) -> None:
+    """Attacker, agent, lab ports, server, table (--clean), lab: in that order, within
+    STOP_BUDGET seconds whatever hangs (each wait is bounded)."""
+    t0 = time.monotonic()
+    if the_lab is not None:
+        from connguard.lab.spawn import reap
+
+        reap(the_lab.prefix, grace=1.0)  # no new attack while we stop
+    if stop_agent is not None:
+        stop_agent.set()
+    if agent is not None:
+        agent.join(timeout=1.0)  # between two passes it stops at once; a long-poll waits for the server
+    if the_lab is not None:
+        try:
+            from connguard.cli.up_lab import unregister
+
+            unregister(admin, host)
+        except Exception as exc:  # noqa: BLE001 - the next 'up --lab' deletes them too
+            log.warning("could not delete the lab's ports: %s", exc)
+    server.should_exit = True  # ends the agent's long-poll too (after uvicorn's 2 s grace)
+    if agent is not None:
+        agent.join(timeout=max(0.5, STOP_BUDGET - 2 - (time.monotonic() - t0)))
+        if agent.is_alive():
+            log.warning("the agent did not stop in time; exiting without it")
+    srv.join(timeout=max(0.5, STOP_BUDGET - 1 - (time.monotonic() - t0)))
+    if clean:
+        _clean(netns)
+    if the_lab is not None:
+        log.info("removing lab %s ...", the_lab.prefix)
+        the_lab.down()
+        (ddir / LAB_FILE).unlink(missing_ok=True)
+    log.info("stopped in %.1f s%s", time.monotonic() - t0,
+             "" if clean or no_agent or the_lab is not None
+             else "; the kernel keeps enforcing (--clean removes the rules)")
 
 
 def _start_agent(url: str, token: str, host: str, netns: str | None, ddir: Path, interfaces: str,
