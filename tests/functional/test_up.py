@@ -148,6 +148,11 @@ def still_running(procs: dict[int, str]) -> list[str]:
     return alive
 
 
+def has_table(netns: str) -> bool:
+    return subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "inet", "connguard"],
+                          capture_output=True).returncode == 0
+
+
 def netns_with(prefix: str) -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     return [line.split()[0] for line in out.splitlines() if line.startswith(prefix + "-")]
@@ -176,6 +181,14 @@ def test_up_fresh_machine_then_second_up_then_rerun(tmp_path, lab_factory):
         assert listed.returncode == 0 and json.loads(listed.stdout) == [], (listed.stdout, listed.stderr)
         made = cli(home, "policy", "create", "kept", "-f", "json")
         assert made.returncode == 0, made.stderr
+        # up's agent works for this host: the lab VM's tap in its namespace becomes a port.
+        deadline, ports = time.monotonic() + 30, []
+        while time.monotonic() < deadline and not any(p["interface_name"] == lab.vms[0].tap for p in ports):
+            time.sleep(0.5)
+            ports = json.loads(cli(home, "port", "list", "-f", "json", "-c", "interface_name",
+                                   "-c", "binding:host_id", "-c", "device_owner").stdout)
+        found = [p for p in ports if p["interface_name"] == lab.vms[0].tap]
+        assert found and found[0]["device_owner"] == "connguard:discovered", (ports, first.tail())
         # The config's token goes to the config's server only.
         elsewhere = cli(home, "policy", "list", "--url", "http://127.0.0.1:1")
         assert elsewhere.returncode == 1 and "cannot reach" in elsewhere.stderr, elsewhere.stderr
@@ -194,11 +207,13 @@ def test_up_fresh_machine_then_second_up_then_rerun(tmp_path, lab_factory):
         assert rc == 0 and took < 10, f"exit {rc} after {took:.1f} s; log:\n{first.tail()}"
         assert not still_running(tree), still_running(tree)
         assert "stopped in" in first.tail()
+        assert has_table(lab.host), "without --clean the kernel keeps connguard's table"
     finally:
         first.kill()
 
-    # A rerun reuses the directory, the database and the token; SIGTERM stops it too.
-    again = Up(home, data, "--netns", lab.host)
+    # A rerun reuses the directory, the database and the token; SIGTERM stops it too, and
+    # --clean takes connguard's table out of the kernel on the way.
+    again = Up(home, data, "--netns", lab.host, "--clean")
     try:
         again.url()
         assert config_token(home) == token
@@ -207,6 +222,7 @@ def test_up_fresh_machine_then_second_up_then_rerun(tmp_path, lab_factory):
         assert "tokens: reused" in again.tail(), again.tail()
         rc, took = again.interrupt(signal.SIGTERM)
         assert rc == 0 and took < 10, f"exit {rc} after {took:.1f} s; log:\n{again.tail()}"
+        assert not has_table(lab.host), f"--clean left the table; log:\n{again.tail()}"
     finally:
         again.kill()
 

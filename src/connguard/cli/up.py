@@ -205,8 +205,12 @@ def _shutdown(*, stop_agent: threading.Event | None, agent: _Thread | None, serv
         reap(the_lab.prefix, grace=1.0)  # no new attack while we stop
     if stop_agent is not None:
         stop_agent.set()
+    # Answer the agent's long-poll now (within the notifier's re-read second) rather than have
+    # uvicorn cancel it after its grace period: the agent then sees stop and ends cleanly.
+    server.config.app.state.closing = True
+    server.config.app.state.notifier.notify()
     if agent is not None:
-        agent.join(timeout=1.0)  # between two passes it stops at once; a long-poll waits for the server
+        agent.join(timeout=2.0)
     if the_lab is not None:
         try:
             from connguard.cli.up_lab import unregister
@@ -214,7 +218,7 @@ def _shutdown(*, stop_agent: threading.Event | None, agent: _Thread | None, serv
             unregister(admin, host)
         except Exception as exc:  # noqa: BLE001 - the next 'up --lab' deletes them too
             log.warning("could not delete the lab's ports: %s", exc)
-    server.should_exit = True  # ends the agent's long-poll too (after uvicorn's 2 s grace)
+    server.should_exit = True
     if agent is not None:
         agent.join(timeout=max(0.5, STOP_BUDGET - 2 - (time.monotonic() - t0)))
         if agent.is_alive():
