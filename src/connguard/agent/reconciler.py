@@ -88,6 +88,7 @@ class Reconciler:
         self.last_apply: dict | None = None
         # for the reporter (read from its thread; each is replaced whole, never mutated)
         self.port_errors: dict[str, str] = {}   # interface -> the kernel's message, for the last apply
+        self.apply_ok = False                   # the last apply succeeded (every port has its state)
         self.apply_errors_total = 0
         self.apply_error: str = ""
         self.detected: collections.deque[Detection] = collections.deque(maxlen=10_000)
@@ -155,6 +156,7 @@ class Reconciler:
             self._record_seeds(now)
             self.last_error = None
             self.port_errors = {}
+            self.apply_ok = True
         # bans are kept and restored even while the ruleset cannot be applied
         self._bans(now)
         self._write_status(now)
@@ -163,6 +165,7 @@ class Reconciler:
         if str(exc) != self.apply_error:
             self.apply_errors_total += 1
         self.apply_error = str(exc)
+        self.apply_ok = False
         self._error(str(exc))
         message = (exc.kernel_message or str(exc)).strip()[:1024]
         where = (exc.where or "").split()
@@ -199,9 +202,11 @@ class Reconciler:
             self.detected.append(Detection(BookBan(**vars(ban)), now, *(match[2:] if match else (None, None))))
             if self.detect_hook is not None:
                 self.detect_hook()
-        cmds: list[dict] = self._server_bans(now, kernel)
+        cmds, placed = self._server_bans(now, kernel)
         restore = []
         for ban in self.book.missing_from(kernel, now):
+            if ban.key() in placed:
+                continue
             remaining = ban.remaining(now)
             restore.append((ban.ip_address, ban.interface_name, None if remaining is None else int(remaining)))
         if restore:
@@ -220,14 +225,14 @@ class Reconciler:
         self._run_each(cmds)
         self.book.save()
 
-    def _server_bans(self, now: float, kernel: list[KernelBan]) -> list[dict]:
+    def _server_bans(self, now: float, kernel: list[KernelBan]) -> tuple[list[dict], set[tuple]]:
         """Place the snapshot's bans with their remaining time, lengthen kernel bans the server
         escalated (another host's offence counts), lift bans the snapshot no longer carries.
         Only bans the server knows are lifted: a local detection the server has not answered
         yet stays. Bans placed here go in the book, so a flushed table gets them back."""
         desired = self.loaded.desired  # type: ignore[union-attr]
         if desired.revision is None:
-            return []  # not a server snapshot
+            return [], set()  # not a server snapshot
         present = {(kb.interface_name, kb.ip_address) for kb in kernel}
         wanted: dict[tuple, tuple] = {}
         for sb in desired.server_bans:
@@ -237,7 +242,7 @@ class Reconciler:
                 if key not in wanted or _later(sb.expires_at, wanted[key][0], 0):
                     wanted[key] = (sb.expires_at, sb)
         cmds: list[dict] = []
-        placed = 0
+        placed: set[tuple] = set()
         for key, (expires_at, sb) in wanted.items():
             ifname, ip = key
             known = self.book.bans.get(key)
@@ -260,7 +265,7 @@ class Reconciler:
             if key in present:
                 cmds.append(delete_ban(ip, ifname))  # an element's timeout is set when added
             cmds += add_bans([(ip, ifname, None if expires_at is None else int(expires_at - now))])
-            placed += 1
+            placed.add(key)
         lifted = 0
         for key, ban in list(self.book.bans.items()):
             if ban.server and key not in wanted:
@@ -271,8 +276,9 @@ class Reconciler:
                 self.book.dirty = True
                 lifted += 1
         if placed or lifted:
-            log.info("server bans: %d placed or lengthened, %d lifted (revision %s)", placed, lifted, desired.revision)
-        return cmds
+            log.info("server bans: %d placed or lengthened, %d lifted (revision %s)", len(placed), lifted,
+                     desired.revision)
+        return cmds, placed
 
     def _forget_memory(self, ban: BookBan) -> list[dict]:
         """A ban the operator deleted forgets that offence here too (the server does)."""

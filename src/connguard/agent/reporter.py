@@ -96,7 +96,9 @@ class Reporter:
                 if rid:
                     monitor = policy.enforcement == "monitor"
                     counters.append((rid, 0 if monitor else n, n if monitor else 0))
-            status = ("ERROR", errors[ifname]) if ifname in errors else ("ACTIVE", "")
+            # a failed batch changed nothing: ports it does not name keep the status they had
+            status = ("ERROR", errors[ifname]) if ifname in errors else ("ACTIVE", "") if self.rec.apply_ok \
+                else (None, "")
             view[pid] = (*status, tuple(counters))
         return view
 
@@ -131,7 +133,7 @@ class Reporter:
             if full or old != (status, message, counters):
                 entry: dict = {"port_id": pid, "counters": [
                     {"rule_id": rid, "refused": r, "would_refuse": w} for rid, r, w in counters]}
-                if full or old is None or old[:2] != (status, message):
+                if status is not None and (full or old is None or old[:2] != (status, message)):
                     entry.update(status=status, status_message=message)
                 ports.append(entry)
         self._ports = view
@@ -196,6 +198,7 @@ class Reporter:
                 path, queued = item
                 self._send(queued)
                 self.queue.pop(path)
+            report["queue"] = {"length": 0, "overflow_total": self.queue.overflow_total}
             self._send(report)
         except Delivery as exc:
             if self.online is not False:

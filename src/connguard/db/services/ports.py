@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -77,6 +77,9 @@ def writable_port(session: Session, *, caller: Caller, port_id: str) -> Port:
     return port
 
 
+DISCOVERED = "connguard:discovered"  # device_owner of ports the server created from an agent's report
+
+
 def _check_policy(session: Session, *, caller: Caller, port_project: str, policy_id: str | None) -> None:
     """A port may carry its own project's policies and shared ones, nothing else."""
     if policy_id is None:
@@ -98,9 +101,19 @@ def _apply(session: Session, *, port: Port, data: dict[str, Any]) -> None:
     port.qos_policy_id = data["qos_policy_id"]
     port.interface_name = data["interface_name"] or "tap" + port.id[:11]
     with session.no_autoflush:
-        clash = select(Port.id).where(Port.host_id == port.host_id, Port.interface_name == port.interface_name,
-                                      Port.id != port.id)
-        if port.host_id is not None and session.scalars(clash).first():
+        clash = select(Port).where(Port.host_id == port.host_id, Port.interface_name == port.interface_name,
+                                   Port.id != port.id)
+        found = session.scalars(clash).first() if port.host_id is not None else None
+        if found is not None and found.device_owner == DISCOVERED and port.device_owner != DISCOVERED \
+                and found.project_id == port.project_id:
+            # The operator registers the VM's port after the agent discovered its tap (Neutron
+            # binds a port when the VM boots): the registration replaces the stand-in.
+            # (a statement, not session.delete: the unit of work would insert the new port
+            # before deleting this one, and the interface is unique per host)
+            session.expunge(found)
+            session.execute(delete(Port).where(Port.id == found.id))
+            found = None
+        if found is not None:
             raise Conflict(f"host {port.host_id} already has a port with interface {port.interface_name}",
                            type="PortInterfaceExists")
     try:
