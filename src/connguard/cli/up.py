@@ -105,6 +105,8 @@ def up_cmd(data_dir: str, db_url: str | None, bind: str, host_name: str, netns: 
                                    "(or give --no-agent to serve the API only)")
     if lab and (netns or no_agent):
         raise click.UsageError("--lab runs the agent in the lab's host namespace: drop --netns/--no-agent")
+    if netns and not os.path.exists(f"/run/netns/{netns}"):
+        raise click.BadParameter(f"network namespace {netns!r} does not exist (ip netns list)", param_hint="'--netns'")
     ddir = Path(data_dir).absolute()
     try:
         ddir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -122,9 +124,14 @@ def up_cmd(data_dir: str, db_url: str | None, bind: str, host_name: str, netns: 
             tokens = load_tokens(ddir, db, [] if no_agent else [agent_host])
         except SchemaTooNew as exc:
             raise click.ClickException(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - a database we cannot open: say which and why
+            raise click.ClickException(f"cannot open the database {db}: {exc}") from None
         cfg = config.save({"url": url, "token": tokens["admin"]})
         rc = _run(sock, url, db, tokens, agent_host, netns, interfaces, no_agent, lab, attack_interval,
                   clean, verbose, cfg, ddir)
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers are in place: nothing runs yet
+        log.info("interrupted while starting")
+        rc = 130
     finally:
         lock.release()
     sys.exit(rc)
