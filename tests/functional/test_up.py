@@ -271,6 +271,7 @@ def test_up_lab_shows_refusals_and_a_ban_then_ctrl_c_leaves_nothing(tmp_path):
         assert netns_with(prefix) == [], netns_with(prefix)
         assert not still_running(tree), still_running(tree)
         assert not Path(f"/run/connguard/lab/{prefix}.json").exists()
+        assert sorted(p.name for p in (data / "agent").iterdir()) == [], "the lab's agent directory is left"
         print(f"SIGINT: exited in {stopped:.1f} s, {len(tree)} processes gone")
     finally:
         up.kill()

@@ -236,7 +236,7 @@ def _shutdown(*, stop_agent: threading.Event | None, agent: _Thread | None, serv
     if the_lab is not None:
         log.info("removing lab %s ...", the_lab.prefix)
         the_lab.down()
-        (ddir / LAB_FILE).unlink(missing_ok=True)
+        _forget_lab(ddir, the_lab.prefix)
     log.info("stopped in %.1f s%s", time.monotonic() - t0,
              "" if clean or no_agent or the_lab is not None
              else "; the kernel keeps enforcing (--clean removes the rules)")
@@ -267,6 +267,7 @@ def _lab_up(admin: Any, host: str, interval: float, ddir: Path) -> Any:
     stale = (ddir / LAB_FILE).read_text().strip() if (ddir / LAB_FILE).exists() else ""
     if LAB_NAME_RE.match(stale):
         gone = remove(stale)
+        _forget_lab(ddir, stale)
         if gone:
             log.info("removed lab %s left by an earlier run (%d namespaces)", stale, len(gone))
     log.info("building the lab (a host namespace, two VMs, an attacker) ...")
@@ -282,9 +283,18 @@ def _lab_up(admin: Any, host: str, interval: float, ddir: Path) -> Any:
         threading.Thread(target=_relay, args=(attacker,), daemon=True, name="attacker-log").start()
     except BaseException:
         the_lab.down()
-        (ddir / LAB_FILE).unlink(missing_ok=True)
+        _forget_lab(ddir, the_lab.prefix)
         raise
     return the_lab
+
+
+def _forget_lab(ddir: Path, prefix: str) -> None:
+    """Its agent's directory (ban book, cached snapshot of namespaces that are gone) and its
+    record."""
+    import shutil
+
+    shutil.rmtree(ddir / "agent" / f"{prefix}-host", ignore_errors=True)
+    (ddir / LAB_FILE).unlink(missing_ok=True)
 
 
 def _relay(proc: Any) -> None:
