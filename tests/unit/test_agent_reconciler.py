@@ -5,13 +5,17 @@ carried back is never lifted; a port the kernel refuses is the one marked ERROR.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import struct
 import threading
 
 from connguard.agent.reconciler import Reconciler
 from connguard.agent.source import Desired, ServerBan
 from connguard.model import parse_state
 from connguard.nft import FakeExecutor
+from connguard.nft import fakekernel as fk
+from connguard.nft import netlink as nl
 
 T0 = 1_800_000_000.0
 STATE = parse_state({
@@ -21,16 +25,49 @@ STATE = parse_state({
 
 
 class Kernel(FakeExecutor):
-    """A fake executor whose ban sets can be listed (each set answers its own listing)."""
+    """A fake executor whose ban and hit sets are listed as the kernel's netlink dumps would
+    give them: ``port_bans`` [(ifname, ip, timeout, expires)], ``host_bans`` [(ip, timeout,
+    expires)] (single IPv4 addresses), ``hits`` {set: {ifname: packets}}."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.elems: dict[str, list] = {}
+        self.port_bans: list[tuple] = []
+        self.host_bans: list[tuple] = []
+        self.hits: dict[str, dict[str, int]] = {}
 
-    def query(self, *args: str, terse: bool = False) -> dict:
-        if args[:2] == ("list", "set") and args[-1] in self.elems:
-            return {"nftables": [{"set": {"name": args[-1], "elem": self.elems[args[-1]]}}]}
-        return {"nftables": []}
+    def dump(self, msg, attrs=b"", *, limit=None, count=lambda m: 1):
+        name = nl.string(nl.first(nl.parse(attrs), 2)) if attrs else None
+        if msg == nl.GETTABLE:
+            return [nl.parse(nl.attr(nl.TABLE_NAME, "connguard"))], True
+        if msg != nl.GETSETELEM:
+            return [], True
+        if name == "ban4":
+            elems = [_elem(f.encode().ljust(16, b"\0") + ipaddress.ip_address(ip).packed, t, e)
+                     for f, ip, t, e in self.port_bans]
+        elif name == "hostban4":
+            elems = []
+            for ip, t, e in self.host_bans:
+                a = ipaddress.ip_address(ip)
+                elems += [_elem(a.packed, t, e), _elem((a + 1).packed, None, None, end=True)]
+        elif name in self.hits:
+            elems = [_elem(f.encode().ljust(16, b"\0"), None, None, packets=n) for f, n in self.hits[name].items()]
+        else:
+            return [], True
+        return [fk.element_msg(name, elems)] if elems else [], True
+
+
+def _elem(key: bytes, timeout, expires, *, end=False, packets=None) -> bytes:
+    body = nl.nested(nl.ELEM_KEY, nl.attr(nl.DATA_VALUE, key))
+    if timeout is not None:
+        body += nl.attr(nl.ELEM_TIMEOUT, struct.pack(">Q", int(timeout * 1000)))
+        body += nl.attr(nl.ELEM_EXPIRATION, struct.pack(">Q", int(expires * 1000)))
+    if end:
+        body += nl.attr(nl.ELEM_FLAGS, struct.pack(">I", 1))
+    if packets is not None:
+        counter = nl.attr(nl.EXPR_NAME, "counter") + nl.nested(
+            nl.EXPR_DATA, nl.attr(nl.COUNTER_PACKETS, struct.pack(">Q", packets)))
+        body += nl.nested(nl.ELEM_EXPR, counter)
+    return nl.nested(nl.LIST_ELEM, body)
 
 
 class Src:
@@ -85,8 +122,8 @@ def test_server_bans_placed_lengthened_and_lifted_but_never_a_local_one(tmp_path
     assert placed == [("add", "hostban4", {"elem": {"val": "203.0.113.9", "timeout": 100}})], placed
 
     # the kernel holds it, and detected a ban of its own on tap0
-    ex.elems = {"hostban4": [{"elem": {"val": "203.0.113.9", "timeout": 100, "expires": 99}}],
-                "ban4": [{"elem": {"val": {"concat": ["tap0", "198.51.100.7"]}, "timeout": 60, "expires": 60}}]}
+    ex.host_bans = [("203.0.113.9", 100, 99)]
+    ex.port_bans = [("tap0", "198.51.100.7", 60, 60)]
     n = len(ex.batches)
     now[0] += 1
     src.next = Desired(STATE, "server snapshot", 2)  # the shared ban deleted; the local one unknown yet
@@ -100,7 +137,7 @@ def test_server_bans_placed_lengthened_and_lifted_but_never_a_local_one(tmp_path
     assert rec.detected[0].policy == "qos-p1" and rec.detected[0].rule_index == 0
 
     # the server escalates it (a second offence on another host): the kernel ban is lengthened
-    ex.elems.pop("hostban4")
+    ex.host_bans = []
     n = len(ex.batches)
     longer = ServerBan("b2", "198.51.100.7", (("tap0", "198.51.100.7"), (None, "198.51.100.7")), now[0] + 240, 2)
     src.next = Desired(STATE, "server snapshot", 3, server_bans=(longer,))
@@ -111,7 +148,7 @@ def test_server_bans_placed_lengthened_and_lifted_but_never_a_local_one(tmp_path
     assert local.server and local.offence == 2 and local.expires_at == now[0] + 240
 
     # ban delete: the snapshot drops it, the (now server-known) kernel ban is lifted
-    ex.elems["ban4"] = [{"elem": {"val": key, "timeout": 240, "expires": 239}}]
+    ex.port_bans = [("tap0", "198.51.100.7", 240, 239)]
     n = len(ex.batches)
     src.next = Desired(STATE, "server snapshot", 4)
     rec.tick()

@@ -45,8 +45,7 @@ def _world(tmp_path, max_reports=1000):
 
 
 def _hits(ex, tap0: int, tap1: int) -> None:
-    ex.elems[HITS] = [{"elem": {"val": "tap0", "counter": {"packets": tap0}}},
-                      {"elem": {"val": "tap1", "counter": {"packets": tap1}}}]
+    ex.hits[HITS] = {"tap0": tap0, "tap1": tap1}
 
 
 def test_full_first_then_deltas_of_what_moved(tmp_path):

@@ -6,6 +6,7 @@ from connguard.compiler import compile_host
 from connguard.exceptions import ApplyError
 from connguard.model import parse_state
 from connguard.nft import Applier, FakeExecutor
+from connguard.nft import netlink as nl
 
 RULES = [
     {"type": "connection_rate_limit", "direction": "ingress", "scope": "remote_ip", "max_cps": 20},
@@ -54,7 +55,11 @@ def test_long_lived_sets_are_never_flushed_or_redeclared():
         {"set": {"name": s.name, "type": list(s.type) if len(s.type) > 1 else s.type[0], "flags": list(s.flags)}}
         for s in rs.sets if s.map is None] + [
         {"map": {"name": s.name, "type": s.type[0], "map": s.map}} for s in rs.sets if s.map] + [
-        {"chain": {"name": c.name}} for c in rs.chains] + [{"limit": {"name": "a_stale_object"}}]}
+        {"chain": {"name": c.name}} for c in rs.chains]}
+    # chains, rules and named objects are read over netlink (no set elements)
+    ex.load_kernel(rs)
+    ex.dumps[nl.GETOBJ].append(nl.parse(nl.attr(nl.OBJ_TABLE, "connguard") + nl.attr(nl.OBJ_NAME, "a_stale_object")
+                                        + nl.attr(nl.OBJ_TYPE, (4).to_bytes(4, "big"))))
     ap.invalidate()
     ap.apply(make(["tapa"], rules=RULES[:2] + [{**RULES[2], "max_attempts": 3}]))
     cmds = commands(ex)

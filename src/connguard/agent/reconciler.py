@@ -31,7 +31,6 @@ from connguard.compiler.ruleset import FAMILY, TABLE, Ruleset
 from connguard.exceptions import ApplyError, CompileError
 from connguard.model import BruteForceRule, HostState
 from connguard.nft import Applier, observe
-from connguard.nft.applier import dispatch_drift, drift, read_inventory
 from connguard.nft.bans import add_bans, add_memory, delete_ban
 from connguard.nft.executor import Executor, NftFailure
 from connguard.nft.observe import KernelBan
@@ -133,8 +132,7 @@ class Reconciler:
         now = self.clock()
         if now >= self._next_drift and self.applier.applied is not None:
             self._next_drift = now + self.drift_interval
-            problems = drift(self.applier.applied, read_inventory(self.executor)) \
-                or dispatch_drift(self.executor, self.applier.applied)
+            problems = self.applier.drift()
             if problems:
                 log.warning("drift: %s; repairing with a full sync", "; ".join(problems[:5]))
                 self.applier.invalidate()

@@ -22,12 +22,9 @@ import connguard
 from connguard.agent import hostinfo
 from connguard.agent.reconciler import Detection, Reconciler
 from connguard.agent.report_queue import ReportQueue
-from connguard.compiler.common import SET_FULL
 from connguard.compiler.context import RuleContext
-from connguard.compiler.ruleset import FAMILY, TABLE
 from connguard.model import BruteForceRule
-from connguard.nft.executor import NftFailure
-from connguard.nft.observe import _elems
+from connguard.nft.observe import read_hits
 
 log = logging.getLogger("connguard.agent.report")
 
@@ -65,16 +62,7 @@ class Reporter:
 
     # ---- what the kernel and the host say -------------------------------------------------
     def _hits(self, names) -> dict[tuple[str, str], int]:
-        out = {}
-        for name in names:
-            try:
-                items = self.rec.executor.query("list", "set", FAMILY, TABLE, name).get("nftables", [])
-            except NftFailure:
-                continue  # not applied yet, or gone with a policy change
-            for item in items:
-                for val, meta in _elems(item.get("set") or {}):
-                    out[(name, val)] = (meta.get("counter") or {}).get("packets", 0)
-        return out
+        return read_hits(self.rec.executor, names)
 
     def _port_view(self) -> dict[str, tuple]:
         loaded = self.rec.loaded

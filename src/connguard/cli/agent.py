@@ -52,6 +52,7 @@ def agent_cmd(ctx: click.Context, state_file: str | None, server: str | None, to
         raise click.UsageError("give either --state-file FILE (standalone) or --server URL (server mode)")
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     if server:
         _server_mode(server, token, token_file, host, netns, interfaces, report_interval, workdir, interval,
                      drift_interval)

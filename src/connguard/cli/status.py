@@ -1,4 +1,9 @@
-"""``connguard status [--netns NS]``: what this host enforces, with counters and bans."""
+"""``connguard status [--netns NS]``: what this host enforces, with counters and bans.
+
+Bounded whatever an attacker has filled: counters, the dispatch map and the per-port hit sets
+are read over netlink (their size is the number of ports), the ban and offender sets only up
+to ``SHOWN`` elements each unless ``--all`` asks for every one (a full ban set is 262,144
+elements: seconds to read). The agent's ban book gives the total it tracks."""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ import click
 from connguard.cli.common import agent_dir, fail, netns_option
 from connguard.exceptions import ConnguardError
 from connguard.nft import NftCli, observe
+
+SHOWN = 1000  # ban and offender elements read per set by default
 
 
 def _fmt_seconds(value) -> str:
@@ -31,15 +38,18 @@ def _summary(rule: dict) -> str:
 @click.command("status")
 @netns_option
 @click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def status_cmd(netns: str | None, fmt: str) -> None:
+@click.option("--all", "read_all", is_flag=True,
+              help=f"Read every ban and offender from the kernel (default: the first {SHOWN} of each set).")
+def status_cmd(netns: str | None, fmt: str, read_all: bool) -> None:
     """Show protected ports, their rules with hit counters, offenders and active bans."""
     try:
-        obs = observe(NftCli(netns))
+        obs = observe(NftCli(netns), limit=None if read_all else SHOWN)
     except ConnguardError as exc:
         raise fail(exc) from None
-    try:
-        agent = json.loads((agent_dir(netns) / "status.json").read_text())
-    except (OSError, ValueError):
+    agent = _json(agent_dir(netns) / "status.json")
+    book = _json(agent_dir(netns) / "bans.json")
+    if not isinstance(agent, dict):
+        obs.problems.append("status.json is not an object")
         agent = {}
     hit_sets: dict = agent.get("hit_sets", {})
     by_rule = {label: name for name, label in hit_sets.items()}
@@ -48,9 +58,11 @@ def status_cmd(netns: str | None, fmt: str) -> None:
     hits: dict[str, list] = {}
     for port, pol in ports.items():
         for i, rule in enumerate(policies.get(pol, {}).get("rules", [])):
-            hset = by_rule.get(f"policy {pol} rule {i} {rule['type']}")
-            hits.setdefault(port, []).append({"rule": _summary(rule), "index": i,
+            hset = by_rule.get(f"policy {pol} rule {i} {rule.get('type')}")
+            hits.setdefault(port, []).append({"rule": _summary(rule) if "type" in rule else str(rule), "index": i,
                                               "packets": obs.hits.get((hset, port), 0)})
+        if obs.present and obs.ports.get(port) is None:
+            obs.problems.append(f"port {port} is not in the kernel's dispatch map: unprotected")
     data = {
         "enforcing": obs.present,
         "agent": {k: agent.get(k) for k in ("pid", "state_file", "updated_at", "last_apply", "last_error")} if agent else None,
@@ -59,6 +71,10 @@ def status_cmd(netns: str | None, fmt: str) -> None:
         "bans": [{"ip_address": b.ip_address, "interface_name": b.interface_name, "expires_in": b.expires,
                   "timeout": b.timeout} for b in obs.bans],
         "offenders": [{"interface_name": p, "remote": r} for p, r in obs.offenders],
+        # sets of which only the first elements were read (--all reads them whole)
+        "truncated": obs.truncated,
+        "ban_book": {"bans": len(book.get("bans", []))} if isinstance(book, dict) and book else None,
+        "problems": obs.problems,
     }
     if fmt == "json":
         click.echo(json.dumps(data, indent=1))
@@ -80,10 +96,23 @@ def status_cmd(netns: str | None, fmt: str) -> None:
             click.echo(f"      {h['packets']:>10} hits  {h['rule']}")
     click.echo(f"\nCOUNTERS  banned packets {obs.counters.get('banned', 0)}, "
                f"limiter set full {obs.counters.get('set_full', 0)}")
-    click.echo(f"\nBANS ({len(obs.bans)})")
+    if obs.problems:
+        click.echo(f"\nPROBLEMS ({len(obs.problems)}: what the kernel holds that connguard did not write or cannot read)")
+        for problem in obs.problems:
+            click.echo(f"  {problem}")
+    more = " shown; more in the kernel (--all)" if any(n.startswith(("ban", "hostban")) for n in obs.truncated) else ""
+    tracked = f", {data['ban_book']['bans']} in the agent's ban book" if data["ban_book"] else ""
+    click.echo(f"\nBANS ({len(obs.bans)}{more}{tracked})")
     for b in data["bans"]:
         click.echo(f"  {b['ip_address']:<40} {b['interface_name'] or '(all ports)':<16} expires in {_fmt_seconds(b['expires_in'])}")
     if obs.offenders:
         click.echo(f"\nOFFENDERS (monitor mode, {len(obs.offenders)})")
         for o in data["offenders"]:
             click.echo(f"  {o['remote']:<40} {o['interface_name']}")
+
+
+def _json(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

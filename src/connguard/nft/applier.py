@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from connguard.compiler.common import SYNPROXY
 from connguard.compiler.ruleset import FAMILY, TABLE, Element, NftSet, Ruleset
 from connguard.exceptions import ApplyError
+from connguard.nft import readback
 from connguard.nft import render as r
 from connguard.nft.executor import Executor, NftFailure
 from connguard.nft.render import Cmd
@@ -36,7 +37,9 @@ class ApplyResult:
 
 @dataclass
 class Inventory:
-    """What of ours is in the kernel, by name (no elements: ``nft -t``)."""
+    """What of ours is in the kernel, by name: read without any set's elements (set
+    declarations from ``nft -t list sets``, the rest over netlink), so that a full sync costs
+    the same with the limiter sets full."""
 
     exists: bool
     sets: dict[str, dict]
@@ -46,60 +49,38 @@ class Inventory:
     rules: dict[str, list[str]] = field(default_factory=dict)  # chain -> rule comments
 
 
+OBJECT_LIMIT = 4  # NFT_OBJECT_LIMIT
+
+
 def read_inventory(executor: Executor) -> Inventory:
-    try:
-        data = executor.query("list", "table", FAMILY, TABLE, terse=True)
-    except NftFailure as exc:
-        if "No such file or directory" in exc.message:
-            return Inventory(False, {}, set(), set(), set())
-        raise
+    if not readback.table_exists(executor):
+        return Inventory(False, {}, set(), set(), set())
     inv = Inventory(True, {}, set(), set(), set())
-    for item in data.get("nftables", []):
-        if "set" in item or "map" in item:
+    for kind in ("sets", "maps"):
+        # "list maps" takes no table; both skip elements with -t
+        args = ("list", kind, "table", FAMILY, TABLE) if kind == "sets" else ("list", kind, FAMILY)
+        for item in executor.query(*args, terse=True).get("nftables", []):
             body = item.get("set") or item.get("map")
-            inv.sets[body["name"]] = body
-        elif "limit" in item:
-            inv.limits.add(item["limit"]["name"])
-        elif "counter" in item:
-            inv.counters.add(item["counter"]["name"])
-        elif "chain" in item:
-            inv.chains.add(item["chain"]["name"])
-        elif "rule" in item:
-            inv.rules.setdefault(item["rule"]["chain"], []).append(item["rule"].get("comment", ""))
+            if body is not None and body.get("table", TABLE) == TABLE:
+                inv.sets[body["name"]] = body
+    for name, (kind, _) in readback.objects(executor).items():
+        (inv.limits if kind == OBJECT_LIMIT else inv.counters).add(name)
+    inv.chains = set(readback.chains(executor))
+    inv.rules = {c: [k.comment for k in rules] for c, rules in readback.rules(executor).items()}
     return inv
 
 
-def drift(applied: Ruleset, inv: Inventory) -> list[str]:
-    """What differs between what we applied and what the kernel has, by name and rule origin
-    (cheap: no set elements are read). Empty when in step."""
-    if not inv.exists:
-        return [f"table {FAMILY} {TABLE} is missing"]
-    problems = []
-    for c in applied.chains:
-        if c.name not in inv.chains:
-            problems.append(f"chain {c.name} is missing")
-        elif inv.rules.get(c.name, []) != [r.comment(rule.origin) for rule in c.rules]:
-            problems.append(f"chain {c.name} has other rules than applied")
-    problems += [f"set {s.name} is missing" for s in applied.sets if s.name not in inv.sets]
-    return problems
-
-
-def dispatch_drift(executor: Executor, applied: Ruleset) -> list[str]:
-    """Whether the dispatch maps still send every protected port to its policy: a port missing
-    there is silently unprotected. The maps hold at most one element per port, so reading them
-    is cheap."""
-    problems = []
-    for name in ("to_vm", "from_vm"):
-        want = {e.key for e in applied.set(name).elements or ()}
-        try:
-            items = executor.query("list", "map", FAMILY, TABLE, name).get("nftables", [])
-        except NftFailure:
-            return [f"map {name} is missing"]
-        body = next((i["map"] for i in items if "map" in i), {})
-        have = {e[0] for e in body.get("elem", []) or []}
-        if have != want:
-            problems.append(f"map {name} has {len(have)} of {len(want)} ports")
-    return problems
+def stateful_sets(chain) -> set[str]:
+    """Long-lived sets whose elements copy numbers from this chain's rules when the packet path
+    creates them (a dynset with statements: a limit, a ct count). A tampered rule leaves such
+    elements behind with the tampered numbers; the repair empties these sets."""
+    out = set()
+    for rule in chain.rules:
+        for e in rule.expr:
+            body = e.get("set") if isinstance(e, dict) else None
+            if isinstance(body, dict) and body.get("stmt") and isinstance(body.get("set"), str):
+                out.add(body["set"].lstrip("@"))
+    return out
 
 
 def _same_declaration(s: NftSet, kernel: dict) -> bool:
@@ -117,10 +98,55 @@ class Applier:
     def __init__(self, executor: Executor):
         self.executor = executor
         self.applied: Ruleset | None = None
+        # the kernel's digests of our table right after the last apply that changed it
+        self.baseline: readback.Snapshot | None = None
+        # long-lived sets the next full sync empties: their elements were made by tampered rules
+        self.reset_on_repair: set[str] = set()
 
     def invalidate(self) -> None:
         """Forget what we applied; the next apply is a full sync (after drift, on restart)."""
         self.applied = None
+        self.baseline = None
+
+    # ---- drift ----------------------------------------------------------------------------
+    @staticmethod
+    def _owned(rs: Ruleset) -> list[str]:
+        return [s.name for s in rs.sets if not s.long_lived]
+
+    def _snapshot(self, rs: Ruleset) -> readback.Snapshot:
+        return readback.snapshot(self.executor, self._owned(rs))
+
+    def drift(self) -> list[str]:
+        """What differs between the kernel and what the last apply left there: every chain
+        (hook, policy), every rule's contents and order, every element of the sets whose
+        contents we own (the dispatch maps' verdicts included), the presence of every set. The
+        kernel is compared with its own read-back of our apply, not with our JSON, so nothing
+        depends on how it re-spells an expression (readback). Reads no element of a set the
+        packet path fills: milliseconds however full they are. Empty when in step."""
+        applied = self.applied
+        if applied is None:
+            return []
+        if not readback.table_exists(self.executor):
+            return [f"table {FAMILY} {TABLE} is missing"]
+        now = self._snapshot(applied)
+        if self.baseline is None:  # the read-back after the apply failed: adopt this one
+            self.baseline = now
+        problems = readback.compare(self.baseline, now)
+        changed = {n for n, want in self.baseline.rules.items() if now.rules.get(n) != want}
+        tainted = set().union(*(stateful_sets(c) for c in applied.chains if c.name in changed))
+        if tainted:
+            self.reset_on_repair |= tainted
+            problems.append(f"{len(tainted)} bucket set(s) filled by changed rules will be emptied: "
+                            + ", ".join(sorted(tainted)))
+        # and the rules must still be the ones we sent, in number and origin (a cheap
+        # cross-check of the baseline itself)
+        for c in applied.chains:
+            have = [k.comment for k in now.rules.get(c.name, [])]
+            if c.name in now.chains and have != [r.comment(rule.origin) for rule in c.rules]:
+                problems.append(f"chain {c.name} has other rules than applied")
+        present = readback.set_names(self.executor)
+        problems += [f"set {s.name} is missing" for s in applied.sets if s.name not in present]
+        return list(dict.fromkeys(problems))
 
     # ---- planning -------------------------------------------------------------------------
     def plan(self, desired: Ruleset) -> tuple[str, list[Cmd]]:
@@ -159,6 +185,8 @@ class Applier:
                 kernel = None
             if kernel is None:
                 head.append(r.add_set(s))
+            if s.long_lived and kernel is not None and s.name in self.reset_on_repair:
+                fill.append(r.flush_set(s))
             if not s.long_lived:
                 if kernel is not None:
                     fill.append(r.flush_set(s))
@@ -275,6 +303,13 @@ class Applier:
             # synproxy needs the handshake's ACK to be "invalid", not picked up mid-stream; set
             # before the bookkeeping, so that a failure here is retried by the next apply
             self.executor.sysctl("net.netfilter.nf_conntrack_tcp_loose", "0")
+        if mode == "full":
+            self.reset_on_repair = set()
+        if cmds:
+            try:
+                self.baseline = self._snapshot(desired)
+            except NftFailure:
+                self.baseline = None  # the next drift check adopts what it finds
         self.applied = desired
         # The state's bans go in a batch of their own: one that the kernel refuses (it overlaps
         # a ban already there) must not hold back the ruleset, nor the other bans.

@@ -33,6 +33,9 @@ class Executor(Protocol):
 
     def sysctl(self, key: str, value: str) -> None: ...
 
+    def dump(self, msg: int, attrs: bytes = b"", *, limit: int | None = None,
+             count=lambda m: 1) -> tuple[list, bool]: ...
+
 
 class NftCli:
     def __init__(self, netns: str | None = None, nft: str = "nft"):
@@ -71,6 +74,21 @@ class NftCli:
         out = self._run(argv)
         return json.loads(out) if out.strip() else {"nftables": []}
 
+    def dump(self, msg: int, attrs: bytes = b"", *, limit: int | None = None,
+             count=lambda m: 1) -> tuple[list, bool]:
+        """A netlink dump (``connguard.nft.netlink``): reads one kind of object, never nft's
+        whole cache. Errors map like nft's: a missing object is an ``NftFailure``."""
+        from connguard.nft import netlink
+
+        try:
+            return netlink.dump(self.netns, msg, attrs, limit=limit, count=count)
+        except netlink.NetlinkError as exc:
+            if exc.errno == 1:
+                raise KernelUnavailable("netlink: Operation not permitted (connguard needs root / CAP_NET_ADMIN)") from None
+            raise NftFailure(f"netlink: {exc}") from None
+        except FileNotFoundError as exc:
+            raise KernelUnavailable(f"network namespace {self.netns!r} does not exist ({exc})") from None
+
     def sysctl(self, key: str, value: str) -> None:
         path = "/proc/sys/" + key.replace(".", "/")
         if self.netns is None:
@@ -81,7 +99,9 @@ class NftCli:
 
 
 class FakeExecutor:
-    """Records batches; ``fail_when(predicate, message)`` makes a matching batch fail."""
+    """Records batches; ``fail_when(predicate, message)`` makes a matching batch fail.
+    ``dumps`` holds canned netlink dumps: message type -> messages, or for set elements
+    (message type, set name) -> messages; a missing entry is an empty dump."""
 
     def __init__(self) -> None:
         self.netns = None
@@ -89,6 +109,7 @@ class FakeExecutor:
         self.checks: list[dict] = []
         self.listing: dict = {"nftables": []}
         self.sysctls: dict[str, str] = {}
+        self.dumps: dict = {}
         self._failures: list[tuple[Any, str]] = []
 
     def fail_when(self, predicate, message: str) -> None:
@@ -105,3 +126,19 @@ class FakeExecutor:
 
     def sysctl(self, key: str, value: str) -> None:
         self.sysctls[key] = value
+
+    def load_kernel(self, ruleset) -> None:
+        """Make the dumps show ``ruleset`` as applied (``connguard.nft.fakekernel``)."""
+        from connguard.nft.fakekernel import dumps_for
+
+        self.dumps = dumps_for(ruleset)
+
+    def dump(self, msg: int, attrs: bytes = b"", *, limit: int | None = None,
+             count=lambda m: 1) -> tuple[list, bool]:
+        from connguard.nft import netlink
+
+        name = netlink.string(netlink.first(netlink.parse(attrs), 2)) if attrs else None
+        found = self.dumps.get((msg, name), self.dumps.get(msg, []))
+        if isinstance(found, Exception):
+            raise found
+        return list(found), True

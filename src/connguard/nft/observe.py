@@ -1,13 +1,29 @@
-"""Read back what the packet path did: counters, per-port rule hits, bans and offenders."""
+"""Read back what the packet path did: counters, per-port rule hits, bans and offenders.
+
+Everything is read over netlink (``readback``), one object at a time, never through nft's
+whole-table cache: with the limiter sets full, one ``nft list`` of anything but a single set
+took minutes. Sets an attacker can grow (bans, offenders) are read up to ``limit`` elements
+unless asked for all; the counters, the dispatch map and the hit sets are bounded by the number
+of ports. What cannot be interpreted (a table we did not write, a verdict that is not a jump to
+a policy chain) is reported in ``problems``, never raised.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from connguard.compiler.common import BAN, HOST_BAN, OFFENDERS, SET_FULL
-from connguard.compiler.dispatch import BANNED
+from connguard.compiler.dispatch import BANNED, TO_VM
 from connguard.compiler.ruleset import FAMILY, TABLE
+from connguard.nft import netlink as nl
+from connguard.nft import readback as rb
 from connguard.nft.executor import Executor, NftFailure
+
+IFNAMSIZ = 16
+INTERVAL_END = 1
+VERDICTS = {0: "drop", 1: "accept", 0xFFFFFFFF: "continue", 0xFFFFFFFE: "break", 0xFFFFFFFD: "jump",
+            0xFFFFFFFC: "goto", 0xFFFFFFFB: "return"}
 
 
 @dataclass(frozen=True)
@@ -26,86 +42,150 @@ class Observation:
     bans: list[KernelBan] = field(default_factory=list)
     offenders: list[tuple[str, str]] = field(default_factory=list)    # (port, remote)
     ports: dict[str, str] = field(default_factory=dict)               # ifname -> chain (to_vm)
+    truncated: list[str] = field(default_factory=list)                # sets read only in part
+    problems: list[str] = field(default_factory=list)                 # what could not be read
 
 
-def _elems(body: dict):
-    for e in body.get("elem", []) or []:
-        if isinstance(e, dict) and "elem" in e:
-            yield e["elem"]["val"], e["elem"]
-        else:
-            yield e, {}
+def _value(elem: nl.Attrs, kind: int) -> bytes:
+    return nl.first(nl.parse(nl.first(elem, kind) or b""), nl.DATA_VALUE) or b""
 
 
-def _key(val):
-    if isinstance(val, dict) and "concat" in val:
-        return val["concat"]
-    if isinstance(val, dict) and "prefix" in val:
-        return f"{val['prefix']['addr']}/{val['prefix']['len']}"
-    if isinstance(val, dict) and "range" in val:
-        return "-".join(val["range"])
-    return val
+def _ifname(raw: bytes) -> str:
+    return raw[:IFNAMSIZ].split(b"\0", 1)[0].decode(errors="replace")
 
 
-def parse_ban_set(name: str, body: dict) -> list[KernelBan]:
+def _addr(raw: bytes, version: int):
+    return ipaddress.ip_address(raw[:4] if version == 4 else raw[:16])
+
+
+def _seconds(elem: nl.Attrs, kind: int) -> int | None:
+    ms = nl.u64(nl.first(elem, kind))
+    return None if ms is None else ms // 1000  # as nft prints them: whole seconds
+
+
+def _packets(elem: nl.Attrs) -> int:
+    """The counter of a set element (``NFTA_SET_ELEM_EXPR`` or ``..._EXPRESSIONS``)."""
+    exprs = [nl.first(elem, nl.ELEM_EXPR) or b""]
+    exprs += [e for _, e in nl.parse(nl.first(elem, nl.ELEM_EXPRESSIONS) or b"")]
+    for e in exprs:
+        attrs = nl.parse(e)
+        if nl.string(nl.first(attrs, nl.EXPR_NAME)) == "counter":
+            return nl.u64(nl.first(nl.parse(nl.first(attrs, nl.EXPR_DATA) or b""), nl.COUNTER_PACKETS)) or 0
+    return 0
+
+
+def verdict(elem: nl.Attrs) -> str:
+    """A verdict map element's data as ``jump CHAIN``, ``accept``, ..."""
+    v = nl.parse(nl.first(nl.parse(nl.first(elem, nl.ELEM_DATA) or b""), nl.DATA_VERDICT) or b"")
+    code = nl.u32(nl.first(v, nl.VERDICT_CODE))
+    name = VERDICTS.get(code if code is not None else -1, f"verdict {code}")
+    chain = nl.string(nl.first(v, nl.VERDICT_CHAIN))
+    return f"{name} {chain}" if chain else name
+
+
+def port_bans(elems: list[bytes], version: int) -> list[KernelBan]:
     out = []
-    for val, meta in _elems(body):
-        key = _key(val)
-        if name in BAN.values():
-            ifname, ip = key
-        else:
-            ifname, ip = None, key
-        out.append(KernelBan(ip, ifname, meta.get("expires"), meta.get("timeout")))
+    for raw in elems:
+        e = nl.parse(raw)
+        key = _value(e, nl.ELEM_KEY)
+        out.append(KernelBan(str(_addr(key[IFNAMSIZ:], version)), _ifname(key),
+                             _seconds(e, nl.ELEM_EXPIRATION), _seconds(e, nl.ELEM_TIMEOUT)))
     return out
 
 
-def _reported_sets(executor: Executor) -> tuple[list[dict], list[str]]:
-    """The table without elements (``nft -t``), and the names of the sets worth reading back.
-    Limiter buckets (up to a million elements each) are left in the kernel."""
-    items = executor.query("list", "table", FAMILY, TABLE, terse=True).get("nftables", [])
-    wanted = []
-    for item in items:
-        body = item.get("set") or item.get("map")
-        if body is None:
+def host_bans(elems: list[bytes], version: int) -> list[KernelBan]:
+    """An interval set holds each range as a start element and an end element (the address
+    after the range, flagged INTERVAL_END); a start whose end was not read is left out."""
+    points = []
+    for raw in elems:
+        e = nl.parse(raw)
+        end = bool((nl.u32(nl.first(e, nl.ELEM_FLAGS)) or 0) & INTERVAL_END)
+        points.append((int(_addr(_value(e, nl.ELEM_KEY), version)), end, e))
+    points.sort(key=lambda p: (p[0], not p[1]))  # at one address an end comes before a start
+    top = (1 << (32 if version == 4 else 128)) - 1
+    out = []
+    for i, (start, end, e) in enumerate(points):
+        if end:
             continue
-        name = body["name"]
-        if (name in BAN.values() or name in HOST_BAN.values() or name in OFFENDERS.values() or name == "to_vm"
-                or (name.startswith("h") and body.get("stmt"))):
-            wanted.append(name)
-    return [i for i in items if "counter" in i], wanted
-
-
-def observe(executor: Executor, *, bans_only: bool = False) -> Observation:
-    obs = Observation()
-    try:
-        if bans_only:
-            items, names = [], [*BAN.values(), *HOST_BAN.values()]
+        stop = next((a for a, is_end, _ in points[i + 1:] if is_end), None)
+        last = top if stop is None and i == len(points) - 1 else (None if stop is None else stop - 1)
+        if last is None:
+            continue
+        first = ipaddress.ip_address(start) if version == 4 else ipaddress.IPv6Address(start)
+        nets = list(ipaddress.summarize_address_range(first, ipaddress.ip_address(last) if version == 4
+                                                       else ipaddress.IPv6Address(last)))
+        if len(nets) == 1:
+            net = nets[0]
+            text = str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
         else:
-            items, names = _reported_sets(executor)
-        for name in names:
-            kind = "map" if name == "to_vm" else "set"
-            items += executor.query("list", kind, FAMILY, TABLE, name).get("nftables", [])
+            text = f"{first}-{ipaddress.ip_address(last) if version == 4 else ipaddress.IPv6Address(last)}"
+        out.append(KernelBan(text, None, _seconds(e, nl.ELEM_EXPIRATION), _seconds(e, nl.ELEM_TIMEOUT)))
+    return out
+
+
+def _read(executor: Executor, obs: Observation, name: str, limit: int | None) -> list[bytes]:
+    try:
+        elems, complete = rb.elements(executor, name, limit=limit)
     except NftFailure as exc:
-        if "No such file or directory" in exc.message:
-            return obs
-        raise
+        missing = "No such file or directory" in exc.message
+        obs.problems.append(f"set {name} is missing" if missing else f"set {name}: {exc.message.strip()}")
+        return []
+    if not complete:
+        obs.truncated.append(name)
+    return elems
+
+
+def _hit_sets(executor: Executor) -> list[str]:
+    """Per-port hit counter sets (``h*`` with a counter per element): their declarations come
+    from ``nft -t list sets``, which reads no elements."""
+    items = executor.query("list", "sets", "table", FAMILY, TABLE, terse=True).get("nftables", [])
+    return [b["name"] for i in items if (b := i.get("set")) and b["name"].startswith("h") and b.get("stmt")]
+
+
+def observe(executor: Executor, *, bans_only: bool = False, limit: int | None = None) -> Observation:
+    """``limit``: at most about that many elements of each ban and offender set (None: all;
+    the agent's ban loop reads all, ``connguard status`` a bounded number)."""
+    obs = Observation()
+    if not rb.table_exists(executor):
+        return obs
     obs.present = True
-    for item in items:
-        if "counter" in item:
-            c = item["counter"]
-            if c["name"] in (BANNED, SET_FULL):
-                obs.counters[c["name"]] = c.get("packets", 0)
-        body = item.get("set") or item.get("map")
-        if body is None:
-            continue
-        name = body["name"]
-        if name in BAN.values() or name in HOST_BAN.values():
-            obs.bans += parse_ban_set(name, body)
-        elif name in OFFENDERS.values():
-            obs.offenders += [tuple(_key(v)) for v, _ in _elems(body)]
-        elif name == "to_vm":
-            for e in body.get("elem", []) or []:
-                obs.ports[e[0]] = e[1]["jump"]["target"]
-        elif name.startswith("h") and body.get("stmt"):
-            for val, meta in _elems(body):
-                obs.hits[(name, val)] = (meta.get("counter") or {}).get("packets", 0)
+    objects = rb.objects(executor)
+    try:
+        hit_sets = [] if bans_only else _hit_sets(executor)
+    except NftFailure as exc:
+        hit_sets = []
+        obs.problems.append(f"sets: {exc.message.strip()}")
+    for v in (4, 6):
+        obs.bans += port_bans(_read(executor, obs, BAN[v], limit), v)
+        obs.bans += host_bans(_read(executor, obs, HOST_BAN[v], limit), v)
+    if bans_only:
+        return obs
+    obs.counters = {n: objects[n][1] or 0 for n in (BANNED, SET_FULL) if n in objects}
+    obs.problems += [f"counter {n} is missing" for n in (BANNED, SET_FULL) if n not in objects]
+    for v in (4, 6):
+        for raw in _read(executor, obs, OFFENDERS[v], limit):
+            key = _value(nl.parse(raw), nl.ELEM_KEY)
+            obs.offenders.append((_ifname(key), str(_addr(key[IFNAMSIZ:], v))))
+    for raw in _read(executor, obs, TO_VM, None):  # at most one element per port
+        e = nl.parse(raw)
+        port, target = _ifname(_value(e, nl.ELEM_KEY)), verdict(e)
+        if target.startswith("jump "):
+            obs.ports[port] = target[5:]
+        else:
+            obs.ports[port] = target
+            obs.problems.append(f"map {TO_VM}: port {port} is sent to '{target}', not to a policy chain")
+    obs.hits = read_hits(executor, hit_sets, obs)
     return obs
+
+
+def read_hits(executor: Executor, names, obs: Observation | None = None) -> dict[tuple[str, str], int]:
+    """(hit set, port) -> packets of the named per-port hit sets (bounded by the ports; the
+    agent's reporter reads only these, never the sets an attacker grows)."""
+    obs = obs or Observation()
+    hits = {}
+    for name in names:
+        for raw in _read(executor, obs, name, None):
+            e = nl.parse(raw)
+            hits[(name, _ifname(_value(e, nl.ELEM_KEY)))] = _packets(e)
+    return hits
+
