@@ -280,3 +280,26 @@ def test_up_lab_shows_refusals_and_a_ban_then_ctrl_c_leaves_nothing(tmp_path):
         for p in (old, prefix):
             if p:
                 remove(p)
+
+
+def test_up_on_a_busy_port_says_so_and_leaves_the_data_directory_usable(tmp_path):
+    needs_root()
+    import socket
+
+    home, data = tmp_path / "home", tmp_path / "data"
+    home.mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = cli(home, "up", "--data-dir", str(data), "--bind", f"127.0.0.1:{port}", "--no-agent")
+    assert r.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and not config(home).exists(), r.stderr
+    up = Up(home, data, "--no-agent")  # the failed run held the lock only while it ran
+    try:
+        url = up.url()
+        assert httpx.get(url + "/healthz", timeout=10).status_code == 200
+        rc, took = up.interrupt()
+        assert rc == 0 and took < 10, f"exit {rc} after {took:.1f} s"
+    finally:
+        up.kill()
