@@ -65,7 +65,7 @@ def settled(read, *, quiet: float, timeout: float) -> float:
 def test_metrics_after_a_lab_attack_match_the_traffic(tmp_path):
     needs_root()
     names = documented_metrics()
-    assert len(names) >= 12, names  # the table was found and read
+    assert len(names) >= 18, names  # both tables were found and read
     home, data = tmp_path / "home", tmp_path / "data"
     home.mkdir()
     up = Up(home, data, "--lab", "--attack-interval", "3600")
@@ -73,7 +73,8 @@ def test_metrics_after_a_lab_attack_match_the_traffic(tmp_path):
     try:
         url = up.url()
         prefix = up.wait_for(re.compile(r"lab (cglab[0-9a-f]{6}):"), 30).group(1)
-        ports = json.loads(cli(home, "port", "list", "-f", "json").stdout)
+        ports = json.loads(cli(home, "port", "list", "-f", "json", "-c", "id", "-c", "interface_name",
+                               "-c", "binding:host_id").stdout)
         vm0 = next(p["id"] for p in ports if p["interface_name"] == "tapvm0")
         # Wait for the start-up round to be over and counted.
         deadline = time.monotonic() + 90
@@ -97,10 +98,27 @@ def test_metrics_after_a_lab_attack_match_the_traffic(tmp_path):
             f"({seen['refused']} reset, {seen['timeout']} timed out) of {seen['attempted']}")
         print(f"refused: attacker {not_admitted} of {seen['attempted']}, /metrics {counted:.0f}")
 
-        missing = sorted(names - set(samples(url)))  # a sample, not only a HELP line
-        assert not missing, f"documented but without a sample in /metrics: {missing}"
-        alive = samples(url)["connguard_agents_alive"][0].value
+        got = samples(url)
+        missing = sorted(n for n in names if n not in got and n + "_count" not in got)  # a sample, not a HELP line
+        alive = got["connguard_agents_alive"][0].value
         assert alive == 1, f"connguard_agents_alive {alive}"
+
+        # The agent's own loop (up runs it in-process): it applied, without error, and reports.
+        def agent_value(name: str) -> float:
+            found = [s.value for s in got.get(name, []) if s.labels.get("host") == host]
+            assert len(found) == 1, (name, got.get(name))
+            return found[0]
+
+        host = ports[0]["binding:host_id"]
+        applies = agent_value("connguard_agent_apply_seconds_count")
+        assert applies >= 1 and agent_value("connguard_agent_apply_seconds_sum") > 0, applies
+        assert agent_value("connguard_agent_apply_errors_total") == 0
+        assert agent_value("connguard_agent_report_queue_length") == 0
+        assert agent_value("connguard_agent_server_reachable") == 1
+        sent = agent_value("connguard_agent_reports_sent_total")
+        assert sent >= 2, f"{sent} reports sent"
+        print(f"agent: {applies:.0f} applies, {sent:.0f} reports sent")
+        assert not missing, f"documented but without a sample in /metrics: {missing}"
         rc, _ = up.interrupt()
         assert rc == 0 and netns_with(prefix) == [], up.tail()
     finally:

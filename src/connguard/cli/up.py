@@ -171,7 +171,7 @@ def _run(sock: socket.socket, url: str, db: str, tokens: dict[str, Any], host: s
         time.sleep(0.05)
     admin = Client(url, tokens["admin"])
     the_lab = None
-    agent = agent_stop = None
+    agent = agent_stop = agent_metrics = None
     rc = 0
     try:
         try:
@@ -180,12 +180,15 @@ def _run(sock: socket.socket, url: str, db: str, tokens: dict[str, Any], host: s
                 netns = the_lab.host
             if not no_agent:
                 agent_stop = threading.Event()
-                agent = _start_agent(url, tokens["agents"][host], host, netns, ddir, interfaces, agent_stop)
+                agent, agent_metrics = _start_agent(url, tokens["agents"][host], host, netns, ddir, interfaces,
+                                                    agent_stop, app.state.metrics_registry)
         except (ConnguardError, ApiError) as exc:
             log.error("%s", getattr(exc, "message", None) or exc)
             return 1
         _banner(url, cfg, ddir, db, host, netns, no_agent, the_lab)
         while not stop.wait(0.5):
+            if agent_metrics is not None:
+                agent_metrics.sample()
             if not srv.is_alive():
                 log.error("the API server stopped: %s", srv.error or "no error given")
                 rc = 1
@@ -243,17 +246,20 @@ def _shutdown(*, stop_agent: threading.Event | None, agent: _Thread | None, serv
 
 
 def _start_agent(url: str, token: str, host: str, netns: str | None, ddir: Path, interfaces: str,
-                 stop: threading.Event) -> _Thread:
-    from connguard.agent import run_server_agent
+                 stop: threading.Event, registry: Any) -> tuple[_Thread, Any]:
+    """The agent on its thread, and its metrics on the server's registry."""
+    from connguard.agent import ServerAgent
+    from connguard.cli.up_metrics import AgentMetrics
 
     workdir = ddir / "agent" / (netns or "_host")
     workdir.mkdir(parents=True, exist_ok=True)
-    thread = _Thread("agent", lambda: run_server_agent(url, token, host, netns, workdir=workdir,
-                                                       interfaces=interfaces, stop=stop))
+    agent = ServerAgent(url, token, host, netns=netns, workdir=workdir, interfaces=interfaces, stop_event=stop)
+    metrics = AgentMetrics(registry, agent, host)
+    thread = _Thread("agent", agent.run)
     thread.start()
     log.info("agent for host %s started (%s, state in %s)", host, f"netns {netns}" if netns else "this host's network",
              workdir)
-    return thread
+    return thread, metrics
 
 
 def _lab_up(admin: Any, host: str, interval: float, ddir: Path) -> Any:
