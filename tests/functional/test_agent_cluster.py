@@ -267,6 +267,10 @@ def test_brute_force_on_one_host_is_refused_everywhere_and_ban_delete_lifts_it(c
     for k in (0, 1, 2):
         wait_for(lambda: _bans(c, k, repeat), 3, what=f"first ban of {repeat} on host{k}")
     wait_for(lambda: not any(_bans(c, k, repeat) for k in (0, 1, 2)), BAN + 5, 0.2, what="first ban expiry")
+    # (and expired in the API too: a report while the server still holds it active is the
+    # same offence seen twice, not a second one)
+    wait_for(lambda: not [b for b in c.api("GET", "connguard/bans")["bans"] if _same(b["ip_address"], repeat)], 5,
+             0.1, what="first ban expiry in the API")
     cl.bruteforce(c.lab.hosts[1].vms[0], 22, attempts=ATTEMPTS + 2, timeout=0.8, source=repeat)
     second = wait_for(lambda: [b for b in c.api("GET", "connguard/bans")["bans"] if _same(b["ip_address"], repeat)
                                and b["offence_count"] == 2], 5, what="second offence in the API")[0]
@@ -280,3 +284,38 @@ def test_brute_force_on_one_host_is_refused_everywhere_and_ban_delete_lifts_it(c
     c.cli("ban", "delete", second["id"])
     for k in (0, 1, 2):
         wait_for(lambda: not _bans(c, k, repeat), 3, what=f"second ban lifted on host{k}")
+
+
+def test_server_killed_hosts_keep_enforcing_and_banning_and_resync_after_restart(cluster, web):
+    c = cluster
+    cl = c.lab.clients[0]
+    c.kill(c.server)
+    assert not _healthy(c.url)
+    # an agent restarted while the server is down enforces its cached snapshot (its table is
+    # removed first, so what comes back comes from the cache)
+    c.kill(c.agents[0])
+    subprocess.run(["ip", "netns", "exec", c.lab.hosts[0].netns, "nft", "delete", "table", "inet", "connguard"],
+                   check=True)
+    c.start_agent(0)
+    wait_for(lambda: _rate_rule_in_kernel(c, 0, RATE), 10, what=f"host0 enforcing from its cache: {c.log('host0')}")
+    result = cl.flood(c.lab.hosts[0].vms[0], 80, rate=OFFERED, duration=SECONDS)
+    rate = result.admitted_rate(skip=1)
+    assert within(rate, RATE), f"host0 from its cache: admitted {rate:.1f}/s of {RATE}/s: {result.series}"
+    # every host keeps banning: brute force on host 2 during the outage
+    offender = cl.extra_ipv4[1]
+    cl.bruteforce(c.lab.hosts[2].vms[0], 22, attempts=ATTEMPTS + 2, timeout=0.8, source=offender)
+    wait_for(lambda: _bans(c, 2, offender), 3, what="a ban on host2 with the server down")
+    for k in (0, 1):
+        assert _rate_rule_in_kernel(c, k, RATE), f"host{k} lost its ruleset while the server was down"
+    # the server comes back: the ban made during the outage is in the API, with its event,
+    # and it is shared to the other hosts
+    c.start_server()
+    ban = wait_for(lambda: [b for b in c.api("GET", "connguard/bans")["bans"] if _same(b["ip_address"], offender)],
+                   40, 0.2, what=f"the outage's ban in the API: {c.log('host2')}")[0]
+    assert ban["host"] == "host2" and ban["origin"] == "detected", ban
+    events = c.api("GET", "connguard/events?event_type=ban")["events"]
+    assert any(e["ip_address"] and _same(e["ip_address"], offender) for e in events), events
+    for k in (0, 1):
+        wait_for(lambda: _bans(c, k, offender), 10, what=f"the outage's ban shared to host{k}")
+    agents = {a["host"]: a for a in c.api("GET", "agents")["agents"]}
+    assert all(agents[h.name]["alive"] for h in c.lab.hosts), agents

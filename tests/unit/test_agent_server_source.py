@@ -158,3 +158,25 @@ def test_backoff_grows_with_jitter_up_to_the_cap_and_is_logged_once(tmp_path, ca
     assert len({round(w, 6) for w in waits[-4:]}) == 4, f"no jitter at the cap: {waits[-4:]}"
     unreachable = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(unreachable) == 1, [r.getMessage() for r in unreachable]
+
+
+def test_a_registered_port_replaces_the_discovered_stand_in_of_its_interface(world):
+    app, client, admin, tok = world
+    agent = Api(client, tok)
+    hb = {"started_at": "2026-12-01T08:00:00Z", "version": "t"}
+    agent.ok("POST", "connguard/hosts/host-1/report", {"report": {"heartbeat": hb, "interfaces": [
+        {"name": "tapabc", "addresses": ["10.0.0.9"], "state": "UP"}]}}, expect=200)
+    [found] = admin.ok("GET", "ports?binding:host_id=host-1")["ports"]
+    assert found["device_owner"] == "connguard:discovered"
+    port = admin.ok("POST", "ports", {"port": {"binding:host_id": "host-1", "interface_name": "tapabc",
+                                               "fixed_ips": ["10.0.0.9"]}})["port"]
+    listed = admin.ok("GET", "ports?binding:host_id=host-1")["ports"]
+    assert [p["id"] for p in listed] == [port["id"]], listed
+    # another project cannot take over this project's discovered port
+    agent.ok("POST", "connguard/hosts/host-1/report", {"report": {"heartbeat": hb, "interfaces": [
+        {"name": "tapabc", "addresses": ["10.0.0.9"], "state": "UP"}, {"name": "tapdef", "state": "UP"}]}},
+        expect=200)
+    other = Api(client, token(app, role="member", project="project-b"))
+    r = client.post("/v2.0/ports", json={"port": {"binding:host_id": "host-1", "interface_name": "tapdef"}},
+                    headers={"X-Auth-Token": other.tok})
+    assert r.status_code in (403, 409), (r.status_code, r.text)

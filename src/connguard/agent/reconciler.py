@@ -233,8 +233,10 @@ class Reconciler:
             return [], set()  # not a server snapshot
         present = {(kb.interface_name, kb.ip_address) for kb in kernel}
         wanted: dict[tuple, tuple] = {}
+        ending: set[tuple] = set()  # still in the snapshot, but the kernel's timeout ends them now
         for sb in desired.server_bans:
             if sb.expires_at is not None and sb.expires_at - now < 1:
+                ending.update(sb.targets)
                 continue
             for key in sb.targets:
                 if key not in wanted or _later(sb.expires_at, wanted[key][0], 0):
@@ -267,6 +269,8 @@ class Reconciler:
         lifted = 0
         for key, ban in list(self.book.bans.items()):
             if ban.server and key not in wanted:
+                if key in ending and key in present:
+                    continue  # expiring by itself: a delete would end it early, or race the timeout
                 if key in present:
                     cmds.append(delete_ban(ban.ip_address, ban.interface_name))
                 cmds += self._forget_memory(ban)

@@ -55,6 +55,7 @@ class Reporter:
         self.sent_total = 0
         self._need_full = True
         self._next_full = 0.0
+        self._rejections = 0
         self._ports: dict[str, tuple] = {}       # port id -> (status, message, counters) as last reported
         self._ifaces: dict[str, hostinfo.Iface] | None = None
         self._unacked: dict[tuple, Detection] = {}  # detections the server has not carried back yet
@@ -113,7 +114,7 @@ class Reporter:
             "started_at": self.started_at, "version": connguard.__version__,
             "configurations": {"interfaces": self.pattern, "netns": self.netns,
                                "revision": getattr(self.source, "revision", None),
-                               "source_error": self.source.error or ""}}}
+                               "source_error": (self.source.error or "")[:1024]}}}
         view = self._port_view()
         ports = []
         for pid, (status, message, counters) in sorted(view.items()):
@@ -166,9 +167,13 @@ class Reporter:
         if ct is not None:
             report["conntrack"] = {"count": ct[0], "max": ct[1]}
         latency = (self.rec.last_apply or {}).get("seconds")
-        report["apply"] = {"latency_seconds": latency, "errors_total": self.rec.apply_errors_total +
-                           getattr(self.source, "errors_total", 0),
-                           "last_error": (self.source.error or self.rec.apply_error or "")[:1024]}
+        # a refused snapshot is reported even when the next answer was good again
+        rejected = getattr(self.source, "errors_total", 0)
+        error = self.source.error or (getattr(self.source, "last_rejection", "") if rejected > self._rejections
+                                      else "") or (self.rec.apply_error if not self.rec.apply_ok else "")
+        self._rejections = rejected
+        report["apply"] = {"latency_seconds": latency, "errors_total": self.rec.apply_errors_total + rejected,
+                           "last_error": (error or "")[:1024]}
         report["queue"] = {"length": len(self.queue), "overflow_total": self.queue.overflow_total}
         return report
 

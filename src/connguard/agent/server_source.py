@@ -62,6 +62,7 @@ class ServerSource:
         self.connected = False
         self.connects = 0           # successful (re)connections: the reporter sends a full report after each
         self.errors_total = 0       # refused snapshots
+        self.last_rejection = ""    # why the latest one was refused (kept: the reporter sends it once at least)
         self.revision: int | None = None
         self._stop = stop_event or threading.Event()
         self._rng = rng or random.Random()
@@ -136,6 +137,7 @@ class ServerSource:
                 unusable = isinstance(exc, _Unusable)
                 if unusable:
                     self.errors_total += 1
+                    self.last_rejection = str(exc)
                     if str(exc) != self.error:
                         log.error("%s", exc)
                     self.error = str(exc)
