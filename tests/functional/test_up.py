@@ -207,6 +207,8 @@ def test_up_fresh_machine_then_second_up_then_rerun(tmp_path, lab_factory):
         assert rc == 0 and took < 10, f"exit {rc} after {took:.1f} s; log:\n{first.tail()}"
         assert not still_running(tree), still_running(tree)
         assert "stopped in" in first.tail()
+        # The agent's pending long-poll was answered, not cancelled by uvicorn with a traceback.
+        assert "Traceback" not in first.tail(400) and "Cancel" not in first.tail(400), first.tail(400)
         assert has_table(lab.host), "without --clean the kernel keeps connguard's table"
     finally:
         first.kill()
