@@ -223,6 +223,10 @@ def test_a_tap_added_on_a_host_becomes_a_port_protected_by_the_project_default(c
         with c.lab.clients[0].hold(vm, 80, 12) as held:
             alive = held.alive()
     assert alive == 7, f"{alive} connections held, the default policy caps at 7"
+    # the tap vanishes: the port goes DOWN, keeping its id and history
+    c.lab.remove_vm(vm)
+    wait_for(lambda: c.api("GET", f"ports/{port['id']}")["port"]["status"] == "DOWN", 10, 0.1,
+             what=f"discovered port {vm.tap} DOWN after its tap vanished")
 
 
 def _same(a: str, b: str) -> bool:
@@ -316,6 +320,6 @@ def test_server_killed_hosts_keep_enforcing_and_banning_and_resync_after_restart
     events = c.api("GET", "connguard/events?event_type=ban")["events"]
     assert any(e["ip_address"] and _same(e["ip_address"], offender) for e in events), events
     for k in (0, 1):
-        wait_for(lambda: _bans(c, k, offender), 10, what=f"the outage's ban shared to host{k}")
+        wait_for(lambda: _bans(c, k, offender), 10, what=f"the outage's ban shared to host{k}: {c.log(f'host{k}')}")
     agents = {a["host"]: a for a in c.api("GET", "agents")["agents"]}
     assert all(agents[h.name]["alive"] for h in c.lab.hosts), agents

@@ -89,3 +89,20 @@ def test_offline_reports_are_queued_bounded_and_delivered_in_order_then_a_full_o
     assert [r["ports"][0]["counters"][0]["refused"] for r in delivered[:3]] == [12, 13, 14], delivered
     assert delivered[-1]["full"] is True and delivered[-1]["queue"] == {"length": 0, "overflow_total": 2}
     assert len(rep.queue) == 0
+
+
+def test_no_full_report_before_the_first_apply(tmp_path):
+    """A full report replaces the server's view: one listing no port would wipe the host's
+    counters, and the next totals would be counted twice."""
+    ex, src, now = Kernel(), Src(), [1_800_000_000.0]
+    rec = Reconciler(src, ex, tmp_path, clock=lambda: now[0])
+    sent = []
+    rep = Reporter(rec, src, lambda body: sent.append(body["report"]), netns=None, pattern="tap*",
+                   queue=ReportQueue(tmp_path / "q"), clock=lambda: now[0],
+                   read_interfaces=lambda ns, pat: {}, read_conntrack=lambda ns: None)
+    rep.step()
+    assert sent[-1]["full"] is False and sent[-1]["ports"] == [], sent[-1]
+    src.next = Desired(STATE, "server snapshot", 1, {"tap0": P0, "tap1": P1}, {("qos-p1", 0): R0})
+    rec.tick()
+    rep.step()
+    assert sent[-1]["full"] is True and len(sent[-1]["ports"]) == 2, sent[-1]

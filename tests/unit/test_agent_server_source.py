@@ -135,21 +135,17 @@ def test_backoff_grows_with_jitter_up_to_the_cap_and_is_logged_once(tmp_path, ca
     waits = []
     stop = threading.Event()
 
-    class Clock(threading.Event):
-        def wait(self, timeout=None):
-            waits.append(timeout)
-            if len(waits) >= 12:
-                stop.set()
-            return stop.is_set()
-
-        def is_set(self):
-            return stop.is_set()
+    def sleep(seconds):
+        waits.append(seconds)
+        if len(waits) >= 12:
+            stop.set()
 
     def down(request):
         raise httpx.ConnectError("refused")
 
     src = ss.ServerSource("http://x", "t", "host-1", tmp_path, http=httpx.Client(transport=httpx.MockTransport(down)),
-                          stop_event=Clock(), rng=random.Random(1))
+                          stop_event=stop, rng=random.Random(1))
+    src._sleep = sleep
     with caplog.at_level("WARNING", logger="connguard.agent.server"):
         src.run()
     assert len(waits) == 12

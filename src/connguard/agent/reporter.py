@@ -184,7 +184,10 @@ class Reporter:
     # ---- sending --------------------------------------------------------------------------
     def step(self) -> None:
         now = self.clock()
-        full = self._need_full or now >= self._next_full
+        # A full report replaces the server's view of the host: never one before the first
+        # apply (it would list no port and wipe the host's counters and offenders).
+        ready = self.rec.loaded is not None and (self.rec.applier.applied is not None or bool(self.rec.port_errors))
+        full = ready and (self._need_full or now >= self._next_full)
         report = self.build(full)
         try:
             while (item := self.queue.peek()) is not None:
@@ -205,6 +208,8 @@ class Reporter:
         if self.online is False:
             log.info("reports delivered again")
         self.online = True
+        if getattr(self.source, "connected", True) is False:
+            self.source.retry_now()  # the server is back: the source need not sit out its backoff
         if full:
             self._need_full = False
             self._next_full = now + self.full_every

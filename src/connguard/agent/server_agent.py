@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -97,13 +98,14 @@ class ServerAgent:
     def stop(self) -> None:
         self.stop_event.set()
         self.source.wake.set()
+        self.source.retry_now()
         self.reporter.wake.set()
 
 
 def _default_workdir(netns: str | None) -> Path:
-    from connguard.cli.common import agent_dir
-
-    return agent_dir(netns)
+    """The CLI's per-namespace agent directory (cli/common.agent_dir; spelled out here so that
+    the agent does not import the CLI layer)."""
+    return Path(os.environ.get("CONNGUARD_DATA_DIR", "/var/lib/connguard")) / "agent" / (netns or "_host")
 
 
 def run_server_agent(url: str, token: str, host: str, netns: str | None = None, *,

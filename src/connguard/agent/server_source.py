@@ -65,6 +65,7 @@ class ServerSource:
         self.last_rejection = ""    # why the latest one was refused (kept: the reporter sends it once at least)
         self.revision: int | None = None
         self._stop = stop_event or threading.Event()
+        self._retry = threading.Event()  # set by stop() and retry_now(): ends a backoff wait
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._pending: Desired | None = None
@@ -148,7 +149,7 @@ class ServerSource:
                 first = True
                 delay = min(BACKOFF_CAP, BACKOFF_START * 2 ** min(failures, 16))
                 failures += 1
-                self._stop.wait(delay * self._rng.uniform(0.5, 1.0))
+                self._sleep(delay * self._rng.uniform(0.5, 1.0))
                 continue
             if first:
                 first = False
@@ -158,12 +159,21 @@ class ServerSource:
                          f" after {failures} failed attempt(s)" if failures else "", self.revision)
                 failures = 0
 
+    def _sleep(self, seconds: float) -> None:
+        self._retry.wait(seconds)
+        self._retry.clear()
+
+    def retry_now(self) -> None:
+        """The server answers again (the reporter just delivered): end the backoff wait."""
+        self._retry.set()
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="connguard-source", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._retry.set()
         if self._own_http:
             self._http.close()
         if self._thread is not None:

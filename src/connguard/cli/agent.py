@@ -53,6 +53,9 @@ def agent_cmd(ctx: click.Context, state_file: str | None, server: str | None, to
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    if token and ctx.get_parameter_source("token") == click.core.ParameterSource.COMMANDLINE:
+        logging.getLogger("connguard.agent").warning(
+            "--token on the command line is visible to every user (ps); use --token-file")
     if server:
         _server_mode(server, token, token_file, host, netns, interfaces, report_interval, workdir, interval,
                      drift_interval)
