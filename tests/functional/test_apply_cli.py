@@ -35,6 +35,14 @@ BAD = [
      "custom requires protocol and port_range_min"),
     ("duplicate rule", {**GOOD, "policies": [{"name": "web", "rules": [GOOD["policies"][0]["rules"][0]] * 2}]},
      "duplicates rules[0]"),
+    # `$` accepted a trailing newline: apply said "1 protected port(s)" and protected nothing
+    ("interface with trailing newline", {**GOOD, "ports": [{**GOOD["ports"][0], "interface_name": "tapweb1\n"}]},
+     "ports[0].interface_name: 'tapweb1\\n' is not an interface name"),
+    # 10,000 rules took 41.5 s to apply; more than 64 are refused before anything is compiled
+    ("too many rules", {**GOOD, "policies": [{"name": "web", "rules": [
+        {"type": "connection_rate_limit", "max_cps": 5, "remote_ip_prefix": f"10.{i // 256}.{i % 256}.0/24"}
+        for i in range(1_000)]}]},
+     "policies[0].rules: at most 64 rules per policy, got 1000"),
 ]
 
 

@@ -71,3 +71,22 @@ def test_closed_connections_free_their_slot_under_churn(lab):
         assert held.open_one() == "connected"            # the N-th slot is free again
         assert held.open_one() == "refused"              # and the cap still counts N
         assert held.alive() == N
+
+
+@pytest.mark.parametrize("scope", ["port", "remote_ip"])
+def test_a_changed_cap_applies_to_ports_already_counted(lab, scope):
+    """Each count element copies the number of the rule that created it: after a policy change
+    from 2 to 4 (a delta apply), a port that had been counted under 2 must take 4, and after a
+    change back to 2 it must refuse the third again."""
+    rule = {"type": "connection_limit", "direction": "ingress", "scope": scope, "max_connections": 2}
+    applier = enforce(lab, [rule])
+    vm, cl = lab.vms[0], lab.clients[0]
+    with cl.hold(vm, 80, 2) as held:
+        assert held.connected == 2 and held.open_one() == "refused"
+    enforce(lab, [{**rule, "max_connections": 4}], applier=applier)
+    with cl.hold(vm, 80, 4) as held:
+        assert held.connected == 4, f"{held.connected} of 4 connected after the cap was raised to 4"
+        assert held.open_one() == "refused"
+    enforce(lab, [rule], applier=applier)
+    with cl.hold(vm, 80, 2) as held:
+        assert held.connected == 2 and held.open_one() == "refused", "the cap lowered back to 2 did not apply"

@@ -120,12 +120,13 @@ def _ban_rules(lab):
 
 
 def _refusals(lab):
-    return replace_rules(lab, policy_chain(lab), lambda c, t: "connection_limit" in c and ("reject" in t or "drop" in t),
+    # with allowlist entries the per-remote stages live in the policy's remote_ chain
+    return replace_rules(lab, policy_chain(lab, "remote_in_"), lambda c, t: "connection_limit" in c and ("reject" in t or "drop" in t),
                          lambda t: "accept")
 
 
 def _numbers(lab):
-    return replace_rules(lab, policy_chain(lab), lambda c, t: "ct count over" in t,
+    return replace_rules(lab, policy_chain(lab, "remote_in_"), lambda c, t: "ct count over" in t,
                          lambda t: re.sub(r"ct count over \d+", "ct count over 50", t))
 
 
@@ -203,11 +204,13 @@ def test_traffic_and_full_sets_cause_no_false_drift(lab, tmp_path):
     """Counters, meters and bans the packet path writes are not drift: no repair while traffic
     flows and a ban is added."""
     state = state_dict(lab, [CAP_RULE, {"type": "brute_force", "profile": "custom", "protocol": "tcp",
-                                        "port_range_min": 80, "max_attempts": 3, "window": 60, "ban_seconds": 60},
+                                        "port_range_min": 80, "max_attempts": 1, "window": 60, "ban_seconds": 60},
                              {"type": "connection_rate_limit", "direction": "ingress", "scope": "remote_ip", "max_cps": 2},
                              {"type": "connection_rate_limit", "direction": "ingress", "scope": "port", "max_cps": 50}])
     with agent(lab, tmp_path, state) as (ra, _):
         first = ra.agent.last_apply["at"]
+        # each source completes CAP handshakes (the rest are refused at the cap, and a refused SYN
+        # is no login attempt): over max_attempts 1, so each is banned
         through = [connected(lab, source) for source in lab.clients[0].extra_ipv4[:3]]
         assert ra.agent.book.bans, f"no ban from {through} connections: the ban path was not exercised"
         assert ra.agent.applier.drift() == []

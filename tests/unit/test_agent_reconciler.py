@@ -34,6 +34,7 @@ class Kernel(FakeExecutor):
         self.port_bans: list[tuple] = []
         self.host_bans: list[tuple] = []
         self.hits: dict[str, dict[str, int]] = {}
+        self.offenders: list[tuple[str, str]] = []
 
     def dump(self, msg, attrs=b"", *, limit=None, count=lambda m: 1):
         name = nl.string(nl.first(nl.parse(attrs), 2)) if attrs else None
@@ -49,6 +50,9 @@ class Kernel(FakeExecutor):
             for ip, t, e in self.host_bans:
                 a = ipaddress.ip_address(ip)
                 elems += [_elem(a.packed, t, e), _elem((a + 1).packed, None, None, end=True)]
+        elif name == "offenders4":
+            elems = [_elem(f.encode().ljust(16, b"\0") + ipaddress.ip_address(ip).packed, None, None)
+                     for f, ip in self.offenders]
         elif name in self.hits:
             elems = [_elem(f.encode().ljust(16, b"\0"), None, None, packets=n) for f, n in self.hits[name].items()]
         else:

@@ -106,3 +106,28 @@ def test_no_full_report_before_the_first_apply(tmp_path):
     rec.tick()
     rep.step()
     assert sent[-1]["full"] is True and len(sent[-1]["ports"]) == 2, sent[-1]
+
+
+def test_monitor_mode_reports_would_refuse_and_offenders_when_they_change(tmp_path):
+    monitor = STATE.model_copy(update={"policies": (STATE.policies[0].model_copy(update={"enforcement": "monitor"}),)})
+    ex, src, now = Kernel(), Src(), [1_800_000_000.0]
+    rec = Reconciler(src, ex, tmp_path, clock=lambda: now[0])
+    src.next = Desired(monitor, "server snapshot", 1, {"tap0": P0, "tap1": P1}, {("qos-p1", 0): R0})
+    rec.tick()
+    sent = []
+    rep = Reporter(rec, src, lambda body: sent.append(body["report"]), netns=None, pattern="tap*",
+                   queue=ReportQueue(tmp_path / "q"), clock=lambda: now[0],
+                   read_interfaces=lambda ns, pat: {}, read_conntrack=lambda ns: None)
+    ex.hits[HITS] = {"tap0": 9}
+    ex.offenders = [("tap0", "198.51.100.7"), ("tap0", "198.51.100.8")]
+    rep.step()
+    by_port = {p["port_id"]: p for p in sent[-1]["ports"]}
+    assert by_port[P0]["counters"] == [{"rule_id": R0, "refused": 0, "would_refuse": 9}], by_port[P0]
+    assert [o["ip_address"] for o in by_port[P0]["offenders"]] == ["198.51.100.7", "198.51.100.8"]
+    assert by_port[P1]["offenders"] == []
+    rep.step()
+    assert sent[-1]["ports"] == [], "unchanged offenders were sent again"
+    ex.offenders = [("tap1", "203.0.113.5")]
+    rep.step()
+    moved = {p["port_id"]: p["offenders"] for p in sent[-1]["ports"]}
+    assert moved == {P0: [], P1: [{"ip_address": "203.0.113.5", "count": 1}]}, moved

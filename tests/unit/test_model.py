@@ -68,6 +68,14 @@ BAD = [
     ({"bans": [{"ip_address": "10.0.0.0/8", "interface_name": "tap1"}], "ports": [{"interface_name": "tap1"}]},
      "bans[0]", "one address"),
     ({"policies": [{"name": "p", "enforcement": "maybe"}]}, "policies[0].enforcement", "'enforce' or 'monitor'"),
+    # `$` matches before a trailing newline: "tapvm0\n" passed and protected nothing (issue 8, 9a)
+    ({"ports": [{"interface_name": "tapvm0\n"}]}, "ports[0].interface_name", "'tapvm0\\n' is not an interface name"),
+    ({"ports": [{"interface_name": "\ntapvm0"}]}, "ports[0].interface_name", "not an interface name"),
+    ({"ports": [{"interface_name": "tapvm0"}], "bans": [{"ip_address": "10.0.0.1", "interface_name": "tapvm0\n"}]},
+     "bans[0].interface_name", "not an interface name"),
+    ({"policies": [{"name": "p", "rules": [{"type": "connection_rate_limit", "max_cps": i + 1, "remote_ip_prefix": f"10.0.{i}.0/24"}
+                                            for i in range(65)]}]},
+     "policies[0].rules", "at most 64 rules per policy, got 65"),
 ]
 
 
@@ -85,6 +93,71 @@ def test_state_file_errors(tmp_path):
         load_state_file(p)
     with pytest.raises(ValidationFailed, match="cannot read"):
         load_state_file(tmp_path / "missing.yaml")
+
+
+def test_rules_per_policy_up_to_the_bound_are_accepted():
+    from connguard.model.objects import MAX_RULES_PER_POLICY
+
+    rules = [{"type": "connection_rate_limit", "max_cps": 5, "remote_ip_prefix": f"10.0.{i}.0/24"}
+             for i in range(MAX_RULES_PER_POLICY)]
+    assert len(parse_state({"policies": [{"name": "p", "rules": rules}]}).policies[0].rules) == MAX_RULES_PER_POLICY
+
+
+def test_ten_thousand_rules_are_refused_before_validating_them():
+    """The bound is checked before the rules themselves: refusing is quick, whatever the size."""
+    import time
+
+    rules = [{"type": "connection_rate_limit", "max_cps": 5, "remote_ip_prefix": f"10.{i // 256}.{i % 256}.0/24"}
+             for i in range(10_000)]
+    started = time.perf_counter()
+    with pytest.raises(ValidationFailed) as info:
+        parse_state({"policies": [{"name": "p", "rules": rules}]})
+    took = time.perf_counter() - started
+    assert info.value.errors == [("policies[0].rules", "at most 64 rules per policy, got 10000")], info.value.errors
+    assert took < 0.5, f"refusing 10,000 rules took {took:.2f} s"
+
+
+@pytest.mark.parametrize("text,where,key", [
+    ("ports: []\npolicies: []\nports: [{interface_name: tap1}]\n", ":3:1", "'ports' (first at line 1)"),
+    ("ports:\n  - interface_name: tap1\n    policy: web\n    policy: other\n", ":4:5", "'policy' (first at line 3)"),
+])
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path, text, where, key):
+    """YAML keeps the last of two equal keys: a second ``ports:`` would silently drop the ports
+    of the first one while the file looks complete."""
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    with pytest.raises(ValidationFailed) as info:
+        load_state_file(p)
+    [(field, reason)] = info.value.errors
+    assert field == f"{p}{where}" and reason == f"not valid YAML: duplicate key {key}", info.value.errors
+
+
+def test_merge_keys_may_override_what_they_merge(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("ports:\n  - &t {interface_name: tap1, policy: web}\n  - {<<: *t, interface_name: tap2}\n"
+                 "policies: [{name: web}]\n")
+    assert [(x.interface_name, x.policy) for x in load_state_file(p).ports] == [("tap1", "web"), ("tap2", "web")]
+
+
+def test_the_c_parser_is_used_when_pyyaml_has_libyaml(tmp_path):
+    from connguard.model.state import _StateLoader
+
+    if not yaml.__with_libyaml__:
+        pytest.skip("this PyYAML is built without libyaml: the pure-Python parser is the fallback")
+    assert issubclass(_StateLoader, yaml.CSafeLoader)
+    p = tmp_path / "s.yaml"
+    p.write_text("policies:\n  - name: p\n    rules: [\n")
+    with pytest.raises(ValidationFailed) as info:
+        load_state_file(p)
+    [(field, reason)] = info.value.errors
+    assert field == f"{p}:4:1" and reason.startswith("not valid YAML"), info.value.errors
+
+
+def test_a_file_that_is_not_utf8_is_an_error_not_a_crash(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_bytes(b"ports: [{interface_name: tap\xff}]\n")
+    with pytest.raises(ValidationFailed, match="not UTF-8"):
+        load_state_file(p)
 
 
 def test_example_state_file_is_valid():

@@ -24,11 +24,13 @@ from connguard.agent.reconciler import Detection, Reconciler
 from connguard.agent.report_queue import ReportQueue
 from connguard.compiler.context import RuleContext
 from connguard.model import BruteForceRule
-from connguard.nft.observe import read_hits
+from connguard.nft.observe import read_hits, read_offenders
 
 log = logging.getLogger("connguard.agent.report")
 
 MAX_BANS = 1000  # per report (the schema's bound)
+MAX_OFFENDERS = 10  # per port (the schema's bound)
+OFFENDER_READ = 2000  # elements read per offender set and report: an attacker grows those sets
 
 
 def iso(ts: float) -> str:
@@ -74,6 +76,10 @@ class Reporter:
         hit_name = {(p.name, i): f"h{RuleContext(p, i, False, ()).rid}" for p in d.state.policies
                     for i in range(len(p.rules))}
         hits = self._hits(sorted(set(hit_name.values()) & set(rs.hit_sets)))
+        offenders: dict[str, list[str]] = {}
+        if any(p.enforcement == "monitor" for p in d.state.policies):
+            for port, remote in sorted(read_offenders(self.rec.executor, OFFENDER_READ)[0]):
+                offenders.setdefault(port, []).append(remote)
         errors = self.rec.port_errors
         view = {}
         for ifname, pid in d.port_ids.items():
@@ -88,7 +94,7 @@ class Reporter:
             # a failed batch changed nothing: ports it does not name keep the status they had
             status = ("ERROR", errors[ifname]) if ifname in errors else ("ACTIVE", "") if self.rec.apply_ok \
                 else (None, "")
-            view[pid] = (*status, tuple(counters))
+            view[pid] = (*status, tuple(counters), tuple(offenders.get(ifname, ())[:MAX_OFFENDERS]))
         return view
 
     def _ban(self, det: Detection) -> dict | None:
@@ -117,13 +123,16 @@ class Reporter:
                                "source_error": (self.source.error or "")[:1024]}}}
         view = self._port_view()
         ports = []
-        for pid, (status, message, counters) in sorted(view.items()):
+        for pid, (status, message, counters, seen) in sorted(view.items()):
             old = self._ports.get(pid)
-            if full or old != (status, message, counters):
+            if full or old != (status, message, counters, seen):
                 entry: dict = {"port_id": pid, "counters": [
                     {"rule_id": rid, "refused": r, "would_refuse": w} for rid, r, w in counters]}
                 if status is not None and (full or old is None or old[:2] != (status, message)):
                     entry.update(status=status, status_message=message)
+                if full or old is None or old[3] != seen:
+                    # monitor mode's would-be offenders; the kernel keeps who, not how often
+                    entry["offenders"] = [{"ip_address": ip, "count": 1} for ip in seen]
                 ports.append(entry)
         self._ports = view
         report["ports"] = ports

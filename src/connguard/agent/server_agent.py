@@ -91,6 +91,7 @@ class ServerAgent:
         finally:
             self.stop()
             reporter.join(timeout=10)
+            self._http.close()  # ends a long-poll in flight: stopping takes no 25 s
             self.source.stop()
             lock.close()
             log.info("agent stopped; the kernel keeps enforcing the last applied state")

@@ -134,7 +134,11 @@ class ServerSource:
         while not self._stop.is_set():
             try:
                 self.fetch_once(None if first else self.revision, self.wait)
-            except (httpx.HTTPError, _Unusable) as exc:
+            except (httpx.HTTPError, _Unusable, RuntimeError) as exc:
+                if self._stop.is_set():
+                    return  # the client was closed under a long-poll to stop
+                if isinstance(exc, RuntimeError):
+                    raise
                 unusable = isinstance(exc, _Unusable)
                 if unusable:
                     self.errors_total += 1
@@ -177,7 +181,9 @@ class ServerSource:
         if self._own_http:
             self._http.close()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            # a long-poll in flight is not waited for: the thread only writes the cache (atomically)
+            # and hands snapshots to a reconciler that has stopped; it ends with its request
+            self._thread.join(timeout=0.2)
 
 
 class _Unusable(Exception):

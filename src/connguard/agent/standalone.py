@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 from connguard.agent.reconciler import STATUS_HEARTBEAT, Reconciler
-from connguard.agent.source import StateFileSource
+from connguard.agent.source import SETTLE_SECONDS, StateFileSource
 from connguard.nft.executor import Executor
 
-__all__ = ["STATUS_HEARTBEAT", "StandaloneAgent"]
+__all__ = ["SETTLE_SECONDS", "STATUS_HEARTBEAT", "StandaloneAgent"]
 
 
 class StandaloneAgent(Reconciler):
@@ -19,3 +19,8 @@ class StandaloneAgent(Reconciler):
         self.state_file = Path(state_file)
         super().__init__(StateFileSource(self.state_file), executor, workdir, interval=interval,
                          drift_interval=drift_interval, clock=clock)
+
+    @property
+    def settle(self) -> float:
+        """Seconds a changed state file must stay unchanged to be loaded (the source's)."""
+        return self.source.settle

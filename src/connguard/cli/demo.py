@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import click
@@ -64,6 +65,12 @@ def demo(seconds: int) -> None:
             thread = threading.Thread(target=agent.run, daemon=True)
             thread.start()
             try:
+                # the agent loads a file once it has settled (1 s): attack only what it enforces
+                deadline = time.monotonic() + 15
+                while agent.applier.applied is None and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if agent.applier.applied is None:
+                    raise click.ClickException(f"the agent did not apply the demo state: {agent.last_error}")
                 with vm.serve(tcp=[80]), cl.serve(tcp=[8080]), vm.login_service(22) as login:
                     def flood(title, limit, run):
                         click.echo(f"{title} ({seconds} s) ...")

@@ -15,6 +15,10 @@ connection of the port in one list, so the rule stays as it is: last in the poli
 rate limits above it drop first and cost less) and only on ``ct state new`` packets: a TCP
 connection's SYN (a retransmitted SYN, or a one-way UDP flow, new on every packet, is looked
 up in the list instead, which the kernel does by walking it).
+The set's name carries ``max_connections``: each element copies the number of the rule that
+created it, so a changed cap under the same name would never reach the ports already counted.
+A changed cap therefore starts a fresh count: the connections open at the change are not
+counted against the new cap (they were admitted under the old one).
 A closed connection stays counted until the next walk: up to one jiffy (4 ms at HZ=250) of
 back-to-back connections near the cap can be refused although fewer are open (fail-closed).
 """
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 from connguard.compiler import fragments as f
 from connguard.compiler.common import hits, match_exprs, new_connection_variants, offender, port_key, refuse, remote_key, rule_ports, versions_for
-from connguard.compiler.context import REMOTE_SET_SIZE, Contribution, RuleContext, Stage, per_port_set
+from connguard.compiler.context import REMOTE_SET_SIZE, Contribution, RuleContext, Stage, per_port_set, short_id
 from connguard.compiler.rate_limit import ADDR_TYPE, hit_set
 from connguard.compiler.ruleset import NftSet, Rule
 from connguard.model.rules import ConnectionLimitRule
@@ -36,16 +40,17 @@ def compile_conn_limit(ctx: RuleContext) -> Contribution:
     per_remote = rule.scope == "remote_ip"
     stage = Stage.CONN_PER_REMOTE if per_remote else Stage.CONN_PER_PORT
     count = f.ct_count(rule.max_connections)
+    base_name = f"c{ctx.rid}{short_id(rule.max_connections, n=4)}"
     if not per_remote:
-        out.sets.append(per_port_set(f"c{ctx.rid}"))
+        out.sets.append(per_port_set(base_name))
     for v in versions_for(ctx, rule, keyed=per_remote):
         if per_remote:
-            out.sets.append(NftSet(f"c{ctx.rid}{v}", ("ifname", ADDR_TYPE[v]), size=REMOTE_SET_SIZE))
+            out.sets.append(NftSet(f"{base_name}{v}", ("ifname", ADDR_TYPE[v]), size=REMOTE_SET_SIZE))
         for d in directions:
             if per_remote:
-                name, key = f"c{ctx.rid}{v}", f.concat(port_key(d), remote_key(d, v))
+                name, key = f"{base_name}{v}", f.concat(port_key(d), remote_key(d, v))
             else:
-                name, key = f"c{ctx.rid}", port_key(d)
+                name, key = base_name, port_key(d)
             for pred, ack in new_connection_variants(ctx, d, v, rule.protocol, rule_ports(rule)):
                 base = pred + match_exprs(rule, d, v)
                 for pre, verdict in refuse(ctx, rule.protocol, gentle=True, ack_stage=ack):

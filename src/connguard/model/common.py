@@ -19,14 +19,18 @@ Enforcement = Literal["enforce", "monitor"]
 L4Port = Annotated[int, Field(ge=1, le=65535)]
 
 # Linux interface names: at most 15 bytes, no '/', whitespace or ':'; we are stricter
-# (the names reach the kernel inside nft sets and chain names).
-_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,14}$")
+# (the names reach the kernel inside nft sets and chain names). Matched with fullmatch: `$`
+# also matches before a trailing newline, and "tapvm0\n" names no interface, so a port
+# written that way would be accepted and protect nothing.
+_IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,14}")
 
 
 def _check_ifname(value: str) -> str:
-    if not _IFNAME.match(value):
+    if not _IFNAME.fullmatch(value):
+        shown = repr(value) if len(value) <= 40 else f"{value[:40]!r}..."
         raise ValueError(
-            "must be 1-15 characters of letters, digits, '_', '.', '-', starting with a letter or digit"
+            f"{shown} is not an interface name: must be 1-15 characters of letters, digits, "
+            "'_', '.', '-', starting with a letter or digit"
         )
     return value
 

@@ -117,19 +117,53 @@ def parse_state(data: Any, *, source: str = "state") -> HostState:
         raise ValidationFailed(validation_errors(exc)) from None
 
 
+# libyaml's parser when PyYAML was built with it: a 10,000-port state file spent ~3 s of its
+# ~3.5 s `apply` in the pure-Python parser (bench/parse_bench.py, docs/benchmarks.md). The
+# constructor stays PyYAML's own (safe) one either way, so both build the same objects.
+_YamlBase = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class _StateLoader(_YamlBase):  # type: ignore[misc, valid-type]
+    """Safe loading that refuses a key given twice in one mapping: YAML keeps the last one
+    silently, so a second ``ports:`` (or ``policy:``) would drop what the first one says and
+    leave those ports unprotected while the file looks complete."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001 - PyYAML's signature
+        merges = isinstance(node, yaml.MappingNode) and any(k.tag == _MERGE for k, _ in node.value)
+        mapping = super().construct_mapping(node, deep=deep)
+        # fast path: as many keys as entries means no duplicate (merged keys may override)
+        if not merges and len(mapping) != len(node.value):
+            first: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {first[key] + 1})", key_node.start_mark)
+                first[key] = key_node.start_mark.line
+        return mapping
+
+
+def load_state_text(text: str, *, source: str = "state") -> HostState:
+    """Parse and validate the text of a state file; ``source`` names it in errors."""
+    try:
+        data = yaml.load(text, Loader=_StateLoader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ValidationFailed([(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    return parse_state(data, source=source)
+
+
 def load_state_file(path: str | Path) -> HostState:
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
         raise ValidationFailed([(str(path), f"cannot read: {exc.strerror}")]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ValidationFailed([(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
-    return parse_state(data, source=str(path))
+    except UnicodeDecodeError as exc:
+        raise ValidationFailed([(str(path), f"not UTF-8 text: byte {exc.start}")]) from None
+    return load_state_text(text, source=str(path))
 
 
 def normalise_remote(ip: str) -> str:

@@ -178,6 +178,18 @@ def observe(executor: Executor, *, bans_only: bool = False, limit: int | None = 
     return obs
 
 
+def read_offenders(executor: Executor, limit: int) -> tuple[list[tuple[str, str]], bool]:
+    """(port, remote) of the monitor-mode offender sets, at most about ``limit`` per family
+    (an attacker grows them); and whether both were read whole."""
+    obs = Observation()
+    out = []
+    for v in (4, 6):
+        for raw in _read(executor, obs, OFFENDERS[v], limit):
+            key = _value(nl.parse(raw), nl.ELEM_KEY)
+            out.append((_ifname(key), str(_addr(key[IFNAMSIZ:], v))))
+    return out, not obs.truncated
+
+
 def read_hits(executor: Executor, names, obs: Observation | None = None) -> dict[tuple[str, str], int]:
     """(hit set, port) -> packets of the named per-port hit sets (bounded by the ports; the
     agent's reporter reads only these, never the sets an attacker grows)."""

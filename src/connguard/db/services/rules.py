@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -14,6 +14,7 @@ from connguard.db.models import QosPolicy, QosRule, new_id, utcnow
 from connguard.db.services.common import Caller, check_revision, iso, validate
 from connguard.db.services.listing import ListQuery, Page, page_in_memory
 from connguard.db.services.rule_types import rule_class
+from connguard.model.objects import MAX_RULES_PER_POLICY
 from connguard.model.rules import RULE_TYPES
 
 NOT_FOUND = "QosRuleNotFound"
@@ -77,6 +78,10 @@ def create_rule(session: Session, *, caller: Caller, policy_id: str, rule_type: 
     policy = _policy(session, caller=caller, policy_id=policy_id, write=True)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
+    count = session.scalar(select(func.count()).select_from(QosRule).where(QosRule.policy_id == policy.id))
+    if count >= MAX_RULES_PER_POLICY:  # the state file's bound (connguard.model.objects), same words
+        raise BadRequest(f"Invalid input for rules: at most {MAX_RULES_PER_POLICY} rules per policy, "
+                         f"policy {policy.id} has {count}")
     row = QosRule(id=new_id(), policy_id=policy.id, type=rule_type, params={}, rule_key="")
     session.add(row)
     _store(session, policy=policy, row=row, params=body)
