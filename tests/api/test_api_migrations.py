@@ -137,3 +137,48 @@ def test_agent_reports_migration_keeps_existing_rows_and_downgrades(empty_db):
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     finally:
         engine.dispose()
+
+
+def test_udp_brute_force_rules_are_dropped_and_the_rest_kept(empty_db):
+    """0005: brute-force rules over udp or sctp, which the model now refuses (a UDP source is a
+    claim anyone can make), are deleted; their policy's and every host's revision move on so
+    agents fetch a state without them; every other rule is kept and still validates."""
+    import json
+
+    from connguard.model.rules import RULE_TYPES
+
+    engine = make_engine(empty_db)
+    rules = {
+        "sip-udp": ("brute_force", {"profile": "sip", "protocol": "udp", "max_attempts": 20}),
+        "custom-udp": ("brute_force", {"profile": "custom", "protocol": "udp", "port_range_min": 5060}),
+        "custom-sctp": ("brute_force", {"profile": "custom", "protocol": "sctp", "port_range_min": 22}),
+        "sip": ("brute_force", {"profile": "sip", "max_attempts": 20}),
+        "ssh-tcp": ("brute_force", {"profile": "ssh", "protocol": "tcp"}),
+        "rate-udp": ("connection_rate_limit", {"protocol": "udp", "max_cps": 5}),
+    }
+    try:
+        migrate(engine, revision="0004")
+        with engine.begin() as conn:
+            for pid in ("p", "q"):
+                conn.execute(text("INSERT INTO qos_policies (id, project_id, name, description, shared, is_default, "
+                                  "enforcement, tags, revision_number, created_at, updated_at) VALUES (:id, 'a', :id, "
+                                  "'', false, false, 'enforce', '[]', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+                             {"id": pid})
+            for rid, (rtype, params) in rules.items():
+                conn.execute(text("INSERT INTO qos_rules (id, policy_id, type, rule_key, params, revision_number, "
+                                  "created_at, updated_at) VALUES (:id, :pid, :type, :id, :params, 1, "
+                                  "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+                             {"id": rid, "pid": "q" if rid == "ssh-tcp" else "p", "type": rtype,
+                              "params": json.dumps(params)})
+            conn.execute(text("INSERT INTO host_revisions (host, revision) VALUES ('h1', 7)"))
+        migrate(engine)
+        with engine.connect() as conn:
+            kept = dict(conn.execute(text("SELECT id, params FROM qos_rules")).all())
+            revisions = dict(conn.execute(text("SELECT id, revision_number FROM qos_policies")).all())
+            host = conn.execute(text("SELECT revision FROM host_revisions WHERE host = 'h1'")).scalar()
+        assert sorted(kept) == ["rate-udp", "sip", "ssh-tcp"], sorted(kept)
+        for rid, params in kept.items():  # what is left is what the model (and host_state) accept
+            RULE_TYPES[rules[rid][0]].model_validate(json.loads(params) if isinstance(params, str) else params)
+        assert revisions == {"p": 2, "q": 1} and host == 8, (revisions, host)
+    finally:
+        engine.dispose()

@@ -86,3 +86,25 @@ def test_rule_types_discovery(actors):
     assert "ssh" in values["profile"] and "custom" in values["profile"]
     status, data = r.get("qos/rule-types/bandwidth_limit")
     assert status == 404 and error_type(data) == "QosRuleTypeNotFound"
+
+
+@pytest.mark.parametrize("body", [
+    {"profile": "custom", "protocol": "udp", "port_range_min": 5060},
+    {"profile": "sip", "protocol": "udp"},
+])
+def test_brute_force_over_udp_is_refused_with_the_reason(actors, body):
+    """The API uses the model: a UDP brute-force rule answers 400 naming the field and why (a UDP
+    source address is a claim anyone can make, so a ban on it can be aimed at anyone)."""
+    a = actors.member_a
+    pid = a.ok("POST", "qos/policies", {"policy": {"name": "p"}})["policy"]["id"]
+    coll = f"qos/policies/{pid}/brute_force_rules"
+    status, data = a.post(coll, {"brute_force_rule": body})
+    message = data["NeutronError"]["message"]
+    assert status == 400 and message.startswith("Invalid input for protocol:"), (status, data)
+    assert "a udp source address is a claim anyone can make" in message and "connection_rate_limit" in message
+    assert a.ok("GET", coll)["brute_force_rules"] == []
+    # nor can an accepted sip rule (tcp/5060-5061) be turned into one
+    rule = a.ok("POST", coll, {"brute_force_rule": {"profile": "sip"}})["brute_force_rule"]
+    status, data = a.put(f"{coll}/{rule['id']}", {"brute_force_rule": {"protocol": "udp"}})
+    assert status == 400 and "a udp source address" in data["NeutronError"]["message"], data
+    assert a.ok("GET", f"{coll}/{rule['id']}")["brute_force_rule"] == rule

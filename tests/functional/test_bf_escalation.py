@@ -328,8 +328,10 @@ def test_full_ban_set_costs_the_ban_never_the_drop(lab):
     outcomes = served(result)
     assert outcomes[:ATTEMPTS] == [True] * ATTEMPTS, result.attempts
     # no ban could be added, so the meter was not cleared either: every later attempt is over
-    # it and dropped
+    # it and refused (reset at once: the client does not wait for its timeout)
     assert True not in outcomes[ATTEMPTS:], result.attempts
+    took = [round(nxt.start - cur.start, 3) for cur, nxt in zip(result.attempts[ATTEMPTS:], result.attempts[ATTEMPTS + 1:])]
+    assert max(took) < 0.25, f"refused attempts took {took} s (timeout 0.3): not reset at once"
     assert set_full(lab) == 3, f"set_full {set_full(lab)} for 3 refused attempts"
     rid = rid_of(lab, [BF])
     assert not memory(lab, tier_set(rid, 4, 1)), "no memory without a ban"

@@ -68,8 +68,10 @@ def rule(draw):
              "max_attempts": draw(st.integers(1, 100_000)), "window": draw(st.integers(1, 86_400)),
              "ban_seconds": draw(st.integers(1, 3600)), "ban_multiplier": draw(st.floats(1, 100)),
              "max_ban_seconds": 86_400, **draw(match_fields())}
+        if r.get("protocol") in ("udp", "sctp"):  # refused by the model: brute force is TCP only
+            r["protocol"] = "tcp"
         if profile == "custom":
-            r["protocol"] = draw(st.sampled_from(["tcp", "udp", "sctp"]))
+            r["protocol"] = "tcp"
             r["port_range_min"] = r["port_range_max"] = draw(ports_)
     return {"type": kind, **r}
 

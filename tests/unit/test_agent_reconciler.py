@@ -127,7 +127,7 @@ def test_server_bans_placed_lengthened_and_lifted_but_never_a_local_one(tmp_path
 
     # the kernel holds it, and detected a ban of its own on tap0
     ex.host_bans = [("203.0.113.9", 100, 99)]
-    ex.port_bans = [("tap0", "198.51.100.7", 60, 60)]
+    ex.port_bans = [("tap0", "198.51.100.7", 60, 58)]  # banned 2 s before this pass
     n = len(ex.batches)
     now[0] += 1
     src.next = Desired(STATE, "server snapshot", 2)  # the shared ban deleted; the local one unknown yet
@@ -139,6 +139,7 @@ def test_server_bans_placed_lengthened_and_lifted_but_never_a_local_one(tmp_path
     assert local.origin == "detected" and not local.server
     assert [d.ban.ip_address for d in rec.detected] == ["198.51.100.7"]
     assert rec.detected[0].policy == "qos-p1" and rec.detected[0].rule_index == 0
+    assert rec.detected[0].banned_at == now[0] - 2, "banned_at is when the kernel banned (timeout - expires ago)"
 
     # the server escalates it (a second offence on another host): the kernel ban is lengthened
     ex.host_bans = []

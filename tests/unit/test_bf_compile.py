@@ -35,8 +35,13 @@ def test_fast_path_is_one_mark_test_before_established():
         assert hs == ({"match": {"op": "!=", "left": {"&": [{"ct": {"key": "mark"}}, CT_BITS]}, "right": 0}},
                       {"jump": {"target": "handshake"}})
     assert [r.origin for r in rs.chain("handshake").rules] == [
-        "refused connection", "refused connection", "refused connection: resets and replies", "reply", "not yet proven", "udp not yet answered", "count from VM", "count to VM",
-        "counted"]
+        "refused connection", "refused connection: resets and replies", "reply", "not yet proven", "count from VM",
+        "count to VM", "counted"]
+    # brute force is TCP only: the proof is conntrack's assured bit, nothing weaker (no seen-reply)
+    text = json.dumps([r.expr for r in rs.chain("handshake").rules])
+    assert "seen-reply" not in text and '"udp"' not in text
+    assert rs.chain("handshake").rules[3].expr[0] == {
+        "match": {"op": "==", "left": {"&": [{"ct": {"key": "status"}}, "assured"]}, "right": 0}}
     # clearing the pending bits keeps every other bit of the mark
     clear = rs.chain("handshake").rules[-1].expr[0]["mangle"]["value"]["&"][1]
     assert clear == 0xFFFFFFFF & ~(CT_PENDING["ingress"] | CT_PENDING["egress"])
@@ -108,13 +113,16 @@ def test_per_port_budget_and_48_meter():
     assert sum(r.origin.endswith("/48 set-full") for r in rules) == 1
 
 
-def test_egress_uses_its_own_pending_bit_and_udp_is_not_syn_gated():
+def test_egress_uses_its_own_pending_bit_and_sip_counts_tcp_only():
     rs = compile_host(state([{**SSH, "direction": "egress", "profile": "sip"}]))
     rules = [r for r in chain(rs, "out_").rules if "brute_force" in r.origin]
     text = json.dumps([r.expr for r in rules])
     assert str(CT_PENDING["egress"]) in text and str(CT_PENDING["ingress"]) not in text
-    udp_pending = [r for r in rules if r.origin.endswith("pending") and '"udp"' in json.dumps(r.expr)]
-    assert udp_pending and all('"syn"' not in json.dumps(r.expr) for r in udp_pending)
+    assert '"udp"' not in text, "a udp service is counted: a spoofer could aim its ban at anyone"
+    pending = [r for r in rules if r.origin.endswith("pending")]
+    assert len(pending) == 2 and all('"syn"' in json.dumps(r.expr) and '"tcp"' in json.dumps(r.expr)
+                                     for r in pending)
+    assert {"range": [5060, 5061]} in [e["match"]["right"] for e in pending[0].expr if "match" in e]
     meter = next(r for r in rules if r.origin.endswith("egress"))
     key = next(d for d in dynsets(meter) if d["set"].startswith("@b"))["elem"]["elem"]["val"]["concat"]
     assert key[0] == {"meta": {"key": "iifname"}}

@@ -75,7 +75,9 @@ def test_bans_come_before_established_accept():
         chain = rs.chain(f"bans{v}")
         assert [r.origin for r in chain.rules] == [f"ban oifname ipv{v}", f"ban iifname ipv{v}",
                                                    f"host ban oifname ipv{v}", f"host ban iifname ipv{v}"]
-        assert all(r.expr[-1] == {"drop": None} for r in chain.rules)
+        # a ban hit goes to ban_hit, which drops all but refused connections (test_punishment.py)
+        assert all(r.expr[-1] == {"jump": {"target": "ban_hit"}} for r in chain.rules)
+    assert rs.chain("ban_hit").rules[-1].expr == ({"counter": "banned"}, {"drop": None})
 
 
 def test_per_remote_limiter_sits_above_port_aggregate_with_canary():

@@ -191,7 +191,7 @@ def test_bad_addresses_are_refused(value):
     ({"allowlist": [{"remote_ip_prefix": "fe80::1%x y}"}]}, "allowlist[0].remote_ip_prefix", "scope id"),
     ({"policies": [{"name": "a\x00b"}]}, "policies[0].name", "control characters"),
     ({"policies": [{"name": "p", "rules": [{"type": "brute_force", "profile": "ssh", "protocol": "udp"}]}]},
-     "policies[0].rules[0]", "has no udp service"),
+     "policies[0].rules[0].protocol", "a udp source address is a claim anyone can make"),
 ])
 def test_more_bad_input_found_in_review(state, field, reason):
     with pytest.raises(ValidationFailed) as info:
@@ -204,3 +204,38 @@ def test_escalation_never_overflows():
     assert r.ban_for(10_000) == 60
     r = BruteForceRule(profile="ssh", ban_seconds=60, ban_multiplier=2, max_ban_seconds=86400)
     assert r.ban_for(5000) == 86400
+
+
+@pytest.mark.parametrize("profile,extra", [
+    ("custom", {"port_range_min": 5060}),
+    ("sip", {}),
+    ("sip", {"port_range_min": 5060}),
+    ("ssh", {}),
+])
+def test_brute_force_over_udp_is_refused_naming_the_field_and_why(profile, extra):
+    """A UDP "attempt" can be sent with anyone's source address: a ban it triggered could be
+    aimed at a legitimate peer (docs/dataplane.md, "Brute force")."""
+    rule = {"type": "brute_force", "profile": profile, "protocol": "udp", **extra}
+    with pytest.raises(ValidationFailed) as info:
+        parse_state({"policies": [{"name": "p", "rules": [rule]}]})
+    [(field, reason)] = info.value.errors
+    assert field == "policies[0].rules[0].protocol", info.value.errors
+    assert "a udp source address is a claim anyone can make" in reason and "connection_rate_limit" in reason, reason
+
+
+def test_brute_force_over_sctp_is_refused_and_udp_rate_limits_stay_allowed():
+    with pytest.raises(ValidationFailed) as info:
+        parse_state({"policies": [{"name": "p", "rules": [
+            {"type": "brute_force", "profile": "custom", "protocol": "sctp", "port_range_min": 22}]}]})
+    assert [f for f, _ in info.value.errors] == ["policies[0].rules[0].protocol"], info.value.errors
+    assert "tcp logins only" in info.value.errors[0][1]
+    state = parse_state({"policies": [{"name": "p", "rules": [
+        {"type": "connection_rate_limit", "direction": "ingress", "protocol": "udp", "port_range_min": 5060,
+         "scope": "remote_ip", "max_cps": 20},
+        {"type": "brute_force", "profile": "sip", "protocol": "tcp"}]}]})
+    assert [s.protocol for s in state.policies[0].rules[1].services()] == ["tcp"]
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_every_profile_service_is_tcp(name):
+    assert all(s.protocol == "tcp" for s in PROFILES[name].services), PROFILES[name].services

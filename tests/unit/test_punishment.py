@@ -6,6 +6,7 @@ import json
 import pytest
 
 from connguard.compiler import compile_host
+from connguard.compiler.common import CT_REFUSED
 from connguard.compiler.punishment import tier_set
 from connguard.model import parse_state
 from connguard.model.rules import MAX_BAN_TIERS, BruteForceRule
@@ -91,6 +92,26 @@ def test_ban_and_drop_are_separate_rules_and_an_existing_ban_skips_escalation():
     assert [list(r.expr[-1]) for r in punish.rules] == [["jump"], ["reject"], ["drop"]]
     assert len(punish.rules[2].expr) == 1, "the drop is unconditional"
     assert not any("drop" in e or "reject" in e for r in escalate.rules for e in r.expr)
+    # the packet over the meter completed its handshake (ct state established): the reset must
+    # not depend on conntrack's state, or the client hangs until its own timeout
+    assert punish.rules[1].expr == ({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}},
+                                    {"reject": {"type": "tcp reset"}}), punish.rules[1].expr
+
+
+def test_a_ban_lets_refused_connections_through_to_the_handshake_chain():
+    """The ban chain skips connections a brute-force rule refused (the handshake chain then
+    drops all but their resets and replies): the VM's SYN-ACK retransmission must meet the
+    client's reset, or the VM's half-open socket outlives the ban."""
+    rs = compiled(BF)
+    for v in (4, 6):
+        for r in rs.chain(f"bans{v}").rules:
+            assert r.expr[-1] == {"jump": {"target": "ban_hit"}} and "ct" not in json.dumps(r.expr), r.origin
+    # the refused test is positive (ct mark & refused != 0 return): an untracked or invalid
+    # packet, whose ct mark does not evaluate, falls through to the drop
+    refused, drop = rs.chain("ban_hit").rules
+    assert refused.expr == ({"match": {"op": "!=", "left": {"&": [{"ct": {"key": "mark"}}, CT_REFUSED]}, "right": 0}},
+                            {"return": None})
+    assert drop.expr == ({"counter": "banned"}, {"drop": None})
 
 
 def test_ipv6_steps_are_keyed_per_64():

@@ -192,12 +192,18 @@ class Reconciler:
         kernel = observe(self.executor, bans_only=True).bans
         state = self.loaded.state  # type: ignore[union-attr]
         manual = {ban_key(b) for b in state.bans}
+        by_key = {(kb.interface_name, kb.ip_address): kb for kb in kernel}
         for ban in self.book.sync(kernel, now, manual=manual, step_of=self._step_of):
             if ban.offence > 1:
                 log.warning("repeat offence by %s on %s: banned at escalation step %d for %d s",
                             ban.ip_address, ban.interface_name, ban.offence, round(ban.remaining(now) or 0))
             match = self._match(ban.interface_name or "", ban.ip_address, ban.remaining(now) or 0, exact=False)
-            self.detected.append(Detection(BookBan(**vars(ban)), now, *(match[2:] if match else (None, None))))
+            kb = by_key.get(ban.key())
+            # when the kernel banned (its timeout less what is left), not when this pass saw it:
+            # the server's expiry, banned_at + the step's length, is then the kernel's own
+            banned_at = now - (kb.timeout - kb.expires) if kb and kb.timeout is not None and kb.expires is not None \
+                else now
+            self.detected.append(Detection(BookBan(**vars(ban)), banned_at, *(match[2:] if match else (None, None))))
             if self.detect_hook is not None:
                 self.detect_hook()
         cmds, placed = self._server_bans(now, kernel)

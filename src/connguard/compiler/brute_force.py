@@ -7,8 +7,9 @@ An attempt is a connection whose source has proven its address, counted once (do
 proof back through the policy chain, where the rules below meter it. For TCP the proof is the
 client's ACK that conntrack accepts (``ct status assured``: set on SYN_RECV -> ESTABLISHED,
 never by a SYN retransmission or a blind spoofer), behind synproxy the first client packet after
-synproxy accepted the cookie; for UDP a packet from the source after the VM answered
-(``seen-reply``), which a spoofer who times a second packet blindly can also produce.
+synproxy accepted the cookie. Services are TCP only (the model refuses udp and sctp): a UDP
+"proof" (a packet after the VM answered) is one a spoofer can send blindly, and a ban it
+triggered could be aimed at anyone.
 
 The meter is a fixed window: ``add`` (which never refreshes the timeout) creates the element
 ``port . remote`` with a lifetime of ``window`` and a bucket of ``max_attempts`` tokens that
@@ -27,7 +28,7 @@ allowance; exceeding them refuses the attempt (TCP reset) without banning anyone
   65,536 /64s).
 A remote over its meter jumps to the punishment chain (punishment.py): it is banned for its
 next escalation step, remembered in the rule's offender memory, and its meter is cleared, all
-in the kernel.
+in the kernel, and the connection is reset.
 """
 
 from __future__ import annotations
@@ -92,15 +93,15 @@ def compile_brute_force(ctx: RuleContext) -> Contribution:
             service = [f.nfproto(v)] + f.port_match(svc.protocol, svc.port_min, svc.port_max)
             if rule.remote_ip_prefix is not None:
                 service.append(f.match(f.addr(v, remote_side(d)), f.prefix(rule.remote_ip_prefix)))
-            # a new connection only becomes pending: it proves nothing yet. TCP: only a real start
-            # (a SYN); a connection conntrack picks up mid-stream (one older than the ruleset, or
+            # a new connection only becomes pending: it proves nothing yet. Only a real start
+            # (a SYN): a connection conntrack picks up mid-stream (one older than the ruleset, or
             # a bare ACK with tcp_loose=1) is never counted
-            start = [f.tcp_flags_syn_only()] if svc.protocol == "tcp" else []
-            out.add(d, Stage.BRUTE_FORCE, Rule(tuple([f.ct_state("new")] + service + start + [f.ct_mark_or(pending)]),
+            out.add(d, Stage.BRUTE_FORCE, Rule(tuple([f.ct_state("new")] + service + [f.tcp_flags_syn_only(),
+                                                                                     f.ct_mark_or(pending)]),
                                                origin + " pending"))
             # reached only from the handshake chain: established, pending, proven
             proven = [f.ct_state("established"), f.ct_mark_any(pending)] + service
-            refuse = _refuse(ctx, d, v, svc.protocol)
+            refuse = _refuse(ctx, d, v)
             out.add(d, Stage.BRUTE_FORCE, Rule(tuple(proven + [
                 f.dynset("add", budget.name, port_key(d), window_meter(per_port, rule.window), timeout=rule.window), hit]
                 + refuse), origin + " port budget"))
@@ -123,11 +124,11 @@ def compile_brute_force(ctx: RuleContext) -> Contribution:
     return out
 
 
-def _refuse(ctx: RuleContext, d: str, v: int, protocol: str) -> list:
+def _refuse(ctx: RuleContext, d: str, v: int) -> list:
     """Over a budget: no ban, but this connection is refused (and marked, so that the handshake
-    chain drops what else the source sends on it). TCP is reset: the client believes it is
+    chain drops what else the source sends on it) with a reset: the client believes it is
     connected."""
     if ctx.monitor:
         return offender(ctx, d, v)
-    return [f.ct_mark_or(CT_REFUSED), f.reject_tcp_reset() if protocol == "tcp" else f.drop()]
+    return [f.ct_mark_or(CT_REFUSED), f.reject_tcp_reset()]
 

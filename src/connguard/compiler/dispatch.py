@@ -31,6 +31,7 @@ FROM_VM = "from_vm"   # iifname -> jump out_<policy>: flows the VM starts
 TO_VM = "to_vm"       # oifname -> jump in_<policy>: flows towards the VM
 PORTS = "ports"
 BANNED = "banned"     # named counter of packets dropped by bans
+BAN_HIT = "ban_hit"   # chain: what a ban does to a packet
 
 RAW_PRIORITY = -300
 FILTER_PRIORITY = -10  # before the usual filter chains, so bans win over their accepts
@@ -43,12 +44,26 @@ def _ban_chain(v: int) -> Chain:
     per family, entered by a single nfproto dispatch, keeps it to four lookups."""
     rules = []
     for port, side in (("oifname", "saddr"), ("iifname", "daddr")):
-        rules.append(Rule((f.in_set(f.concat(f.meta(port), f.remote_key(v, side)), BAN[v]),
-                           f.counter(BANNED), f.drop()), f"ban {port} ipv{v}"))
+        rules.append(Rule((f.in_set(f.concat(f.meta(port), f.remote_key(v, side)), BAN[v]), f.jump(BAN_HIT)),
+                          f"ban {port} ipv{v}"))
     for port, side in (("oifname", "saddr"), ("iifname", "daddr")):
-        rules.append(Rule((f.in_set(f.meta(port), PORTS), f.in_set(f.addr(v, side), HOST_BAN[v]),
-                           f.counter(BANNED), f.drop()), f"host ban {port} ipv{v}"))
+        rules.append(Rule((f.in_set(f.meta(port), PORTS), f.in_set(f.addr(v, side), HOST_BAN[v]), f.jump(BAN_HIT)),
+                          f"host ban {port} ipv{v}"))
     return Chain(f"bans{v}", tuple(rules))
+
+
+def _ban_hit_chain() -> Chain:
+    """A banned packet. A connection a brute-force rule refused (the banning one included) goes
+    on to the handshake chain, which lets only its resets and replies through: the VM's
+    retransmission must meet the client's reset, or the VM's half-open socket and the
+    established conntrack entry outlive the ban. Everything else is dropped, untracked and
+    invalid packets included: their ``ct mark`` does not evaluate, so the ``return`` rule does
+    not match them (a banned source's SYN to a proxied service gets no cookie). Reached only
+    on a ban's lookup hit: other packets pay nothing for the mark test."""
+    return Chain(BAN_HIT, (
+        Rule((f.ct_mark_any(CT_REFUSED), f.ret()), "refused connection: to the handshake chain"),
+        Rule((f.counter(BANNED), f.drop()), "banned"),
+    ))
 
 
 def _handshake_chain() -> Chain:
@@ -56,21 +71,21 @@ def _handshake_chain() -> Chain:
     has proven its address they go back to the fast path; the first packet after the proof is
     dispatched to the port's policy chains, whose brute-force rules meter it (they match only
     ``ct state established`` with their pending bit, which only this chain can bring there),
-    and the pending bits are cleared: one count per connection. Proof: TCP (and SCTP),
-    ``assured`` (the handshake's ACK accepted by conntrack; behind synproxy, set when synproxy
-    completes the handshake with the VM); UDP, a packet from the source after the VM answered.
-    A refused connection loses everything its source sends except resets: the VM's SYN-ACK
-    retransmissions still reach the client, whose reset then closes the VM's half-open socket
-    and the conntrack entry (which would otherwise stay established for days)."""
+    and the pending bits are cleared: one count per connection. Only TCP connections are marked
+    (the model refuses udp and sctp brute-force rules); the proof is ``assured``: the
+    handshake's ACK accepted by conntrack, or behind synproxy, set when synproxy completes the
+    handshake with the VM. A refused connection (over a budget, or banned: the ban chain lets
+    it through to here) loses everything its source sends except resets: the VM's SYN-ACK
+    retransmissions (or whatever it sends next, if it is established) still reach the client,
+    whose reset then closes the VM's socket and the conntrack entry (which would otherwise stay
+    established for days)."""
     refused = f.ct_mark_any(CT_REFUSED)
     original = f.ct_direction("original")
     return Chain("handshake", (
         Rule((refused, original, f.l4proto("tcp"), f.tcp_flags_lack("rst"), f.drop()), "refused connection"),
-        Rule((refused, original, f.l4proto("tcp", "!="), f.drop()), "refused connection"),
         Rule((refused, f.ret()), "refused connection: resets and replies"),
         Rule((f.ct_direction("reply"), f.ret()), "reply"),
-        Rule((f.l4proto("udp", "!="), f.ct_status_lacks("assured"), f.ret()), "not yet proven"),
-        Rule((f.ct_status_lacks("seen-reply"), f.ret()), "udp not yet answered"),
+        Rule((f.ct_status_lacks("assured"), f.ret()), "not yet proven"),
         Rule((f.vmap(f.meta("iifname"), FROM_VM),), "count from VM"),
         Rule((f.vmap(f.meta("oifname"), TO_VM),), "count to VM"),
         Rule((f.ct_mark_clear(CT_PENDING_BITS),), "counted"),
@@ -107,7 +122,8 @@ def base_chains() -> list[Chain]:
     # VM -> host services (DHCP, DNS, metadata) traverse input, not forward.
     host_in = Chain("host_in", (handshake, established, Rule((f.vmap(f.meta("iifname"), FROM_VM),), "dispatch from VM")),
                     Hook("input", FILTER_PRIORITY))
-    return [raw, forward, host_in, _handshake_chain(), _host_out_chain(), _ban_chain(4), _ban_chain(6)]
+    return [raw, forward, host_in, _handshake_chain(), _host_out_chain(), _ban_chain(4), _ban_chain(6),
+            _ban_hit_chain()]
 
 
 def _notrack_rule(v: int) -> Rule:

@@ -11,7 +11,7 @@ bans in a row all had the base length); here there is no sampling to outrun.
 Layout, for a rule with n > 1 steps (``ban_tiers``)::
 
     x<rid><v>:  key != @ban<v> jump e<rid><v>   # once per offence (concurrent packets: see below)
-                ct state invalid tcp reset        # the synproxy ACK stage: the client thinks it is connected
+                meta l4proto tcp reject with tcp reset   # the handshake completed: the client thinks it is connected
                 drop
     e<rid><v>:  key @t.._n     add @ban {key timeout L_n} delete @meter {key} update @t.._n {..} return
                 key @t.._n     counter set_full return
@@ -25,8 +25,8 @@ Layout, for a rule with n > 1 steps (``ban_tiers``)::
 
 Ban and drop stay in separate rules: when the ban set is full the kernel skips the rest of the
 rule that failed to add (memory, meter, ``return``); the canary below it counts that in
-``set_full`` and returns, and the drop in ``x`` still refuses the packet: a full ban set costs
-the ban and the escalation, never the drop. The memory of the next step is written before the
+``set_full`` and returns, and the reset in ``x`` still refuses the packet: a full ban set costs
+the ban and the escalation, never the refusal. The memory of the next step is written before the
 current step's is deleted, so a full memory set (counted the same way) holds a remote at its
 step rather than forgetting it. A remote is in at most one memory set (the steps are checked
 from the top and each one returns). Clearing the meter on the ban means the remote starts a
@@ -73,9 +73,13 @@ def punishment(ctx: RuleContext, d: str, v: int, key: Json, *, resets: tuple[tup
     tiers = ctx.rule.ban_tiers()
     name = f"x{ctx.rid}{v}"
     refuse = (
-        # the synproxy ACK stage: the client believes it is connected, reset it
-        Rule((f.ct_state("invalid"), f.l4proto("tcp"), f.reject_tcp_reset()), origin + " reset"),
-        Rule((f.drop(),), origin + " drop"),
+        # the packet that went over the meter completed the handshake (it is ct state
+        # established): the client believes it is connected, so reset it at once rather than let
+        # it wait for its own timeout. The VM's half-open socket is closed by the client's reset
+        # to the VM's next retransmission (the connection is marked refused: dispatch.py lets
+        # its resets and replies through the ban and the handshake chain)
+        Rule((f.l4proto("tcp"), f.reject_tcp_reset()), origin + " reset"),
+        Rule((f.drop(),), origin + " drop"),  # brute force is TCP only: nothing else comes here
     )
 
     def ban(seconds: int) -> list[Json]:

@@ -1,5 +1,6 @@
-"""Brute-force profiles: which service a protocol's login lives on, and defaults drawn from
-how its legitimate clients connect. The rationale for every number is in docs/profiles.md;
+"""Brute-force profiles: which TCP service a protocol's login lives on, and defaults drawn from
+how its legitimate clients connect. Every service is tcp: brute force counts completed
+handshakes, and model/rules.py refuses udp and sctp. The rationale for every number is in docs/profiles.md;
 keep the two in step (tests/unit/test_profiles.py checks every profile is documented).
 """
 
@@ -21,9 +22,8 @@ class Service:
 class Profile:
     name: str
     services: tuple[Service, ...]
-    max_attempts: int      # new connections per source admitted within the window
-    window: int            # seconds; the meter refills max_attempts per window, so a source
-                           # below max_attempts/window per second is never banned
+    max_attempts: int      # completed TCP handshakes per source admitted within the window
+    window: int            # seconds; a fixed window from the source's first attempt
     ban_seconds: int       # first ban
     guesses_per_connection: str  # what one connection can carry; stated, not enforced
 
@@ -51,12 +51,9 @@ PROFILES: dict[str, Profile] = {
         Profile("mssql", _tcp(1433), 30, 60, 600, "one per login packet; the server closes on failure"),
         Profile("redis", _tcp(6379), 30, 60, 600, "unbounded: AUTH can be pipelined on one connection"),
         Profile("vnc", _tcp((5900, 5906)), 6, 600, 900, "one (RFB security handshake)"),
-        Profile(
-            "sip",
-            (Service("udp", 5060, 5060), Service("tcp", 5060, 5061)),
-            20, 60, 600,
-            "over UDP one 'connection' is a conntrack flow: a scanner reusing one source port counts once",
-        ),
+        # tcp only: a UDP source is a claim anyone can make (docs/profiles.md, "sip")
+        Profile("sip", _tcp((5060, 5061)), 20, 60, 600,
+                "several REGISTERs per connection unless the registrar limits them"),
         # custom: the rule's match fields name the service; defaults are a middle ground.
         Profile("custom", (), 10, 60, 600, "depends on the protocol"),
     )

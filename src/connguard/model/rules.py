@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from connguard.model.common import (
     Direction,
@@ -164,8 +164,8 @@ class SynFloodRule(Frozen):
 
 
 class BruteForceRule(MatchFields):
-    """Ban a source after ``max_attempts`` new connections to a login service within
-    ``window`` seconds. Ingress bans the remote's access to the VM; egress bans the VM's
+    """Ban a source after ``max_attempts`` TCP connections (completed handshakes) to a login
+    service within ``window`` seconds; ``protocol`` may only be tcp (or left to the profile). Ingress bans the remote's access to the VM; egress bans the VM's
     access to the remote (a compromised VM attacking others). Each repeat offence multiplies
     the ban by ``ban_multiplier`` up to ``max_ban_seconds``."""
 
@@ -193,6 +193,24 @@ class BruteForceRule(MatchFields):
             return filled
         return data
 
+    @field_validator("protocol")
+    @classmethod
+    def _connection_oriented(cls, value: str | None) -> str | None:
+        # A ban must rest on a source that proved its address by completing a handshake
+        # (docs/dataplane.md, "Brute force"). UDP has none: whatever counts as an attempt can be
+        # sent with anyone's address, so the ban could be aimed at anyone. SCTP's handshake is
+        # real, but its proof in conntrack is not tested here (no SCTP sockets in the lab).
+        if value == "udp":
+            raise ValueError(
+                "brute_force counts connection-oriented (tcp) logins only: a udp source address is a "
+                "claim anyone can make, so a ban on it can be aimed at anyone; use connection_rate_limit "
+                "for UDP floods")
+        if value == "sctp":
+            raise ValueError(
+                "brute_force counts tcp logins only: a ban must rest on a completed handshake, and the "
+                "sctp one is not supported; use connection_rate_limit or connection_limit for sctp")
+        return value
+
     @model_validator(mode="after")
     def _check_profile(self) -> "BruteForceRule":
         if self.profile == "custom" and (self.protocol is None or self.port_range_min is None):
@@ -203,9 +221,6 @@ class BruteForceRule(MatchFields):
             raise ValueError(f"ban_multiplier {self.ban_multiplier} takes more than {MAX_BAN_TIERS} escalation "
                              f"steps from ban_seconds {self.ban_seconds} to max_ban_seconds "
                              f"{self.max_ban_seconds}; raise ban_multiplier or lower max_ban_seconds")
-        if not self.services():
-            raise ValueError(f"profile {self.profile} has no {self.protocol} service; "
-                             "give port_range_min/port_range_max or another protocol")
         return self
 
     def services(self) -> tuple[Service, ...]:
