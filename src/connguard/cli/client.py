@@ -1,6 +1,7 @@
 """The HTTP client of the resource commands (httpx) and their output formats.
 
-Every resource command takes ``--url``/``--token`` (or ``CONNGUARD_URL``/``CONNGUARD_TOKEN``);
+Every resource command takes ``--url``/``--token`` (or ``CONNGUARD_URL``/``CONNGUARD_TOKEN``,
+or the config file ``connguard up`` writes: see config.py for where and the precedence);
 listings take ``-f table|json|yaml|value`` and ``-c COLUMN``. API errors print the server's
 NeutronError message on one line and exit 1; usage errors exit 2 (click's convention).
 """
@@ -88,11 +89,19 @@ class Client:
 def connection(fn: Callable) -> Callable:
     """Add --url/--token and pass ``client``."""
 
-    @click.option("--url", envvar="CONNGUARD_URL", default=DEFAULT_URL, show_default=True,
-                  help="Server URL (env CONNGUARD_URL).")
-    @click.option("--token", envvar="CONNGUARD_TOKEN", help="API token (env CONNGUARD_TOKEN).")
+    @click.option("--url", envvar="CONNGUARD_URL", default=None,
+                  help=f"Server URL (env CONNGUARD_URL, else the config file, else {DEFAULT_URL}).")
+    @click.option("--token", envvar="CONNGUARD_TOKEN",
+                  help="API token (env CONNGUARD_TOKEN, else the config file's when the URL is its URL).")
     @functools.wraps(fn)
-    def wrapper(*args: Any, url: str, token: str | None, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, url: str | None, token: str | None, **kwargs: Any) -> Any:
+        from connguard.cli import config
+
+        try:
+            url, token = config.resolve(url, token, DEFAULT_URL)
+        except config.ConfigError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
         try:
             return fn(*args, client=Client(url, token), **kwargs)
         except ApiError as exc:

@@ -38,7 +38,9 @@ async def host_state(request: Request, host: str, caller: AnyCallerDep,
     svc.check_host_access(caller, host)
     deadline = time.monotonic() + wait
     while True:
-        last = time.monotonic() >= deadline
+        # A server that is stopping (``connguard up`` sets ``closing``) answers its long-polls
+        # with the current state at the next wake instead of having them cancelled mid-wait.
+        last = time.monotonic() >= deadline or getattr(request.app.state, "closing", False)
         state = await run_in_threadpool(_read, request, caller, host, None if last else revision)
         if state is not None:
             return JSONResponse({"host_state": state})  # plain JSON values: skip FastAPI's encoder
