@@ -2,11 +2,15 @@
 # Install what connguard and its tests need on Debian 12: kernel tools, the lab's traffic
 # tools, PostgreSQL (API tests), and the Python package with its test extras. Idempotent.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
-  echo "setup.sh: run as root (apt, network namespaces, nftables)" >&2
+  # a sudo user runs the README's commands verbatim; a root shell needs no sudo at all
+  if command -v sudo >/dev/null 2>&1; then
+    exec sudo env "PATH=$PATH" bash "$0" "$@"
+  fi
+  echo "setup.sh: needs root (apt, network namespaces, nftables) and sudo is not installed: run it as root (su -)" >&2
   exit 1
 fi
+cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=(nftables iproute2 conntrack hping3 openssh-server openssh-client postgresql procps)
 missing=()
