@@ -17,7 +17,7 @@ import yaml
 from click.testing import CliRunner
 
 from connguard.cli.main import cli
-from nsenforce import private_netns
+from nsenforce import private_netns, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 
@@ -43,16 +43,6 @@ def netns():
 def status(tmp_path, *args: str):
     return CliRunner().invoke(cli, ["status", *args], env={"CONNGUARD_DATA_DIR": str(tmp_path)},
                               catch_exceptions=False)
-
-
-def wait_for(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_nothing_enforced_exits_3(netns, tmp_path):
@@ -97,7 +87,7 @@ def test_agent_error_stays_and_a_dead_agent_fails_the_check(netns, tmp_path):
     status_file = tmp_path / "agent" / netns / "status.json"
     try:
         wait_for(lambda: status_file.exists() and json.loads(status_file.read_text()).get("pid") == agent.pid, 20,
-                 "the agent's status file")
+                 what="the agent's status file")
         r = status(tmp_path, "--netns", netns)
         assert r.exit_code == 0, r.output
         assert f"agent pid {agent.pid} (running)" in r.output, r.output
@@ -110,7 +100,7 @@ def test_agent_error_stays_and_a_dead_agent_fails_the_check(netns, tmp_path):
         os.replace(tmp, path)
         expected = "state file rejected, still enforcing the last good state"
         wait_for(lambda: expected in (json.loads(status_file.read_text()).get("last_error") or ""), 15,
-                 "the rejection in the status file")
+                 what="the rejection in the status file")
         time.sleep(1.0)  # five more passes, each applying the last good state successfully
         data = json.loads(status(tmp_path, "--netns", netns, "-f", "json").output)
         assert data["agent"]["last_error"] and data["agent"]["last_error"].startswith(expected), data["agent"]
@@ -122,7 +112,7 @@ def test_agent_error_stays_and_a_dead_agent_fails_the_check(netns, tmp_path):
         # a good file clears it
         tmp.write_text(yaml.safe_dump(STATE))
         os.replace(tmp, path)
-        wait_for(lambda: json.loads(status_file.read_text()).get("last_error") is None, 15, "the error to clear")
+        wait_for(lambda: json.loads(status_file.read_text()).get("last_error") is None, 15, what="the error to clear")
 
         agent.send_signal(signal.SIGKILL)
         agent.wait(10)

@@ -15,22 +15,12 @@ import yaml
 from click.testing import CliRunner
 
 from connguard.cli.main import cli
-from nsenforce import bans_of, state_dict
+from nsenforce import bans_of, state_dict, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
 
 CLI = [sys.executable, "-c", "from connguard.cli.main import main; main()"]
 RATE = {"type": "connection_rate_limit", "direction": "ingress", "scope": "remote_ip", "max_cps": 500}
-
-
-def wait_for(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def connects(client, vm) -> bool:
@@ -60,19 +50,19 @@ def test_ban_delete_netns_lifts_in_kernel_and_book(lab_factory, tmp_path):
     try:
         with vm.serve(tcp=[80]):
             wait_for(lambda: {(vm.tap, cl0.ipv4), (vm.tap, cl1.ipv4)} <= book(tmp_path, lab.host), 20,
-                     "both bans in the agent's book")
+                     what="both bans in the agent's book")
             assert not connects(cl0, vm) and not connects(cl1, vm), "the banned clients got through"
 
             # the problem: a ban deleted from the kernel alone comes back from the book
             subprocess.run(["ip", "netns", "exec", lab.host, "nft", "delete", "element", "inet", "connguard", "ban4",
                             f"{{ {vm.tap} . {cl1.ipv4} }}"], check=True)
-            wait_for(lambda: bans_of(lab, cl1.ipv4), 5, "the agent to restore a ban deleted in the kernel only")
+            wait_for(lambda: bans_of(lab, cl1.ipv4), 5, what="the agent to restore a ban deleted in the kernel only")
 
             r = CliRunner().invoke(cli, ["ban", "delete", cl0.ipv4, "--netns", lab.host], env={"CONNGUARD_DATA_DIR": str(tmp_path)})
             assert r.exit_code == 0, r.output
             assert f"lifted {cl0.ipv4} on port {vm.tap} in netns {lab.host}" in r.output, r.output
             assert bans_of(lab, cl0.ipv4) == []
-            wait_for(lambda: connects(cl0, vm), 5, "the unbanned client to connect")
+            wait_for(lambda: connects(cl0, vm), 5, what="the unbanned client to connect")
             time.sleep(2.0)  # ten agent passes
             assert bans_of(lab, cl0.ipv4) == [], "the agent restored the lifted ban"
             assert (vm.tap, cl0.ipv4) not in book(tmp_path, lab.host), book(tmp_path, lab.host)
