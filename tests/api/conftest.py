@@ -13,22 +13,14 @@ import pytest
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from sqlalchemy import text  # noqa: E402
 
 from connguard.db.models import Base  # noqa: E402
 from connguard.db.services.tokens import create_token  # noqa: E402
+from connguard.db.scratch import reset_schema  # noqa: E402
 from connguard.server import create_app  # noqa: E402
 from apitest import ADMIN_PROJECT, PROJECT_A, PROJECT_B, Api, live_server, pg_url  # noqa: E402
 
 
-def reset_pg_schema(url: str) -> None:
-    from sqlalchemy import create_engine
-
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -38,7 +30,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     url = pg_url()
     if not url:
         pytest.skip("CONNGUARD_TEST_PG_URL not set (set it to run against PostgreSQL)")
-    reset_pg_schema(url)
+    reset_schema(url)
     return url
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from connguard.db.scratch import reset_schema
 from connguard.lab import Lab
 from connguard.nft import NftCli, observe
 from nsenforce import wait_for, within
@@ -49,14 +50,6 @@ def db_urls() -> list:
             pytest.param(None, id="postgresql", marks=pytest.mark.skip(reason="CONNGUARD_TEST_PG_URL not set"))]
 
 
-def reset_pg(url: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
 
 
 class Cluster:
@@ -138,7 +131,7 @@ def cluster(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cluster")
     db = f"sqlite:///{tmp / 'connguard.db'}" if request.param == "sqlite" else request.param
     if request.param != "sqlite":
-        reset_pg(db)
+        reset_schema(db)
     lab = Lab.up(hosts=3, vms=1, clients=1, sources=4)
     c = None
     try:

@@ -24,3 +24,12 @@ def temporary_database(url: str, prefix: str = "connguard_tmp") -> Iterator[str]
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def reset_schema(url: str) -> None:
+    """Empty the PostgreSQL database ``url`` names: drop and recreate its public schema."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
