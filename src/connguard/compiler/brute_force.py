@@ -49,6 +49,8 @@ from connguard.compiler.punishment import punishment
 from connguard.compiler.rate_limit import ADDR_TYPE, hit_set
 from connguard.compiler.ruleset import NftSet, Rule
 from connguard.model.rules import BruteForceRule
+from connguard.names import ROLE_BF_METER, ROLE_BF_PREFIX, bf_budget_set, bf_meter_set, bf_prefix_set
+from connguard.names import hit_set as hit_set_name
 
 PORT_BUDGET_FACTOR = 10   # attempts per window to one port from all sources, in max_attempts
 PREFIX48_FACTOR = 4       # attempts per window from one IPv6 /48, in max_attempts
@@ -72,21 +74,21 @@ def compile_brute_force(ctx: RuleContext) -> Contribution:
     d = rule.direction
     out = Contribution(sets=[hit_set(ctx.rid)])
     origin = ctx.origin(d)
-    hit = hits(f"h{ctx.rid}", d)
+    hit = hits(hit_set_name(ctx.rid), d)
     pending = CT_PENDING[d]
     per_port = PORT_BUDGET_FACTOR * rule.max_attempts
     # a stable name, like the meter's: a changed max_attempts applies from each port's next window
-    budget = per_port_set(f"q{ctx.rid}", timeout=True)
+    budget = per_port_set(bf_budget_set(ctx.rid), timeout=True)
     out.sets.append(budget)
     for v in rule.families():
-        name = f"b{ctx.rid}{v}"
+        name = bf_meter_set(ctx.rid, v)
         out.sets.append(NftSet(name, ("ifname", ADDR_TYPE[v]), flags=("timeout",), size=BAN_SET_SIZE,
-                               role="bf_meter"))
+                               role=ROLE_BF_METER))
         key = f.concat(port_key(d), remote_key(d, v))
         prefix_meter = None
         if v == 6:
-            prefix_meter = NftSet(f"g{ctx.rid}6", ("ifname", ADDR_TYPE[6]), flags=("timeout",), size=BAN_SET_SIZE,
-                                  role="bf_prefix")
+            prefix_meter = NftSet(bf_prefix_set(ctx.rid), ("ifname", ADDR_TYPE[6]), flags=("timeout",), size=BAN_SET_SIZE,
+                                  role=ROLE_BF_PREFIX)
             out.sets.append(prefix_meter)
         punish = punishment(ctx, d, v, key, resets=((name, key),))
         for svc in rule.services():

@@ -8,24 +8,20 @@ from connguard.compiler.context import RuleContext
 from connguard.compiler.ruleset import Json
 from connguard.model.rules import MatchFields
 
-# Shared long-lived sets (names are part of the on-kernel contract; see agent/DESIGN.md).
-BAN = {4: "ban4", 6: "ban6"}               # ifname . remote: port and remote may not talk
-HOST_BAN = {4: "hostban4", 6: "hostban6"}  # prefix: banned from every protected port
-OFFENDERS = {4: "offenders4", 6: "offenders6"}
-ALLOW = {4: "allow4", 6: "allow6"}
-SYNPROXY = {4: "synproxy4", 6: "synproxy6"}
-SET_FULL = "set_full"
-
-# ct mark bits owned by connguard (masked: every other bit of the mark is left alone). A
-# brute-force rule marks a new connection to its service "pending" in its direction; the
-# forward and input chains send packets of marked connections to the ``handshake`` chain, which
-# meters the connection once its source has proven its address and then clears the pending
-# bits. "refused" is set on a connection a brute-force rule turned away (ban, per-port budget,
-# /48 meter): the handshake chain drops what its source still sends, except resets.
-CT_PENDING = {"ingress": 1 << 24, "egress": 1 << 25}
-CT_REFUSED = 1 << 26
-CT_PENDING_BITS = CT_PENDING["ingress"] | CT_PENDING["egress"]
-CT_BITS = CT_PENDING_BITS | CT_REFUSED
+# Shared long-lived sets and connguard's ct mark bits: their names and values are part of the
+# on-kernel contract and live in connguard.names (agent/DESIGN.md); re-exported for the compilers.
+from connguard.names import (  # noqa: E402,F401
+    ALLOW,
+    BAN,
+    CT_BITS,
+    CT_PENDING,
+    CT_PENDING_BITS,
+    CT_REFUSED,
+    HOST_BAN,
+    OFFENDERS,
+    SET_FULL,
+    SYNPROXY,
+)
 
 
 def port_key(direction: str) -> Json:

@@ -17,10 +17,10 @@ from collections.abc import Callable
 
 from connguard.compiler import fragments as f
 from connguard.compiler.brute_force import compile_brute_force
-from connguard.compiler.common import ALLOW, SET_FULL
+from connguard.compiler.common import ALLOW
 from connguard.compiler.conn_limit import compile_conn_limit
 from connguard.compiler.context import Contribution, RuleContext, Stage, short_id
-from connguard.compiler.dispatch import BANNED, ban_elements, base_chains, host_sets
+from connguard.compiler.dispatch import ban_elements, base_chains, host_sets
 from connguard.compiler.rate_limit import compile_rate_limit
 from connguard.compiler.ruleset import Chain, NftSet, Rule, Ruleset
 from connguard.compiler.syn_flood import compile_syn_flood
@@ -29,6 +29,7 @@ from connguard.model.common import prefix_version
 from connguard.model.objects import Policy
 from connguard.model.rules import BruteForceRule, ConnectionLimitRule, ConnectionRateLimitRule, SynFloodRule
 from connguard.model.state import HostState
+from connguard.names import COUNTERS, hit_set, policy_chain as policy_chain_name, remote_chain
 
 RuleCompiler = Callable[[RuleContext], Contribution]
 
@@ -79,7 +80,7 @@ def policy_chain(name: str, direction: str, staged: list[tuple[int, int, Rule]],
     remote = [r for stage, _, r in ordered if stage in PER_REMOTE]
     if not (remote and allow_versions):
         return [Chain(name, tuple(r for _, _, r in ordered))]
-    sub = "remote_" + name
+    sub = remote_chain(name)
     before = [r for stage, _, r in ordered if _phase(stage) == 0]
     after = [r for stage, _, r in ordered if _phase(stage) == 2]
     enter = Rule((f.jump(sub),), "per-remote stages")
@@ -95,10 +96,10 @@ def compile_policy(policy: Policy, allow_versions: tuple[int, ...] = (4, 6)) -> 
     parts = [COMPILERS[type(rule)](RuleContext(policy, i, monitor, synproxy)) for i, rule in enumerate(policy.rules)]
     pid = policy_id(policy)
     chains = []
-    for direction, prefix in (("ingress", "in_"), ("egress", "out_")):
+    for direction in ("ingress", "egress"):
         staged = [(stage, i, rule) for i, part in enumerate(parts)
                   for stage, rule in (part.ingress if direction == "ingress" else part.egress)]
-        chains += policy_chain(prefix + pid, direction, staged, allow_versions)
+        chains += policy_chain(policy_chain_name(direction, pid), direction, staged, allow_versions)
     chains += [c for part in parts for c in part.chains]
     sets = [s for part in parts for s in part.sets]
     services = [svc for part in parts for svc in part.synproxy_services]
@@ -115,7 +116,7 @@ def compile_host(state: HostState) -> Ruleset:
     port_policy: dict[str, str] = {}
 
     compiled = {p.name: compile_policy(p, allow_versions) for p in state.policies}
-    hit_sets = {f"h{RuleContext(p, i, False, ()).rid}": f"policy {p.name} rule {i} {r.type}"
+    hit_sets = {hit_set(RuleContext(p, i, False, ()).rid): f"policy {p.name} rule {i} {r.type}"
                 for p in state.policies for i, r in enumerate(p.rules)}
     for pchains, psets, _ in compiled.values():
         chains += pchains
@@ -132,7 +133,7 @@ def compile_host(state: HostState) -> Ruleset:
             continue
         ifname = port.interface_name
         port_policy[ifname] = name
-        to_vm[ifname], from_vm[ifname] = "in_" + pids[name], "out_" + pids[name]
+        to_vm[ifname], from_vm[ifname] = policy_chain_name("ingress", pids[name]), policy_chain_name("egress", pids[name])
         for v, lo, hi in compiled[name][2]:
             for ip in port.fixed_ips:
                 if (":" in ip) == (v == 6):
@@ -147,7 +148,7 @@ def compile_host(state: HostState) -> Ruleset:
         raise CompileError("two policies or rules compile to the same chain name; rename one of them")
     return Ruleset(
         sets=tuple(sorted(sets.values(), key=lambda s: s.name)),
-        counters=(BANNED, SET_FULL),
+        counters=COUNTERS,
         chains=tuple(sorted(chains, key=lambda c: c.name)),
         seeds=seeds,
         port_policy=port_policy,

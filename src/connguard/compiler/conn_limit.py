@@ -27,10 +27,12 @@ from __future__ import annotations
 
 from connguard.compiler import fragments as f
 from connguard.compiler.common import hits, match_exprs, new_connection_variants, offender, port_key, refuse, remote_key, rule_ports, versions_for
-from connguard.compiler.context import REMOTE_SET_SIZE, Contribution, RuleContext, Stage, per_port_set, short_id
+from connguard.compiler.context import REMOTE_SET_SIZE, Contribution, RuleContext, Stage, per_port_set
 from connguard.compiler.rate_limit import ADDR_TYPE, hit_set
 from connguard.compiler.ruleset import NftSet, Rule
 from connguard.model.rules import ConnectionLimitRule
+from connguard.names import conncount_set
+from connguard.names import hit_set as hit_set_name
 
 
 def compile_conn_limit(ctx: RuleContext) -> Contribution:
@@ -40,20 +42,20 @@ def compile_conn_limit(ctx: RuleContext) -> Contribution:
     per_remote = rule.scope == "remote_ip"
     stage = Stage.CONN_PER_REMOTE if per_remote else Stage.CONN_PER_PORT
     count = f.ct_count(rule.max_connections)
-    base_name = f"c{ctx.rid}{short_id(rule.max_connections, n=4)}"
+    base_name = conncount_set(ctx.rid, rule.max_connections)
     if not per_remote:
         out.sets.append(per_port_set(base_name))
     for v in versions_for(ctx, rule, keyed=per_remote):
         if per_remote:
-            out.sets.append(NftSet(f"{base_name}{v}", ("ifname", ADDR_TYPE[v]), size=REMOTE_SET_SIZE))
+            out.sets.append(NftSet(conncount_set(ctx.rid, rule.max_connections, v), ("ifname", ADDR_TYPE[v]), size=REMOTE_SET_SIZE))
         for d in directions:
             if per_remote:
-                name, key = f"{base_name}{v}", f.concat(port_key(d), remote_key(d, v))
+                name, key = conncount_set(ctx.rid, rule.max_connections, v), f.concat(port_key(d), remote_key(d, v))
             else:
                 name, key = base_name, port_key(d)
             for pred, ack in new_connection_variants(ctx, d, v, rule.protocol, rule_ports(rule)):
                 base = pred + match_exprs(rule, d, v)
                 for pre, verdict in refuse(ctx, rule.protocol, gentle=True, ack_stage=ack):
-                    stmts = [f.dynset("add", name, key, count), hits(f"h{ctx.rid}", d)]
+                    stmts = [f.dynset("add", name, key, count), hits(hit_set_name(ctx.rid), d)]
                     out.add(d, stage, Rule(tuple(base + pre + stmts + offender(ctx, d, v) + verdict), ctx.origin(d)))
     return out

@@ -7,22 +7,24 @@ one place (``Stage``), not by the order of rules in the policy.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 from connguard.compiler.ruleset import Chain, NftSet, Rule
 from connguard.model.objects import Policy
 
-# Sizes of the shared dynamic sets. A per-source limiter whose set is full fails open
-# (the kernel skips the rest of the rule); the canary counter ``set_full`` counts that.
-REMOTE_SET_SIZE = 1_048_576
-PORT_SET_SIZE = 65_536
-MAX_PORTS = PORT_SET_SIZE // 2  # per host; the model refuses more (model.state.MAX_PORTS)
-BAN_SET_SIZE = 262_144
-RATE_SET_TIMEOUT = 60        # seconds a per-remote bucket lives after its creation
-OFFENDER_TIMEOUT = 3600      # monitor mode remembers an offender this long
-OFFENCE_MEMORY = 86_400      # a brute-force offence escalates the next one until a day after its ban
+# Sizes and lifetimes of the shared dynamic sets, and the short ids in names: connguard.names.
+from connguard.names import (  # noqa: E402,F401  (re-exported)
+    BAN_SET_SIZE,
+    MAX_PORTS,
+    OFFENCE_MEMORY,
+    OFFENDER_TIMEOUT,
+    PORT_SET_SIZE,
+    RATE_SET_TIMEOUT,
+    REMOTE_SET_SIZE,
+    ROLE_PER_PORT,
+    short_id,
+)
 
 
 class Stage(IntEnum):
@@ -34,11 +36,6 @@ class Stage(IntEnum):
     CONN_PER_PORT = 60
     SYNPROXY = 90
     INVALID = 95
-
-
-def short_id(*parts: object, n: int = 16) -> str:
-    # 64 bits: names are derived from operator-chosen text; compile_host refuses a collision
-    return hashlib.sha1(repr(parts).encode()).hexdigest()[:n]
 
 
 @dataclass(frozen=True)
@@ -68,7 +65,7 @@ def per_port_set(name: str, *, timeout: bool = False) -> NftSet:
     host is limited to ``MAX_PORTS``, half the size, so these sets cannot fill up: the
     aggregate limits behind every per-remote limiter fail closed. ``timeout``: elements carry
     their own lifetime (a fixed window)."""
-    return NftSet(name, ("ifname",), flags=("timeout",) if timeout else (), size=PORT_SET_SIZE, role="per_port")
+    return NftSet(name, ("ifname",), flags=("timeout",) if timeout else (), size=PORT_SET_SIZE, role=ROLE_PER_PORT)
 
 
 @dataclass

@@ -26,12 +26,20 @@ from connguard.compiler.context import BAN_SET_SIZE, OFFENDER_TIMEOUT, PORT_SET_
 from connguard.compiler.ruleset import Chain, Element, Hook, NftSet, Rule
 from connguard.model.objects import AllowlistEntry, Ban
 from connguard.model.state import normalise_remote
+from connguard.names import (  # noqa: F401  (BANNED, FROM_VM, PORTS, TO_VM re-exported)
+    BAN_HIT,
+    BANNED,
+    FORWARD,
+    FROM_VM,
+    HANDSHAKE,
+    HOST_IN,
+    HOST_OUT,
+    PORTS,
+    RAW_PRE,
+    TO_VM,
+    bans_chain,
+)
 
-FROM_VM = "from_vm"   # iifname -> jump out_<policy>: flows the VM starts
-TO_VM = "to_vm"       # oifname -> jump in_<policy>: flows towards the VM
-PORTS = "ports"
-BANNED = "banned"     # named counter of packets dropped by bans
-BAN_HIT = "ban_hit"   # chain: what a ban does to a packet
 
 RAW_PRIORITY = -300
 FILTER_PRIORITY = -10  # before the usual filter chains, so bans win over their accepts
@@ -49,7 +57,7 @@ def _ban_chain(v: int) -> Chain:
     for port, side in (("oifname", "saddr"), ("iifname", "daddr")):
         rules.append(Rule((f.in_set(f.meta(port), PORTS), f.in_set(f.addr(v, side), HOST_BAN[v]), f.jump(BAN_HIT)),
                           f"host ban {port} ipv{v}"))
-    return Chain(f"bans{v}", tuple(rules))
+    return Chain(bans_chain(v), tuple(rules))
 
 
 def _ban_hit_chain() -> Chain:
@@ -81,7 +89,7 @@ def _handshake_chain() -> Chain:
     established for days)."""
     refused = f.ct_mark_any(CT_REFUSED)
     original = f.ct_direction("original")
-    return Chain("handshake", (
+    return Chain(HANDSHAKE, (
         Rule((refused, original, f.l4proto("tcp"), f.tcp_flags_lack("rst"), f.drop()), "refused connection"),
         Rule((refused, f.ret()), "refused connection: resets and replies"),
         Rule((f.ct_direction("reply"), f.ret()), "reply"),
@@ -97,7 +105,7 @@ def _host_out_chain() -> Chain:
     the host's own, sent once the client's cookie checked out. Mark it pending here so that the
     handshake chain counts the connection (once, like any other; allowlisted sources return in
     the policy chain before any count)."""
-    return Chain("host_out", tuple(
+    return Chain(HOST_OUT, tuple(
         Rule((f.nfproto(v), f.l4proto("tcp"), f.tcp_flags_syn_only(),
               f.in_set(f.concat(f.addr(v, "daddr"), f.payload("tcp", "dport")), SYNPROXY[v]),
               f.ct_state("new"), f.ct_mark_or(CT_PENDING["ingress"])), f"synproxy pending ipv{v}")
@@ -108,11 +116,11 @@ def base_chains() -> list[Chain]:
     established = Rule((f.ct_state("established", "related"), f.accept()), "established")
     # the fast path pays one ct mark load for this: only connections a brute-force rule is
     # waiting on (pending) or turned away (refused) carry these bits
-    handshake = Rule((f.ct_mark_any(CT_BITS), f.jump("handshake")), "handshake")
-    raw = Chain("raw_pre", tuple(_notrack_rule(v) for v in (4, 6)), Hook("prerouting", RAW_PRIORITY))
-    by_family = {"vmap": {"key": f.meta("nfproto"), "data": {"set": [["ipv4", f.jump("bans4")],
-                                                                      ["ipv6", f.jump("bans6")]]}}}
-    forward = Chain("forward", tuple([
+    handshake = Rule((f.ct_mark_any(CT_BITS), f.jump(HANDSHAKE)), "handshake")
+    raw = Chain(RAW_PRE, tuple(_notrack_rule(v) for v in (4, 6)), Hook("prerouting", RAW_PRIORITY))
+    by_family = {"vmap": {"key": f.meta("nfproto"), "data": {"set": [["ipv4", f.jump(bans_chain(4))],
+                                                                      ["ipv6", f.jump(bans_chain(6))]]}}}
+    forward = Chain(FORWARD, tuple([
         Rule((by_family,), "bans"),
         handshake,
         established,
@@ -120,7 +128,7 @@ def base_chains() -> list[Chain]:
         Rule((f.vmap(f.meta("oifname"), TO_VM),), "dispatch to VM"),
     ]), Hook("forward", FILTER_PRIORITY))
     # VM -> host services (DHCP, DNS, metadata) traverse input, not forward.
-    host_in = Chain("host_in", (handshake, established, Rule((f.vmap(f.meta("iifname"), FROM_VM),), "dispatch from VM")),
+    host_in = Chain(HOST_IN, (handshake, established, Rule((f.vmap(f.meta("iifname"), FROM_VM),), "dispatch from VM")),
                     Hook("input", FILTER_PRIORITY))
     return [raw, forward, host_in, _handshake_chain(), _host_out_chain(), _ban_chain(4), _ban_chain(6),
             _ban_hit_chain()]

@@ -47,6 +47,7 @@ from connguard.compiler.common import BAN, SET_FULL
 from connguard.compiler.context import BAN_SET_SIZE, OFFENCE_MEMORY, RuleContext
 from connguard.compiler.rate_limit import ADDR_TYPE
 from connguard.compiler.ruleset import Chain, Json, NftSet, Rule
+from connguard.names import ROLE_BF_TIER, escalate_chain, punish_chain, tier_set  # noqa: F401  (tier_set re-exported)
 
 
 @dataclass
@@ -54,11 +55,6 @@ class Punishment:
     name: str                                   # the chain the meter jumps to
     chains: list[Chain] = field(default_factory=list)
     sets: list[NftSet] = field(default_factory=list)
-
-
-def tier_set(rid: str, v: int, step: int) -> str:
-    """The offender memory of escalation step ``step`` (1-based) of rule ``rid``, family ``v``."""
-    return f"t{rid}{v}_{step}"
 
 
 def memory_timeout(seconds: int) -> int:
@@ -71,7 +67,7 @@ def punishment(ctx: RuleContext, d: str, v: int, key: Json, *, resets: tuple[tup
     ``resets`` the (meter set, key) elements cleared on a ban."""
     origin = ctx.origin(d)
     tiers = ctx.rule.ban_tiers()
-    name = f"x{ctx.rid}{v}"
+    name = punish_chain(ctx.rid, v)
     refuse = (
         # the packet that went over the meter completed the handshake (it is ct state
         # established): the client believes it is connected, so reset it at once rather than let
@@ -111,7 +107,7 @@ def punishment(ctx: RuleContext, d: str, v: int, key: Json, *, resets: tuple[tup
                   canary(was(k))]
     steps += [Rule((*ban(tiers[0]), remember(1)), f"{origin} ban step 1"),
               canary(f.in_set(key, mem[0], negate=True))]
-    escalate = Chain(f"e{ctx.rid}{v}", tuple(steps))
+    escalate = Chain(escalate_chain(ctx.rid, v), tuple(steps))
     punish = Chain(name, (Rule((f.in_set(key, BAN[v], negate=True), f.jump(escalate.name)), origin + " ban"),) + refuse)
-    sets = [NftSet(m, ("ifname", ADDR_TYPE[v]), flags=("timeout",), size=BAN_SET_SIZE, role="bf_tier") for m in mem]
+    sets = [NftSet(m, ("ifname", ADDR_TYPE[v]), flags=("timeout",), size=BAN_SET_SIZE, role=ROLE_BF_TIER) for m in mem]
     return Punishment(name, [punish, escalate], sets)

@@ -30,29 +30,30 @@ from connguard.compiler.context import (
     per_port_set,
     RuleContext,
     Stage,
-    short_id,
 )
 from connguard.compiler.ruleset import NftSet, Rule
 from connguard.model.rules import ConnectionRateLimitRule
+from connguard.names import ROLE_PER_PORT, rate_aggregate_set, rate_remote_set
+from connguard.names import hit_set as hit_set_name
 
 ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 
 
 def hit_set(rid: str) -> NftSet:
-    return NftSet(f"h{rid}", ("ifname",), size=PORT_SET_SIZE, counter=True, role="per_port")
+    return NftSet(hit_set_name(rid), ("ifname",), size=PORT_SET_SIZE, counter=True, role=ROLE_PER_PORT)
 
 
 def compile_rate_limit(ctx: RuleContext) -> Contribution:
     rule: ConnectionRateLimitRule = ctx.rule
     d = rule.direction
     out = Contribution(sets=[hit_set(ctx.rid)])
-    hit = hits(f"h{ctx.rid}", d)
+    hit = hits(hit_set_name(ctx.rid), d)
     origin = ctx.origin(d)
     bucket = f.limit(rule.max_cps, "second", rule.max_burst_cps)  # type: ignore[arg-type]
 
     if rule.scope == "remote_ip":
         for v in versions_for(ctx, rule, keyed=True):
-            name = f"r{ctx.rid}{v}"
+            name = rate_remote_set(ctx.rid, v)
             out.sets.append(NftSet(name, ("ifname", ADDR_TYPE[v]), flags=("timeout",), size=REMOTE_SET_SIZE))
             key = f.concat(port_key(d), remote_key(d, v))
             for pred, ack in new_connection_variants(ctx, d, v, rule.protocol, rule_ports(rule)):
@@ -67,7 +68,7 @@ def compile_rate_limit(ctx: RuleContext) -> Contribution:
 
     # The name carries the numbers: a changed rate starts fresh buckets at the new rate rather
     # than keeping the old rate in every existing element.
-    aggregate = per_port_set(f"a{ctx.rid}{short_id(rule.max_cps, rule.max_burst_cps, n=4)}")
+    aggregate = per_port_set(rate_aggregate_set(ctx.rid, rule.max_cps, rule.max_burst_cps))
     out.sets.append(aggregate)
     for v in versions_for(ctx, rule, keyed=False):
         for pred, ack in new_connection_variants(ctx, d, v, rule.protocol, rule_ports(rule)):

@@ -16,10 +16,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from connguard.names import FAMILY, TABLE  # noqa: F401  (re-exported: the table's name)
+
 Json = Any
 
-TABLE = "connguard"
-FAMILY = "inet"
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,10 @@ class NftSet:
     counter: bool = False          # a counter on every element
     map: str | None = None         # for maps: "verdict", "limit"
     elements: tuple[Element, ...] | None = None
-    # "bf_meter": brute-force meters, cleared by the packet path on a ban; "bf_tier": brute-force
-    # offender memory, one set per escalation step (punishment.py); "per_port": long-lived state
-    # keyed by the interface alone, cleared for a port that leaves the policy using it
+    # connguard.names.ROLE_*: "bf_meter": brute-force meters, cleared by the packet path on a
+    # ban; "bf_tier": brute-force offender memory, one set per escalation step (punishment.py);
+    # "per_port": long-lived state keyed by the interface alone, cleared for a port that leaves
+    # the policy using it
     role: str = ""
 
     def key_is_port(self) -> bool:

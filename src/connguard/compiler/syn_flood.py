@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from connguard.compiler import fragments as f
 from connguard.compiler.common import SYNPROXY, hits, refuse
-from connguard.compiler.context import Contribution, RuleContext, Stage, per_port_set, short_id
+from connguard.compiler.context import Contribution, RuleContext, Stage, per_port_set
 from connguard.compiler.rate_limit import hit_set
 from connguard.compiler.ruleset import Rule
 from connguard.model.rules import SynFloodRule
+from connguard.names import hit_set as hit_set_name
+from connguard.names import syn_budget_set
 
 _FLAGS = f.payload("tcp", "flags")
 
@@ -39,12 +41,12 @@ def not_plain_syn() -> f.Json:
 def compile_syn_flood(ctx: RuleContext) -> Contribution:
     rule: SynFloodRule = ctx.rule
     out = Contribution(sets=[hit_set(ctx.rid)])
-    budget = per_port_set(f"s{ctx.rid}{short_id(rule.max_syn_rate, n=4)}")
+    budget = per_port_set(syn_budget_set(ctx.rid, rule.max_syn_rate))
     out.sets.append(budget)
     tokens = f.limit(rule.max_syn_rate, "second", rule.max_syn_rate)
     proxy = rule.synproxy and not ctx.monitor
     origin = ctx.origin("ingress")
-    hit = hits(f"h{ctx.rid}", "ingress")
+    hit = hits(hit_set_name(ctx.rid), "ingress")
     for v in rule.families():
         service = [f.nfproto(v)] + f.port_match("tcp", rule.port_range_min, rule.port_range_max)  # type: ignore[arg-type]
         proxied = f.in_set(f.concat(f.addr(v, "daddr"), f.payload("tcp", "dport")), SYNPROXY[v])
