@@ -17,9 +17,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from connguard.compiler.common import SYNPROXY
-from connguard.compiler.ruleset import FAMILY, TABLE, Element, NftSet, Ruleset
+from connguard.compiler.ruleset import Element, NftSet, Ruleset
 from connguard.exceptions import ApplyError
+from connguard.names import FAMILY, ROLE_PER_PORT, SYNPROXY, TABLE
 from connguard.nft import readback
 from connguard.nft import render as r
 from connguard.nft.executor import Executor, NftFailure
@@ -257,7 +257,7 @@ class Applier:
         new_sets = {s.name for s in new.sets}
         cmds: list[Cmd] = []
         for s in old.sets:
-            if s.role == "per_port" and s.name in new_sets:
+            if s.role == ROLE_PER_PORT and s.name in new_sets:
                 elems = [Element(p) for p in gone]
                 cmds += [r.add_elements(s, elems, f"forget ports in {s.name}"), r.delete_elements(s, elems)]
         return cmds

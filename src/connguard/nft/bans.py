@@ -6,8 +6,7 @@ from __future__ import annotations
 import ipaddress
 
 from connguard.compiler import fragments as f
-from connguard.compiler.common import BAN, HOST_BAN
-from connguard.compiler.ruleset import FAMILY, TABLE
+from connguard.names import BAN, FAMILY, HOST_BAN, TABLE
 
 
 def _target(ip: str, ifname: str | None):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import struct
 
-from connguard.compiler.ruleset import TABLE, Element, NftSet, Ruleset
+from connguard.compiler.ruleset import Element, NftSet, Ruleset
+from connguard.names import TABLE
 from connguard.nft import netlink as nl
 from connguard.nft.render import comment
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from connguard.compiler.common import BAN, HOST_BAN, OFFENDERS, SET_FULL
-from connguard.compiler.dispatch import BANNED, TO_VM
-from connguard.compiler.ruleset import FAMILY, TABLE
+from connguard.names import BAN, COUNTERS, FAMILY, HOST_BAN, OFFENDERS, TABLE, TO_VM
 from connguard.nft import netlink as nl
 from connguard.nft import readback as rb
 from connguard.nft.executor import Executor, NftFailure
@@ -136,10 +134,11 @@ def _read(executor: Executor, obs: Observation, name: str, limit: int | None) ->
 
 
 def _hit_sets(executor: Executor) -> list[str]:
-    """Per-port hit counter sets (``h*`` with a counter per element): their declarations come
-    from ``nft -t list sets``, which reads no elements."""
+    """Per-port hit counter sets: the sets declared with a counter on every element (the
+    compiler declares no other: ``rate_limit.hit_set``), from ``nft -t list sets``, which reads
+    no elements. Found by their declaration, not by their names' spelling."""
     items = executor.query("list", "sets", "table", FAMILY, TABLE, terse=True).get("nftables", [])
-    return [b["name"] for i in items if (b := i.get("set")) and b["name"].startswith("h") and b.get("stmt")]
+    return [b["name"] for i in items if (b := i.get("set")) and b.get("stmt")]
 
 
 def observe(executor: Executor, *, bans_only: bool = False, limit: int | None = None) -> Observation:
@@ -160,8 +159,8 @@ def observe(executor: Executor, *, bans_only: bool = False, limit: int | None = 
         obs.bans += host_bans(_read(executor, obs, HOST_BAN[v], limit), v)
     if bans_only:
         return obs
-    obs.counters = {n: objects[n][1] or 0 for n in (BANNED, SET_FULL) if n in objects}
-    obs.problems += [f"counter {n} is missing" for n in (BANNED, SET_FULL) if n not in objects]
+    obs.counters = {n: objects[n][1] or 0 for n in COUNTERS if n in objects}
+    obs.problems += [f"counter {n} is missing" for n in COUNTERS if n not in objects]
     for v in (4, 6):
         for raw in _read(executor, obs, OFFENDERS[v], limit):
             key = _value(nl.parse(raw), nl.ELEM_KEY)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from connguard.compiler.ruleset import TABLE
+from connguard.names import TABLE
 from connguard.nft import netlink as nl
 from connguard.nft.executor import NftFailure
 

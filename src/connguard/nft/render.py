@@ -6,7 +6,8 @@ so a rejected batch can be reported against what the operator wrote.
 
 from __future__ import annotations
 
-from connguard.compiler.ruleset import FAMILY, TABLE, Chain, Element, NftSet, Rule
+from connguard.compiler.ruleset import Chain, Element, NftSet, Rule
+from connguard.names import FAMILY, TABLE
 
 Cmd = tuple[dict, str]  # (command, origin)
 
