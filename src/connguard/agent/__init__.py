@@ -8,6 +8,18 @@ is the in-process entry point of the server-driven agent (``connguard up`` uses 
 ``ServerAgent`` is the same as a class with ``run()``/``stop()``.
 """
 
-from connguard.agent.server_agent import AgentBusy, ServerAgent, run_server_agent
+from __future__ import annotations
 
 __all__ = ["AgentBusy", "ServerAgent", "run_server_agent"]
+
+
+def __getattr__(name: str):
+    # loaded on first use (PEP 562): `connguard status` imports agent.statusfile, which must not
+    # pull in the server agent's HTTP client and the model behind it
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from connguard.agent import server_agent
+
+    value = getattr(server_agent, name)
+    globals()[name] = value
+    return value

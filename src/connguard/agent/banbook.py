@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from connguard.compiler.context import OFFENCE_MEMORY
+from connguard.names import OFFENCE_MEMORY, same_tier_family
 from connguard.nft.observe import KernelBan
 
 # A lift (``connguard ban delete ADDRESS --netns NS``) is a request in ``lifts.json`` beside the
@@ -183,9 +183,8 @@ class BanBook:
         if ban.memory is None or ban.expires_at is None:
             return
         # the kernel moved the remote from the previous step's set to this one
-        rule_family = ban.memory.rsplit("_", 1)[0] + "_"
         tail = f"|{ban.interface_name}|{ban.ip_address}"
-        for mkey in [k for k in self.memory if k.startswith(rule_family) and k.endswith(tail)]:
+        for mkey in [k for k in self.memory if k.endswith(tail) and same_tier_family(k.split("|", 1)[0], ban.memory)]:
             del self.memory[mkey]
         self.memory[ban.memory + tail] = ban.expires_at + OFFENCE_MEMORY
 

@@ -26,10 +26,10 @@ from connguard.compiler import compile_host
 from connguard.compiler import fragments as f
 from connguard.compiler.context import RuleContext
 from connguard.compiler.dispatch import ban_key
-from connguard.compiler.punishment import tier_set
-from connguard.compiler.ruleset import FAMILY, TABLE, Ruleset
+from connguard.compiler.ruleset import Ruleset
 from connguard.exceptions import ApplyError, CompileError
 from connguard.model import BruteForceRule, HostState
+from connguard.names import FAMILY, ROLE_BF_TIER, TABLE, tier_set
 from connguard.nft import Applier, observe
 from connguard.nft.bans import add_bans, add_memory, delete_ban
 from connguard.nft.executor import Executor, NftFailure
@@ -223,7 +223,7 @@ class Reconciler:
             # a full sync follows a restart or a drift (a flushed table, say): give the step sets
             # back what the book remembers; adding what is still there changes nothing
             self._restore_memory = False
-            wanted = {s.name for s in self.loaded.ruleset.sets if s.role == "bf_tier"}  # type: ignore[union-attr]
+            wanted = {s.name for s in self.loaded.ruleset.sets if s.role == ROLE_BF_TIER}  # type: ignore[union-attr]
             memory = self.book.memory_entries(now, wanted)
             if memory:
                 log.info("offender memory: %d element(s) given back to the kernel", len(memory))

@@ -24,6 +24,7 @@ from connguard.agent.reconciler import Detection, Reconciler
 from connguard.agent.report_queue import ReportQueue
 from connguard.compiler.context import RuleContext
 from connguard.model import BruteForceRule
+from connguard.names import hit_set
 from connguard.nft.observe import read_hits, read_offenders
 
 log = logging.getLogger("connguard.agent.report")
@@ -73,7 +74,7 @@ class Reporter:
             return {}
         d, rs = loaded.desired, loaded.ruleset
         policies = {p.name: p for p in d.state.policies}
-        hit_name = {(p.name, i): f"h{RuleContext(p, i, False, ()).rid}" for p in d.state.policies
+        hit_name = {(p.name, i): hit_set(RuleContext(p, i, False, ()).rid) for p in d.state.policies
                     for i in range(len(p.rules))}
         hits = self._hits(sorted(set(hit_name.values()) & set(rs.hit_sets)))
         offenders: dict[str, list[str]] = {}

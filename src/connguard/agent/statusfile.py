@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from connguard.compiler.ruleset import Ruleset
-from connguard.model import HostState
+if TYPE_CHECKING:  # `connguard status` reads this module: it must not import the model (pydantic)
+    from connguard.compiler.ruleset import Ruleset
+    from connguard.model import HostState
 
 
 def process_start(pid: int) -> str | None:
