@@ -154,7 +154,7 @@ def tier_set(rid: str, v: int, step: int) -> str:
     return f"t{rid}{v}_{step}"
 
 
-_TIER = re.compile(r"t([0-9a-f]+)([46])_([0-9]+)")
+_TIER = re.compile(r"t(.+)([46])_([0-9]+)")
 
 
 def parse_tier(name: str) -> tuple[str, int, int] | None:
