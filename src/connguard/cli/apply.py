@@ -17,6 +17,7 @@ import click
 
 from connguard.cli.common import agent_dir, fail, netns_option
 from connguard.exceptions import ConnguardError, KernelUnavailable
+from connguard.names import FAMILY, TABLE
 
 
 @click.command("apply")
@@ -94,7 +95,7 @@ def nft_text(batch: dict) -> str:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(batch, fh)
     try:
-        out = subprocess.run(["unshare", "--net", "sh", "-c", 'nft -j -f "$1" && nft list table inet connguard',
+        out = subprocess.run(["unshare", "--net", "sh", "-c", f'nft -j -f "$1" && nft list table {FAMILY} {TABLE}',
                               "sh", fh.name], capture_output=True, text=True, timeout=120)
     except FileNotFoundError as exc:
         raise KernelUnavailable(f"cannot render nft text: {exc.filename} not found") from None

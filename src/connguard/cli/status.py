@@ -18,6 +18,7 @@ import click
 
 from connguard.cli.common import agent_dir, fail, netns_option
 from connguard.exceptions import ConnguardError
+from connguard.names import BAN_SETS, BANNED, SET_FULL
 
 SHOWN = 1000  # ban and offender elements read per set by default
 EXIT_NOTHING_ENFORCED = 3
@@ -180,13 +181,13 @@ def _print(data: dict, agent: dict, policies: dict, obs, netns: str | None) -> N
         click.echo(f"  {p['interface_name']:<16} policy {p['policy']} ({mode or '?'})")
         for h in p["hits"]:
             click.echo(f"      {h['packets']:>10} hits  {h['rule']}")
-    click.echo(f"\nCOUNTERS  banned packets {obs.counters.get('banned', 0)}, "
-               f"limiter set full {obs.counters.get('set_full', 0)}")
+    click.echo(f"\nCOUNTERS  banned packets {obs.counters.get(BANNED, 0)}, "
+               f"limiter set full {obs.counters.get(SET_FULL, 0)}")
     if obs.problems:
         click.echo(f"\nPROBLEMS ({len(obs.problems)}: what the kernel holds that connguard did not write or cannot read)")
         for problem in obs.problems:
             click.echo(f"  {problem}")
-    more = " shown; more in the kernel (--all)" if any(n.startswith(("ban", "hostban")) for n in obs.truncated) else ""
+    more = " shown; more in the kernel (--all)" if any(n in BAN_SETS for n in obs.truncated) else ""
     tracked = f", {data['ban_book']['bans']} in the agent's ban book" if data["ban_book"] else ""
     click.echo(f"\nBANS ({len(data['bans'])}{more}{tracked})")
     for b in data["bans"]:

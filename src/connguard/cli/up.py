@@ -317,11 +317,12 @@ def _relay(proc: Any) -> None:
 
 def _clean(netns: str | None) -> None:
     from connguard.exceptions import ConnguardError
+    from connguard.names import FAMILY, TABLE
     from connguard.nft import NftCli
 
     try:
-        NftCli(netns).batch({"nftables": [{"delete": {"table": {"family": "inet", "name": "connguard"}}}]})
-        log.info("--clean: deleted table inet connguard%s", f" in {netns}" if netns else "")
+        NftCli(netns).batch({"nftables": [{"delete": {"table": {"family": FAMILY, "name": TABLE}}}]})
+        log.info("--clean: deleted table %s %s%s", FAMILY, TABLE, f" in {netns}" if netns else "")
     except ConnguardError as exc:
         log.warning("--clean: %s", exc)
     except Exception as exc:  # noqa: BLE001 - NftFailure: there was no table
