@@ -20,7 +20,7 @@ from connguard.db.services.common import (
     validate,
 )
 from connguard.db.services.listing import Col, Columns, ListQuery, Page, page
-from connguard.db.services.rules import rule_public
+from connguard.db.services.rule_view import rule_public
 from connguard.db.services.schemas import POLICY_MUTABLE, PolicyCreate
 
 NOT_FOUND = "QosPolicyNotFound"

@@ -11,24 +11,15 @@ from sqlalchemy.orm import Session
 
 from connguard.db.errors import BadRequest, Conflict, NotFound
 from connguard.db.models import QosPolicy, QosRule, new_id, utcnow
-from connguard.db.services.common import Caller, check_revision, iso, validate
+from connguard.db.services.common import Caller, check_revision, validate
 from connguard.db.services.listing import ListQuery, Page, page_in_memory
+from connguard.db.services.policies import get_policy_row, touch_policy_hosts, writable_policy
 from connguard.db.services.rule_types import rule_class
+from connguard.db.services.rule_view import rule_public
 from connguard.model.objects import MAX_RULES_PER_POLICY
 from connguard.model.rules import RULE_TYPES
 
 NOT_FOUND = "QosRuleNotFound"
-
-
-def _validated(row: QosRule) -> Any:
-    return RULE_TYPES[row.type].model_validate(row.params)
-
-
-def rule_public(row: QosRule) -> dict[str, Any]:
-    out = {"id": row.id, **_validated(row).model_dump(mode="json")}
-    out.update(qos_policy_id=row.policy_id, revision_number=row.revision_number,
-               created_at=iso(row.created_at), updated_at=iso(row.updated_at))
-    return out
 
 
 def _key(rule: Any) -> str:
@@ -36,8 +27,6 @@ def _key(rule: Any) -> str:
 
 
 def _policy(session: Session, *, caller: Caller, policy_id: str, write: bool) -> QosPolicy:
-    from connguard.db.services.policies import get_policy_row, writable_policy
-
     if write:
         return writable_policy(session, caller=caller, policy_id=policy_id)
     return get_policy_row(session, caller=caller, policy_id=policy_id)
@@ -67,8 +56,6 @@ def _store(session: Session, *, policy: QosPolicy, row: QosRule, params: dict[st
         session.flush()
     except IntegrityError:  # a concurrent request added the same rule first
         raise Conflict(f"policy {policy.id} already has such a {row.type} rule", type="QosRuleExists") from None
-    from connguard.db.services.policies import touch_policy_hosts
-
     touch_policy_hosts(session, policy=policy)
 
 
@@ -132,6 +119,4 @@ def delete_rule(session: Session, *, caller: Caller, policy_id: str, rule_type: 
     session.delete(row)
     policy.updated_at = utcnow()
     session.flush()
-    from connguard.db.services.policies import touch_policy_hosts
-
     touch_policy_hosts(session, policy=policy)
