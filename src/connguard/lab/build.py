@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 from connguard.exceptions import LabError
 from connguard.lab import netns as nsx
 
+from connguard.lab.machines import VM, Client, Host
+
 if TYPE_CHECKING:
-    from connguard.lab.topology import VM, Client, Host, Lab
+    from connguard.lab.topology import Lab
 
 MAX_HOSTS = 16
 MAX_VMS = 200       # lab-wide: VM i owns 10.77.<i>.0/24 and fd77:0:<i>::/64
@@ -47,8 +49,6 @@ def check_counts(hosts: int, vms: int, clients: int, sources: int) -> None:
 def plan(prefix: str, hosts: int, vms: int, clients: int, sources: int
          ) -> tuple[list[Host], list[VM], list[Client], str | None]:
     """Nodes for a lab: (hosts, VMs, clients, edge netns or None). ``vms`` is per host."""
-    from connguard.lab.topology import VM, Client, Host
-
     check_counts(hosts, vms, clients, sources)
     if hosts == 1:
         host_objs = [Host(0, f"{prefix}-host")]
@@ -172,8 +172,6 @@ def _edge_routes(lab: Lab, vm: VM, verb: str) -> list[str]:
 
 def new_vm(lab: Lab, host: int) -> VM:
     """The next VM of a running lab, on host ``host`` (the lowest free lab-wide index)."""
-    from connguard.lab.topology import VM
-
     if not 0 <= host < len(lab.hosts):
         raise LabError(f"host must be between 0 and {len(lab.hosts) - 1}, got {host}")
     used = {v.index for v in lab.vms}
