@@ -12,8 +12,7 @@ from pydantic import Field, ValidationError, model_validator
 from connguard.exceptions import ValidationFailed
 from connguard.model.common import Frozen
 from connguard.model.objects import AllowlistEntry, Ban, Policy, Port
-
-MAX_PORTS = 32_768  # per host; connguard.compiler.context sizes per-port sets at twice this
+from connguard.names import MAX_PORTS  # noqa: F401  (per host: half the per-port sets' size)
 
 
 class HostState(Frozen):
