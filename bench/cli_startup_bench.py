@@ -1,7 +1,11 @@
 """Whole-process start-up time of ``connguard`` commands that do no work, before and after
 lazy command loading, measured side by side in one run.
 
-    python3 bench/cli_startup_bench.py [--before REV] [-n 15]
+    python3 bench/cli_startup_bench.py [--before REV] [-n 15] [--status-netns NS]
+
+``--status-netns NS`` also times ``connguard status --netns NS`` (root; NS an existing network
+namespace, an empty one does: status then reads the kernel, finds no table and exits 3), the
+command that reads the kernel, with its CPU time (user + system of the child process).
 
 "before" is the source tree of git revision REV (default: the commit before lazy loading,
 77d8982, integ of the first round), extracted with ``git archive`` into a temporary directory;
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,21 +43,31 @@ def _tree(rev: str, into: Path) -> Path:
     return into / "src"
 
 
-def _once(src: Path, args: list[str]) -> float:
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _once(src: Path, args: list[str], ok: tuple[int, ...] = (0,)) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run."""
     env = dict(os.environ, PYTHONPATH=str(src))
-    t0 = time.perf_counter()
+    c0, t0 = _cpu(), time.perf_counter()
     out = subprocess.run([sys.executable, "-c", ENTRY, *args], env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - t0
-    if out.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed with {src}: {out.stderr.strip()}")
-    return elapsed
+    elapsed, cpu = time.perf_counter() - t0, _cpu() - c0
+    if out.returncode not in ok:
+        raise SystemExit(f"{' '.join(args)} exited {out.returncode} with {src}: {out.stderr.strip()}")
+    return elapsed, cpu
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", default="77d8982", help="git revision of the 'before' tree")
     ap.add_argument("-n", type=int, default=15, help="runs per command and tree")
+    ap.add_argument("--status-netns", help="also time `connguard status --netns NS` (exit 3 on an empty namespace)")
     args = ap.parse_args()
+    commands: list[tuple[list[str], tuple[int, ...]]] = [(c, (0,)) for c in COMMANDS]
+    if args.status_netns:
+        commands.append((["status", "--netns", args.status_netns], (0, 3)))
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"before": _tree(args.before, Path(tmp)), "after": ROOT / "src"}
         bare = []
@@ -62,15 +77,20 @@ def main() -> None:
             bare.append(time.perf_counter() - t0)
         print(f"connguard CLI start-up, whole process, median (min) of {args.n} runs; before = {args.before}, "
               f"after = working tree; bare `python3 -c pass`: {statistics.median(bare) * 1000:.0f} ms")
-        print(f"{'command':<28} {'before ms':>14} {'after ms':>14} {'after/before':>13}")
-        for command in COMMANDS:
+        print(f"{'command':<34} {'before ms':>14} {'after ms':>14} {'after/before':>13} "
+              f"{'CPU before ms':>14} {'CPU after ms':>13}")
+        for command, ok in commands:
             times: dict[str, list[float]] = {"before": [], "after": []}
+            cpu: dict[str, list[float]] = {"before": [], "after": []}
             for _ in range(args.n):
                 for name, src in trees.items():
-                    times[name].append(_once(src, command))
+                    wall, used = _once(src, command, ok)
+                    times[name].append(wall)
+                    cpu[name].append(used)
             b, a = statistics.median(times["before"]), statistics.median(times["after"])
-            print(f"{'connguard ' + ' '.join(command):<28} {b * 1000:>7.0f} ({min(times['before']) * 1000:>4.0f}) "
-                  f"{a * 1000:>7.0f} ({min(times['after']) * 1000:>4.0f}) {a / b:>13.2f}")
+            print(f"{'connguard ' + ' '.join(command):<34} {b * 1000:>7.0f} ({min(times['before']) * 1000:>4.0f}) "
+                  f"{a * 1000:>7.0f} ({min(times['after']) * 1000:>4.0f}) {a / b:>13.2f} "
+                  f"{statistics.median(cpu['before']) * 1000:>14.0f} {statistics.median(cpu['after']) * 1000:>13.0f}")
 
 
 if __name__ == "__main__":
