@@ -37,6 +37,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ban": ("connguard.cli.resources.ban:ban", "Bans: remotes refused everywhere they apply."),
     "allow": ("connguard.cli.resources.allow:allow", "Allowlist: remotes never limited per source or banned (per-port limits still apply)."),
     "event": ("connguard.cli.resources.event:event", "Events: bans, unbans, limit exceedances, port errors."),
+    # the CLI itself
+    "help": ("connguard.cli.help:help_cmd", "Print the help of a command, or of every command (--all)."),
+    "completion": ("connguard.cli.help:completion_cmd", "Print the shell completion script for SHELL."),
 }
 
 
