@@ -92,4 +92,6 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli()
+    # The name fixed, not argv[0]'s: usage lines and the completion variable
+    # (_CONNGUARD_COMPLETE, connguard.cli.help) are the same however connguard is started.
+    cli(prog_name="connguard")
