@@ -199,6 +199,8 @@ def test_errors_in_cli_terms(env):
     assert "set CONNGUARD_TOKEN or pass --token" in NO_TOKEN and "X-Auth-Token" not in missing.stderr
     refused = c.run("policy", "list", "--token", "cg_not_a_token")
     assert refused.exit_code == 1 and refused.stderr == f"Error: {BAD_TOKEN}\n", refused.stderr
+    assert c.fails("ban", "add", "10.0.0.0/8") == \
+        "Error: Invalid input for ip_address: 10.0.0.0/8 is wider than /16; a ban that wide needs --force\n"
     old = c.run("rule", "create", "nope", "--type", "connection-limit", "--scope", "remote_ip",
                 "--max-connections", "5")
     assert old.stderr.startswith("warning: --scope remote_ip is deprecated; write --scope remote-ip\n"), old.stderr

@@ -29,6 +29,11 @@ DEFAULT_URL = "http://127.0.0.1:9696"
 NO_TOKEN = ("authentication required: set CONNGUARD_TOKEN or pass --token (`connguard up` writes a config "
             "file with one; `connguard token create --db URL` makes one)")
 BAD_TOKEN = "the server refused the token: check CONNGUARD_TOKEN, --token or the config file's token"
+# Server messages that name the request body rather than the command line, by the error's
+# stable type: the one place where the CLI says them in its own terms.
+CLI_TERMS: dict[str, Callable[[str], str]] = {
+    "PrefixTooWide": lambda message: message.replace('"force": true', "--force"),
+}
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
@@ -67,7 +72,8 @@ class Client:
         if r.status_code >= 400:
             err = (data or {}).get("NeutronError") if isinstance(data, dict) else None
             if isinstance(err, dict):
-                raise ApiError(r.status_code, err.get("type", "Error"), err.get("message", r.reason_phrase))
+                type_, message = err.get("type", "Error"), err.get("message", r.reason_phrase)
+                raise ApiError(r.status_code, type_, CLI_TERMS.get(type_, str)(message))
             raise ApiError(r.status_code, "HTTPError", f"{r.status_code} {r.reason_phrase}")
         return data
 
