@@ -8,8 +8,9 @@ lazy command loading, measured side by side in one run.
 "after" is this checkout's src/. Each command is run as a fresh interpreter,
 ``python3 -c 'from connguard.cli.main import main; main()' ARGS`` with PYTHONPATH pointing at
 one tree, alternating before/after so that load on the machine hits both alike; the median of
-n runs is reported (and the min, less sensitive to a loaded machine). Results go to
-docs/benchmarks.md, section "CLI start-up".
+n runs is reported (and the min, less sensitive to a loaded machine), and the median CPU time
+(user + system) of the process, which a machine busy with other work inflates far less than
+the wall-clock time. Results go to docs/benchmarks.md, section "CLI start-up".
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,14 +40,20 @@ def _tree(rev: str, into: Path) -> Path:
     return into / "src"
 
 
-def _once(src: Path, args: list[str]) -> float:
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _once(src: Path, args: list[str]) -> tuple[float, float]:
+    """(wall-clock, CPU) seconds of one run."""
     env = dict(os.environ, PYTHONPATH=str(src))
-    t0 = time.perf_counter()
+    c0, t0 = _cpu(), time.perf_counter()
     out = subprocess.run([sys.executable, "-c", ENTRY, *args], env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, _cpu() - c0
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed with {src}: {out.stderr.strip()}")
-    return elapsed
+    return elapsed, cpu
 
 
 def main() -> None:
@@ -62,15 +70,21 @@ def main() -> None:
             bare.append(time.perf_counter() - t0)
         print(f"connguard CLI start-up, whole process, median (min) of {args.n} runs; before = {args.before}, "
               f"after = working tree; bare `python3 -c pass`: {statistics.median(bare) * 1000:.0f} ms")
-        print(f"{'command':<28} {'before ms':>14} {'after ms':>14} {'after/before':>13}")
+        print(f"{'command':<28} {'before ms':>14} {'after ms':>14} {'after/before':>13} "
+              f"{'CPU before':>11} {'CPU after':>10}")
         for command in COMMANDS:
             times: dict[str, list[float]] = {"before": [], "after": []}
+            cpus: dict[str, list[float]] = {"before": [], "after": []}
             for _ in range(args.n):
                 for name, src in trees.items():
-                    times[name].append(_once(src, command))
+                    wall, cpu = _once(src, command)
+                    times[name].append(wall)
+                    cpus[name].append(cpu)
             b, a = statistics.median(times["before"]), statistics.median(times["after"])
+            cb, ca = statistics.median(cpus["before"]), statistics.median(cpus["after"])
             print(f"{'connguard ' + ' '.join(command):<28} {b * 1000:>7.0f} ({min(times['before']) * 1000:>4.0f}) "
-                  f"{a * 1000:>7.0f} ({min(times['after']) * 1000:>4.0f}) {a / b:>13.2f}")
+                  f"{a * 1000:>7.0f} ({min(times['after']) * 1000:>4.0f}) {a / b:>13.2f} "
+                  f"{cb * 1000:>11.0f} {ca * 1000:>10.0f}")
 
 
 if __name__ == "__main__":

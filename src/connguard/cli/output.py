@@ -17,15 +17,12 @@ column is adding a name to its ``COLUMNS`` (shown by default) or ``LONG_COLUMNS`
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import click
 
@@ -33,8 +30,11 @@ FORMATS = ("table", "csv", "json", "yaml", "value")
 _META = "connguard.output"
 
 
-@dataclass(frozen=True)
-class Style:
+# Imported where used, like prettytable: csv, io and yaml (and a NamedTuple, not a dataclass,
+# whose module imports inspect): `--help` of a listing pays for none of them.
+
+
+class Style(NamedTuple):
     """How to print, from the command line (the formatting options of one invocation)."""
 
     fmt: str = "table"
@@ -97,7 +97,7 @@ def _prettytable(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Any:
     rows = list(rows)
     if rows:  # numbers right-aligned, as cliff does, judged by the first row
         for name, value in zip(header, rows[0]):
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if _number(value):
                 table.align[name] = "r"
     for row in rows:
         table.add_row([cell(v).replace("\r\n", "\n").replace("\r", " ") if not _number(v) else v for v in row])
@@ -133,6 +133,9 @@ def _sort_key(value: Any) -> Any:
 
 
 def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]], quote: str = "nonnumeric") -> str:
+    import csv  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
     out = io.StringIO()
     quoting = {"all": csv.QUOTE_ALL, "minimal": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE,
                "nonnumeric": csv.QUOTE_NONNUMERIC}[quote]
@@ -193,7 +196,7 @@ def render_one(obj: dict[str, Any], columns: Sequence[str], style: Style, human:
 
 
 def _pick(columns: Iterable[str], available: list[str]) -> list[str]:
-    columns = list(columns)
+    columns = list(dict.fromkeys(columns))  # -c id -c id: one column (table headers are unique)
     unknown = [c for c in columns if c not in available]
     if unknown:
         raise click.UsageError(f"no column {unknown[0]!r}; columns are: {', '.join(available)}")
