@@ -42,7 +42,7 @@ def test_cli_story(server, db_url):
 
     policy = json.loads(ok("policy", "create", "web", "--description", "web tier", "-f", "json"))
     assert policy["name"] == "web" and policy["project_id"] == "project-a"
-    for args in (["--type", "connection-rate-limit", "--direction", "ingress", "--scope", "remote_ip", "--max-cps", "20"],
+    for args in (["--type", "connection-rate-limit", "--direction", "ingress", "--scope", "remote-ip", "--max-cps", "20"],
                  ["--type", "connection-limit", "--direction", "any", "--max-connections", "2000"],
                  ["--type", "syn-flood", "--port-range-min", "80", "--port-range-max", "443", "--max-syn-rate", "2000"],
                  ["--type", "brute-force", "--profile", "ssh", "--max-attempts", "6", "--window", "60"]):

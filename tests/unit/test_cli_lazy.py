@@ -9,7 +9,8 @@ import pytest
 
 from connguard.cli.main import COMMANDS, cli, load
 
-HEAVY = ("connguard.compiler", "connguard.nft", "connguard.db", "httpx", "sqlalchemy", "fastapi", "pydantic")
+HEAVY = ("connguard.compiler", "connguard.nft", "connguard.db", "httpx", "sqlalchemy", "fastapi", "pydantic",
+         "prettytable")
 
 
 def _imported_after(args: list[str]) -> set[str]:

@@ -35,7 +35,7 @@ from connguard.exceptions import ConnguardError
               help="Seconds between reconciliation passes (state file, bans).")
 @click.option("--drift-interval", type=click.FloatRange(1, 3600), default=10.0, show_default=True,
               help="Seconds between comparisons of the kernel with what was applied.")
-@click.option("-v", "--verbose", is_flag=True)
+@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
 @click.pass_context
 def agent_cmd(ctx: click.Context, state_file: str | None, server: str | None, token: str | None,
               token_file: str | None, host: str | None, interfaces: str, report_interval: float,

@@ -1,20 +1,23 @@
-"""The HTTP client of the resource commands (httpx) and their output formats.
+"""The HTTP client of the resource commands (httpx).
 
 Every resource command takes ``--url``/``--token`` (or ``CONNGUARD_URL``/``CONNGUARD_TOKEN``,
 or the config file ``connguard up`` writes: see config.py for where and the precedence);
-listings take ``-f table|json|yaml|value`` and ``-c COLUMN``. API errors print the server's
-NeutronError message on one line and exit 1; usage errors exit 2 (click's convention).
+output formats are connguard.cli.output's. API errors print the server's NeutronError message
+on one line and exit 1, except where the server speaks HTTP (a missing or refused token): those
+are said in the CLI's terms. Usage errors exit 2 (click's convention).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import re
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
+
+# The output layer, re-exported: resource modules import it from here.
+from connguard.cli.output import FORMATS, cell, emit_list, emit_one, lister, output, page_in_memory  # noqa: F401
 
 # httpx and yaml are imported where used: a command's --help must not pay for them
 # (connguard.cli.main, docs/benchmarks.md "CLI start-up").
@@ -23,7 +26,14 @@ if TYPE_CHECKING:
     import httpx
 
 DEFAULT_URL = "http://127.0.0.1:9696"
-FORMATS = ("table", "json", "yaml", "value")
+NO_TOKEN = ("authentication required: set CONNGUARD_TOKEN or pass --token (`connguard up` writes a config "
+            "file with one; `connguard token create --db URL` makes one)")
+BAD_TOKEN = "the server refused the token: check CONNGUARD_TOKEN, --token or the config file's token"
+# Server messages that name the request body rather than the command line, by the error's
+# stable type: the one place where the CLI says them in its own terms.
+CLI_TERMS: dict[str, Callable[[str], str]] = {
+    "PrefixTooWide": lambda message: message.replace('"force": true', "--force"),
+}
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
@@ -36,6 +46,7 @@ class ApiError(Exception):
 class Client:
     def __init__(self, url: str, token: str | None, *, transport: httpx.BaseTransport | None = None):
         self.base = url.rstrip("/") + "/v2.0/"
+        self.has_token = bool(token)
         headers = {"X-Auth-Token": token} if token else {}
         import httpx
 
@@ -56,10 +67,13 @@ class Client:
                 data = r.json()
             except ValueError:
                 data = None
+        if r.status_code == 401:  # the server speaks HTTP ("send the X-Auth-Token header")
+            raise ApiError(401, "Unauthenticated", BAD_TOKEN if self.has_token else NO_TOKEN)
         if r.status_code >= 400:
             err = (data or {}).get("NeutronError") if isinstance(data, dict) else None
             if isinstance(err, dict):
-                raise ApiError(r.status_code, err.get("type", "Error"), err.get("message", r.reason_phrase))
+                type_, message = err.get("type", "Error"), err.get("message", r.reason_phrase)
+                raise ApiError(r.status_code, type_, CLI_TERMS.get(type_, str)(message))
             raise ApiError(r.status_code, "HTTPError", f"{r.status_code} {r.reason_phrase}")
         return data
 
@@ -75,14 +89,16 @@ class Client:
     def delete(self, path: str) -> None:
         self.request("DELETE", path)
 
-    def resolve(self, collection: str, key: str, name_or_id: str) -> str:
-        """An id from an id or a unique name."""
+    def resolve(self, collection: str, key: str, name_or_id: str, *, what: str | None = None) -> str:
+        """An id from an id or a unique name (osc-lib's find_resource, with its messages)."""
         if _UUID.match(name_or_id):
             return name_or_id
+        what = what or collection.split("/")[-1].rstrip("s")
         found = self.get(collection, name=name_or_id)[key]
-        if len(found) != 1:
-            what = "no" if not found else "more than one"
-            raise ApiError(404, "NotFound", f"{what} {collection.split('/')[-1]} named {name_or_id!r}")
+        if not found:
+            raise ApiError(404, "NotFound", f"No {what} with a name or ID of '{name_or_id}' exists.")
+        if len(found) > 1:
+            raise ApiError(409, "Conflict", f"More than one {what} exists with the name '{name_or_id}'.")
         return found[0]["id"]
 
 
@@ -109,76 +125,3 @@ def connection(fn: Callable) -> Callable:
             sys.exit(1)
 
     return wrapper
-
-
-def output(fn: Callable) -> Callable:
-    """Add -f/--format and -c/--column."""
-
-    @click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-    @click.option("-c", "--column", "columns", multiple=True, help="Show only this column (repeatable).")
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-
-    def fmt(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-
-    return "\n".join([line, fmt(header), line, *[fmt(r) for r in rows], line])
-
-
-def _pick(columns: Iterable[str], available: list[str]) -> list[str]:
-    columns = list(columns)
-    unknown = [c for c in columns if c not in available]
-    if unknown:
-        raise click.UsageError(f"no column {unknown[0]!r}; columns are: {', '.join(available)}")
-    return columns or available
-
-
-def emit_list(rows: list[dict[str, Any]], *, default: list[str], fmt: str, columns: Iterable[str]) -> None:
-    available = list(dict.fromkeys([*default, *(k for r in rows for k in r)]))
-    cols = _pick(columns, available) if columns else default
-    data = [{c: r.get(c) for c in cols} for r in rows]
-    if fmt == "json":
-        click.echo(json.dumps(data, indent=2))
-    elif fmt == "yaml":
-        import yaml
-
-        click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
-    elif fmt == "value":
-        for r in data:
-            click.echo(" ".join(cell(r[c]) for c in cols))
-    else:
-        click.echo(_table(cols, [[cell(r[c]) for c in cols] for r in data]))
-
-
-def emit_one(obj: dict[str, Any], *, fmt: str, columns: Iterable[str]) -> None:
-    cols = _pick(columns, list(obj))
-    data = {c: obj[c] for c in cols}
-    if fmt == "json":
-        click.echo(json.dumps(data, indent=2))
-    elif fmt == "yaml":
-        import yaml
-
-        click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
-    elif fmt == "value":
-        for c in cols:
-            click.echo(cell(data[c]))
-    else:
-        click.echo(_table(["Field", "Value"], [[c, cell(data[c])] for c in cols]))

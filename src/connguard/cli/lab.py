@@ -21,13 +21,9 @@ BRUTEFORCE_RATE = 5.0   # attempts/s
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [[str(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    out = [line, "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |", line]
-    out += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
-    out.append(line)
-    return "\n".join(out)
+    from connguard.cli.output import table
+
+    return table(headers, rows)
 
 
 def _lab_rows(lab: Any) -> list[list[Any]]:
@@ -100,7 +96,8 @@ def _terminated(signum: int, frame: Any) -> None:
               help="run --agent CMD in this namespace instead of the host's (give it --netns {netns}; "
                    "for an agent that talks to a server on this machine's loopback)")
 @click.option("--prefix", default=None, help="cglab + 6 hex digits (default: random)")
-@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Output format.")
 def up_cmd(hosts: int, vms: int, clients: int, sources: int, agent_cmd: str | None,
            agent_outside: bool, prefix: str | None, fmt: str) -> None:
     """Build a lab and print its namespaces, interfaces and addresses."""
@@ -153,7 +150,8 @@ def _start_agents(the_lab: Any, argv: list[str], outside: bool) -> None:
 
 
 @lab.command("list")
-@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Output format.")
 def list_cmd(fmt: str) -> None:
     """List the labs on this machine."""
     from connguard.lab import Lab
@@ -285,8 +283,10 @@ def _print_series(rows: list[dict[str, Any]], totals: dict[str, Any], fmt: str,
 @lab.command("attack")
 @click.argument("kind", type=click.Choice(ATTACKS))
 @click.option("--prefix", default=None, help="the lab (default: the only one there is)")
-@click.option("--vm", "vm_index", type=int, default=0, show_default=True)
-@click.option("--client", "client_index", type=int, default=0, show_default=True)
+@click.option("--vm", "vm_index", type=int, default=0, show_default=True,
+              help="Index of the target VM in the lab (as lab up lists them).")
+@click.option("--client", "client_index", type=int, default=0, show_default=True,
+              help="Index of the attacking client in the lab.")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="service port (default 80; 22 for bruteforce)")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -294,11 +294,12 @@ def _print_series(rows: list[dict[str, Any]], totals: dict[str, Any], fmt: str,
                    f"bruteforce (default {BRUTEFORCE_RATE:g}), packets/s for syn-flood (default: as fast as "
                    "possible)")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=5.0,
-              show_default=True)
+              show_default=True, help="Seconds the attack lasts.")
 @click.option("--sources", type=click.IntRange(1, 240), default=None,
               help="flood-many: how many of the client's extra addresses (default all)")
 @click.option("--ipv6", is_flag=True, help="attack over IPv6")
-@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Output format.")
 def attack_cmd(kind: str, prefix: str | None, vm_index: int, client_index: int,
                port: int | None, rate: float | None, duration: float, sources: int | None,
                ipv6: bool, fmt: str) -> None:

@@ -37,6 +37,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ban": ("connguard.cli.resources.ban:ban", "Bans: remotes refused everywhere they apply."),
     "allow": ("connguard.cli.resources.allow:allow", "Allowlist: remotes never limited per source or banned (per-port limits still apply)."),
     "event": ("connguard.cli.resources.event:event", "Events: bans, unbans, limit exceedances, port errors."),
+    # the CLI itself
+    "help": ("connguard.cli.help:help_cmd", "Print the help of a command, or of every command (--all)."),
+    "completion": ("connguard.cli.help:completion_cmd", "Print the shell completion script for SHELL."),
 }
 
 
@@ -89,4 +92,6 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli()
+    # The name fixed, not argv[0]'s: usage lines and the completion variable
+    # (_CONNGUARD_COMPLETE, connguard.cli.help) are the same however connguard is started.
+    cli(prog_name="connguard")

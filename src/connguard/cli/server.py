@@ -24,12 +24,13 @@ def _widest(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
 @click.command("server")
 @click.option("--db", "db_url", metavar="URL", help="SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://... "
               "(default: SQLite under $CONNGUARD_DATA_DIR or /var/lib/connguard).")
-@click.option("--bind", default=DEFAULT_BIND, show_default=True, metavar="HOST:PORT")
+@click.option("--bind", default=DEFAULT_BIND, show_default=True, metavar="HOST:PORT",
+              help="Address and port to listen on ([::1]:9696 for IPv6).")
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="Least severe log level shown.")
 @click.option("--widest-prefix", default="16,32", show_default=True, metavar="V4,V6", callback=_widest,
               help="Widest IPv4,IPv6 prefix length taken for a ban or a cloud-wide allowlist entry "
-                   "without \"force\": true (connguard ban add --force).")
+                   "without --force (ban add --force, allow add --force; \"force\": true over the API).")
 def server_cmd(db_url: str | None, bind: str, log_level: str, widest_prefix: tuple[int, int]) -> None:
     """Run the REST API server (migrates the database first)."""
     import uvicorn

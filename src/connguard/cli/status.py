@@ -82,7 +82,8 @@ def _summary(rule: dict) -> str:
 @netns_option
 @click.option("--port", "only", metavar="IFNAME", multiple=True,
               help="Show only this port (repeatable): its rules, its bans and host-wide bans, its offenders.")
-@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Output format.")
 @click.option("--all", "read_all", is_flag=True,
               help=f"Read every ban and offender from the kernel (default: the first {SHOWN} of each set).")
 def status_cmd(netns: str | None, only: tuple[str, ...], fmt: str, read_all: bool) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import click
 
-from connguard.cli.client import Client, connection, emit_list, output
+from connguard.cli.client import Client, connection, emit_list, lister, page_in_memory
 from connguard.db.roles import ROLES
 
 COLUMNS = ["id", "project_id", "role", "host", "description", "created_at"]
@@ -41,10 +41,11 @@ db_option = click.option("--db", "db_url", metavar="URL", help="Write to this da
 
 
 @token.command("create")
-@click.option("--project", required=True)
-@click.option("--role", required=True, type=click.Choice(ROLES))
+@click.option("--project", required=True, help="The project the token acts for.")
+@click.option("--role", required=True, type=click.Choice(ROLES),
+              help="admin: everything; member: its project's resources; reader: read only; agent: one host's channel.")
 @click.option("--host", help="The host an agent token serves.")
-@click.option("--description", default="")
+@click.option("--description", default="", help="Free text (whose token, what for).")
 @db_option
 @connection
 def create(client: Client, project: str, role: str, host: str | None, description: str,
@@ -64,14 +65,15 @@ def create(client: Client, project: str, role: str, host: str | None, descriptio
 @token.command("list")
 @db_option
 @connection
-@output
-def list_(client: Client, db_url: str | None, fmt: str, columns: tuple[str, ...]) -> None:
+@lister
+def list_(client: Client, db_url: str | None, fmt: str, columns: tuple[str, ...], page: dict[str, Any]) -> None:
+    """List tokens (never their secrets)."""
     if db_url:
         from connguard.db.services.tokens import list_tokens
 
-        rows = _with_db(db_url, lambda s: list_tokens(s))
+        rows = page_in_memory(_with_db(db_url, lambda s: list_tokens(s)), page)
     else:
-        rows = client.get("connguard/tokens")["tokens"]
+        rows = client.get("connguard/tokens", **page)["tokens"]
     emit_list(rows, default=COLUMNS, fmt=fmt, columns=columns)
 
 
@@ -80,6 +82,7 @@ def list_(client: Client, db_url: str | None, fmt: str, columns: tuple[str, ...]
 @db_option
 @connection
 def revoke(client: Client, token_ids: tuple[str, ...], db_url: str | None) -> None:
+    """Revoke the tokens TOKEN_IDS (ids as token list shows them)."""
     for token_id in token_ids:
         if db_url:
             from connguard.db.services.tokens import revoke_token

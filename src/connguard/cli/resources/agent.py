@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from connguard.cli.client import Client, connection, emit_list, output
+from connguard.cli.client import Client, connection, emit_list, lister
 
 COLUMNS = ["id", "agent_type", "host", "alive", "admin_state_up", "heartbeat_timestamp"]
+LONG_COLUMNS = ["version", "started_at", "conntrack_count", "conntrack_max", "apply_latency_seconds"]
 
 
 @click.group()
@@ -16,6 +19,8 @@ def agent() -> None:
 
 @agent.command("list")
 @connection
-@output
-def list_(client: Client, fmt: str, columns: tuple[str, ...]) -> None:
-    emit_list(client.get("agents")["agents"], default=COLUMNS, fmt=fmt, columns=columns)
+@lister
+def list_(client: Client, fmt: str, columns: tuple[str, ...], page: dict[str, Any]) -> None:
+    """List the agents that have reported to the server (alive: a heartbeat lately); --long adds
+    version, start time, conntrack use and apply latency."""
+    emit_list(client.get("agents", **page)["agents"], default=COLUMNS, long=LONG_COLUMNS, fmt=fmt, columns=columns)

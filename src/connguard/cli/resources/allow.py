@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import click
 
-from connguard.cli.client import Client, connection, emit_list, emit_one, output
+from typing import Any
+
+from connguard.cli.client import Client, connection, emit_list, emit_one, lister, output
 from connguard.cli.resources._delete import delete_each
 
 COLUMNS = ["id", "remote_ip_prefix", "project_id", "description"]
+LONG_COLUMNS = ["created_at", "updated_at", "revision_number"]
 
 
 @click.group()
@@ -17,7 +20,7 @@ def allow() -> None:
 
 @allow.command("add")
 @click.argument("remote_ip_prefix")
-@click.option("--description")
+@click.option("--description", help="Free text (whose office, why).")
 @click.option("--cloud", is_flag=True, help="Cloud-wide entry, project_id null (admin).")
 @click.option("--force", is_flag=True,
               help="Accept a cloud-wide prefix wider than the server's limit (default /16 for IPv4, /32 for "
@@ -26,6 +29,7 @@ def allow() -> None:
 @output
 def add(client: Client, remote_ip_prefix: str, description: str | None, cloud: bool, force: bool, fmt: str,
         columns: tuple[str, ...]) -> None:
+    """Allowlist REMOTE_IP_PREFIX (an address or prefix) for your project, or --cloud."""
     body: dict = {"remote_ip_prefix": remote_ip_prefix}
     if force:
         body["force"] = True
@@ -39,16 +43,18 @@ def add(client: Client, remote_ip_prefix: str, description: str | None, cloud: b
 
 @allow.command("list")
 @connection
-@output
-def list_(client: Client, fmt: str, columns: tuple[str, ...]) -> None:
-    emit_list(client.get("connguard/allowlist")["allowlist"], default=COLUMNS, fmt=fmt, columns=columns)
+@lister
+def list_(client: Client, fmt: str, columns: tuple[str, ...], page: dict[str, Any]) -> None:
+    """List allowlist entries; --long adds times and revision."""
+    rows = client.get("connguard/allowlist", **page)["allowlist"]
+    emit_list(rows, default=COLUMNS, long=LONG_COLUMNS, fmt=fmt, columns=columns)
 
 
 @allow.command("delete")
 @click.argument("entries", nargs=-1, required=True)
 @connection
 def delete(client: Client, entries: tuple[str, ...]) -> None:
-    """Delete allowlist entries, each an id or a prefix (every entry of it that you
+    """Delete allowlist ENTRIES, each an id or a prefix (every entry of it that you
     see). Goes on past a failure, then exits 1."""
     delete_each(client, entries, collection="connguard/allowlist", key="allowlist", field="remote_ip_prefix",
                 what="allowlist entry", plural="allowlist entries")

@@ -6,10 +6,12 @@ from typing import Any
 
 import click
 
-from connguard.cli.client import Client, connection, emit_list, emit_one, output
+from connguard.cli.client import Client, connection, emit_list, emit_one, lister, output
 from connguard.cli.resources._delete import delete_each
+from connguard.cli.resources.port import port_id
 
 COLUMNS = ["id", "ip_address", "scope", "origin", "port_id", "project_id", "expires_at", "reason"]
+LONG_COLUMNS = ["host", "created_at", "offence_count"]
 
 
 @click.group()
@@ -18,21 +20,25 @@ def ban() -> None:
 
 
 @ban.command("list")
-@click.option("--origin", type=click.Choice(["detected", "manual", "shared"]))
-@click.option("--port", "port_id")
+@click.option("--origin", type=click.Choice(["detected", "manual", "shared"]),
+              help="Only bans an agent detected, an operator made, or a shared rule spread.")
+@click.option("--port", "port", help="Only bans towards this port (a name or id).")
 @connection
-@output
-def list_(client: Client, fmt: str, columns: tuple[str, ...], origin: str | None, port_id: str | None) -> None:
-    rows = client.get("connguard/bans", origin=origin, port_id=port_id)["bans"]
-    emit_list(rows, default=COLUMNS, fmt=fmt, columns=columns)
+@lister
+def list_(client: Client, fmt: str, columns: tuple[str, ...], page: dict[str, Any], origin: str | None,
+          port: str | None) -> None:
+    """List active bans; --long adds host, creation time and offence count."""
+    rows = client.get("connguard/bans", origin=origin, port_id=port_id(client, port) if port else None,
+                      **page)["bans"]
+    emit_list(rows, default=COLUMNS, long=LONG_COLUMNS, fmt=fmt, columns=columns)
 
 
 @ban.command("add")
 @click.argument("ip_address")
-@click.option("--port", "port_id", help="Ban towards this port only.")
+@click.option("--port", "port", help="Ban towards this port only (a name or id).")
 @click.option("--seconds", type=click.IntRange(1, 365 * 86400),
               help="Ban length in seconds (default: 14400, 4 hours).")
-@click.option("--reason")
+@click.option("--reason", help="Free text, shown by ban list and in events.")
 @click.option("--cloud", is_flag=True, help="Cloud-wide ban (admin).")
 @click.option("--force", is_flag=True,
               help="Accept a prefix wider than the server's limit (default /16 for IPv4, /32 for IPv6), "
@@ -40,9 +46,11 @@ def list_(client: Client, fmt: str, columns: tuple[str, ...], origin: str | None
 @connection
 @output
 def add(client: Client, ip_address: str, fmt: str, columns: tuple[str, ...], cloud: bool, force: bool,
-        **fields: Any) -> None:
+        port: str | None, **fields: Any) -> None:
     """Ban IP_ADDRESS (an address or a prefix) for --seconds (default 4 hours)."""
     body = {"ip_address": ip_address, **{k: v for k, v in fields.items() if v is not None}}
+    if port:
+        body["port_id"] = port_id(client, port)
     if cloud:
         body["scope"] = "cloud"
     if force:

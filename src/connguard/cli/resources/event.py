@@ -9,9 +9,12 @@ from typing import Any
 import click
 import yaml
 
-from connguard.cli.client import Client, cell, connection, emit_list, output
+from connguard.cli.client import Client, cell, connection, emit_list, lister
+from connguard.cli.output import csv_text
+from connguard.cli.resources.port import port_id
 
 COLUMNS = ["created_at", "event_type", "ip_address", "port_id", "host", "count", "message"]
+LONG_COLUMNS = ["id", "project_id", "rule_id"]
 PAGE = 100
 
 
@@ -21,25 +24,29 @@ def event() -> None:
 
 
 @event.command("list")
-@click.option("--type", "event_type")
-@click.option("--port", "port_id")
-@click.option("--limit", type=int)
+@click.option("--type", "event_type", help="Only events of this type (e.g. ban, unban).")
+@click.option("--port", "port", help="Only events of this port (a name or id).")
 @click.option("--follow", is_flag=True, help="Keep printing new events as they come (Ctrl-C stops).")
 @click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True,
               help="With --follow: seconds between polls of the API.")
 @connection
-@output
-def list_(client: Client, fmt: str, columns: tuple[str, ...], event_type: str | None, port_id: str | None,
-          limit: int | None, follow: bool, interval: float) -> None:
-    def fetch(n: int | None) -> list[dict[str, Any]]:
-        return client.get("connguard/events", event_type=event_type, port_id=port_id, limit=n,
+@lister
+def list_(client: Client, fmt: str, columns: tuple[str, ...], page: dict[str, Any], event_type: str | None,
+          port: str | None, follow: bool, interval: float) -> None:
+    """List events, newest first; --long adds id, project and rule. With --follow, print the
+    latest (--limit, default 20) oldest first, then new ones as they come."""
+    pid = port_id(client, port) if port else None
+
+    def fetch(n: int | None, marker: str | None = None) -> list[dict[str, Any]]:
+        return client.get("connguard/events", event_type=event_type, port_id=pid, limit=n, marker=marker,
                           sort_key="created_at", sort_dir="desc")["events"]
 
     if not follow:
-        emit_list(fetch(limit), default=COLUMNS, fmt=fmt, columns=columns)
+        emit_list(fetch(page.get("limit"), page.get("marker")), default=COLUMNS, long=LONG_COLUMNS, fmt=fmt,
+                  columns=columns)
         return
     try:
-        _follow(fetch, first=limit or 20, fmt=fmt, columns=list(columns) or COLUMNS, interval=interval)
+        _follow(fetch, first=page.get("limit") or 20, fmt=fmt, columns=list(columns) or COLUMNS, interval=interval)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how one stops following: exit 0
 
@@ -52,6 +59,8 @@ def _follow(fetch: Any, *, first: int, fmt: str, columns: list[str], interval: f
     rows = fetch(first)
     if fmt in ("table", "value"):
         click.echo("  ".join(columns))
+    elif fmt == "csv":
+        click.echo(csv_text(columns, []), nl=False)
     while True:
         new = [r for r in reversed(rows) if r["id"] not in seen]
         if seen and len(new) == len(rows) == PAGE:
@@ -63,6 +72,8 @@ def _follow(fetch: Any, *, first: int, fmt: str, columns: list[str], interval: f
                 click.echo(json.dumps(data))
             elif fmt == "yaml":
                 click.echo("---\n" + yaml.safe_dump(data, sort_keys=False), nl=False)
+            elif fmt == "csv":
+                click.echo(csv_text(columns, [[data[c] for c in columns]]).split("\n", 1)[1], nl=False)
             else:
                 click.echo("  ".join(cell(data[c]) or "-" for c in columns))
         if len(seen) > 10 * PAGE:  # only the ids a later page can still show matter
