@@ -92,6 +92,7 @@ class Reconciler:
         self.apply_error: str = ""
         self.detected: collections.deque[Detection] = collections.deque(maxlen=10_000)
         self.detect_hook = None  # called when a detection is queued (the reporter sends it at once)
+        self.pass_hook = None    # called after every pass, on the loop's thread (cli/agent_daemon.py)
         self._next_drift = 0.0
         self._stop = stop_event or threading.Event()
         self._status_key: tuple | None = None
@@ -375,6 +376,8 @@ class Reconciler:
             except Exception as exc:  # the loop must outlive any one pass; the kernel keeps enforcing
                 log.exception("reconciliation pass failed")
                 self._error(f"internal error: {exc!r}")
+            if self.pass_hook is not None:
+                self.pass_hook()
             # a new snapshot wakes the loop at once: an API write is enforced within a pass
             self.source.wake.wait(max(0.0, self.interval - (time.monotonic() - started)))
             self.source.wake.clear()
