@@ -1,5 +1,5 @@
 """The agent as a service: readiness, SIGHUP, SIGTERM and the start deadline, around the
-reconciler's loop (which knows none of this; it calls ``pass_hook`` after every pass).
+reconciler's loop (which knows none of this; it calls ``before_pass`` and ``after_pass``).
 
 - **Ready** (``READY=1`` to systemd) once the first full state is in the kernel: the applier
   holds an applied ruleset and the last apply succeeded. Not before: ``systemctl start``
@@ -50,7 +50,9 @@ class AgentLifecycle:
         self.ready = False
         self._hup = False
         self._status = ""
-        reconciler.pass_hook = self.after_pass
+        self._reloading: tuple | None = None  # (last_apply before the reload,) until the pass after it
+        reconciler.before_pass = self.before_pass
+        reconciler.after_pass = self.after_pass
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGHUP, self._on_hup)
@@ -66,7 +68,25 @@ class AgentLifecycle:
         self.notifier.stopping("stopping; the kernel keeps enforcing the last applied state")
         self._stop()
 
-    # ---- after every pass (the loop's thread) --------------------------------------------------
+    # ---- around every pass (the loop's thread) -------------------------------------------------
+    def before_pass(self) -> None:
+        if not self._hup:
+            return
+        self._hup = False
+        log.info("SIGHUP: reloading the configuration and the state")
+        self.notifier.reloading("reloading")
+        try:
+            self.reload_config()
+        except Exception as exc:  # noqa: BLE001 - a bad config must not stop a running agent
+            log.error("SIGHUP: configuration not reloaded, the running settings stay: %s", exc)
+        self._reloading = (self.rec.last_apply,)
+        if self.standalone:
+            self.rec.source.reload_now()  # this very pass reads the file, without its settle wait
+        elif self.refetch is not None:
+            # a full snapshot from the server, on its own thread: an unreachable server must not
+            # hold up the loop (the kernel keeps enforcing meanwhile, and bans keep being placed)
+            threading.Thread(target=self._refetch, name="connguard-refetch", daemon=True).start()
+
     def after_pass(self) -> None:
         rec = self.rec
         if not self.ready:
@@ -82,9 +102,15 @@ class AgentLifecycle:
                 self._give_up(f"nothing applied after {self.start_timeout:g} s (start_timeout): "
                               f"{rec.last_error or 'no state from ' + rec.source.name}")
                 return
-        if self._hup:
-            self._hup = False
-            self._reload()
+        if self._reloading is not None:
+            (before,), self._reloading = self._reloading, None
+            if self.standalone:
+                outcome = (f"applied ({rec.last_apply['mode']}, {rec.last_apply['commands']} commands)"
+                           if rec.last_apply is not before and rec.last_apply else "no change to apply")
+                log.info("SIGHUP: reload done: %s", rec.source.error or outcome)
+            if self.ready:
+                self._status = self.describe()
+                self.notifier.ready(self._status)
         if self.ready:
             status = self.describe()
             if status != self._status:
@@ -96,33 +122,6 @@ class AgentLifecycle:
         self.notifier.send(f"STATUS=no usable state: {why[:400]}")
         self.rc = 1
         self._stop()
-
-    def _reload(self) -> None:
-        rec = self.rec
-        log.info("SIGHUP: reloading the configuration and the state")
-        self.notifier.reloading("reloading")
-        try:
-            self.reload_config()
-        except Exception as exc:  # noqa: BLE001 - a bad config must not stop a running agent
-            log.error("SIGHUP: configuration not reloaded, the running settings stay: %s", exc)
-        before = rec.last_apply
-        if self.standalone:
-            rec.source.reload_now()
-            try:
-                rec.tick()
-            except Exception as exc:  # noqa: BLE001 - the loop's own pass reports it again
-                log.error("SIGHUP: reload pass failed: %s", exc)
-            outcome = (f"applied ({rec.last_apply['mode']}, {rec.last_apply['commands']} commands)"
-                       if rec.last_apply is not before and rec.last_apply else "no change to apply")
-            if rec.source.error:
-                outcome = rec.source.error
-            log.info("SIGHUP: reload done: %s", outcome)
-        elif self.refetch is not None:
-            # a full snapshot from the server, on its own thread: an unreachable server must not
-            # hold up the loop (the kernel keeps enforcing meanwhile, and bans keep being placed)
-            threading.Thread(target=self._refetch, name="connguard-refetch", daemon=True).start()
-        if self.ready:
-            self.notifier.ready(self.describe())
 
     def _refetch(self) -> None:
         try:
