@@ -100,7 +100,7 @@ def _bind(raw: Any) -> tuple[str, int]:
 def _widest(raw: Any) -> tuple[int, int]:
     v4, sep, v6 = str(raw).partition(",")
     if not (sep and v4.strip().isdigit() and v6.strip().isdigit() and int(v4) <= 32 and int(v6) <= 128):
-        raise ValueError(f"must be V4,V6 prefix lengths (0-32,0-128), e.g. \"16,32\", got {raw!r}")
+        raise ValueError(f"{raw!r} is not V4,V6 prefix lengths (0-32,0-128), e.g. 16,32")
     return int(v4), int(v6)
 
 

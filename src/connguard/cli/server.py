@@ -52,16 +52,15 @@ def server_cmd(config: str | None, **flags: Any) -> None:
     """Run the REST API server (migrates the database first)."""
     import os
 
-    import uvicorn
-
     from connguard.cli import logsetup
+    from connguard.cli.common import data_dir
     from connguard.cli.daemon_config import (
         ConfigError, check_db_url, create_private, read_secret, resolve, sqlite_path, with_password,
     )
     from connguard.cli.sd_notify import Notifier
-    from connguard.db.services.security import WidestPrefix
-    from connguard.db.session import SchemaTooNew, default_db_url
-    from connguard.server import create_app
+
+    def default_db_url() -> str:  # db/session.default_db_url, without importing SQLAlchemy for it
+        return f"sqlite:///{data_dir() / 'connguard.db'}"
 
     if flags.get("database_password_file"):
         flags["database_password_file"] = os.path.abspath(flags["database_password_file"])
@@ -85,6 +84,13 @@ def server_cmd(config: str | None, **flags: Any) -> None:
         click.echo("connguard server: configuration error:\n  " + "\n  ".join(exc.problems), err=True)
         sys.exit(CONFIG_ERROR)
     logsetup.setup(cfg["log_level"], cfg["log_format"])
+    # the heavy imports only once the settings are known good: a config error is reported at once
+    import uvicorn
+
+    from connguard.db.services.security import WidestPrefix
+    from connguard.db.session import SchemaTooNew
+    from connguard.server import create_app
+
     host, port = cfg["bind"]
     shown = cfg["db"] or default_db_url()  # never the URL with the password in it
     try:
