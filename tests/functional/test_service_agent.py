@@ -207,3 +207,100 @@ class socket_closed_port:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_server_mode_ready_after_the_snapshot_is_applied_and_sighup_fetches_a_snapshot(lab, tmp_path, sd):
+    """Server mode: READY once the server's snapshot is in the kernel; SIGHUP fetches a full
+    snapshot (RELOADING=1, then READY=1 again) and applies a config change live."""
+    import socket
+
+    import httpx
+
+    vm = lab.vms[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url, db = f"http://127.0.0.1:{port}", f"sqlite:///{tmp_path}/cg.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNGUARD_")}
+    server_log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen([*CLI, "server", "--db", db, "--bind", f"127.0.0.1:{port}", "--log-level", "warning"],
+                              env=env, stdout=server_log, stderr=subprocess.STDOUT)
+    try:
+        def tok(*extra):
+            return subprocess.run([*CLI, "token", "create", "--db", db, "--project", "admin", *extra], env=env,
+                                  capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+
+        api = httpx.Client(base_url=f"{url}/v2.0/", headers={"X-Auth-Token": tok("--role", "admin")}, timeout=10)
+        wait_for(lambda: _answers(api), 30, 0.1, what="the server")
+        policy = api.post("qos/policies", json={"policy": {"name": "p"}}).json()["policy"]
+        r = api.post(f"qos/policies/{policy['id']}/connection_rate_limit_rules",
+                     json={"connection_rate_limit_rule": {k: v for k, v in RULE.items() if k != "type"}})
+        assert r.status_code == 201, r.text
+        r = api.post("ports", json={"port": {"name": "vm0", "binding:host_id": "h1", "interface_name": vm.tap,
+                                             "fixed_ips": [{"ip_address": vm.ipv4}], "qos_policy_id": policy["id"]}})
+        assert r.status_code == 201, r.text
+        token = tmp_path / "agent.token"
+        token.write_text(tok("--role", "agent", "--host", "h1") + "\n")
+        token.chmod(0o600)
+        config = tmp_path / "connguard.toml"
+        body = (f'[agent]\nserver = "{url}"\ntoken_file = "{token}"\nhost = "h1"\nnetns = "{lab.host}"\n'
+                f'workdir = "{tmp_path}/w"\nreport_interval = 5\n')
+        config.write_text(body)
+        seen = {}
+
+        def on_message(msg):
+            if msg.get("READY") == "1" and not seen:
+                seen["table"] = nft_table(lab)
+
+        with Agent(tmp_path, ["--config", str(config)], sd) as agent:
+            ready = sd.wait_for("READY", 30, on_message=on_message)
+            assert f"{RATE}/second" in seen["table"] and vm.tap in seen["table"], seen["table"]
+            assert ready["STATUS"].startswith(f"enforcing 1 port(s) from {url} (host h1) revision "), ready
+            config.write_text(body.replace("report_interval = 5", "report_interval = 2"))
+            agent.proc.send_signal(signal.SIGHUP)
+            sd.wait_for("RELOADING", 10)
+            sd.wait_for("READY", 10)
+            wait_for(lambda: "SIGHUP: server snapshot unchanged" in agent.log(), 10, what="the refetch")
+            assert "SIGHUP: agent.report_interval is now 2.0 (was 5.0)" in agent.log(), agent.log()
+            agent.proc.send_signal(signal.SIGTERM)
+            assert agent.wait(15) == 0, agent.log()
+            assert "agent stopped; the kernel keeps enforcing the last applied state" in agent.log()
+        assert f"{RATE}/second" in nft_table(lab)
+    finally:
+        server.terminate()
+        server.wait(30)
+        server_log.close()
+
+
+def _answers(api) -> bool:
+    import httpx
+
+    try:
+        return api.get("qos/policies").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_sighup_with_a_broken_state_and_config_keeps_enforcing_the_last_good_state(lab, tmp_path, sd):
+    state = tmp_path / "state.yaml"
+    write_atomic(state, yaml.safe_dump(state_dict(lab, [RULE])))
+    config = tmp_path / "connguard.toml"
+    body = f'[agent]\nstate_file = "{state}"\nnetns = "{lab.host}"\ninterval = 30\n'
+    config.write_text(body)
+    with Agent(tmp_path, ["--config", str(config)], sd) as agent:
+        sd.wait_for("READY", 30)
+        before = nft_table(lab)
+        bad = state_dict(lab, [RULE])
+        bad["ports"][0]["interface_name"] = "bad name"
+        write_atomic(state, yaml.safe_dump(bad))
+        config.write_text(body + "intervall = 2\n")
+        agent.proc.send_signal(signal.SIGHUP)
+        sd.wait_for("RELOADING", 10)
+        sd.wait_for("READY", 10)
+        log = agent.log()
+        assert f"SIGHUP: configuration not reloaded, the running settings stay: {config}: agent.intervall: " \
+               "unknown key" in log, log
+        assert "SIGHUP: reload done: state file rejected, still enforcing the last good state" in log, log
+        assert "ports[0].interface_name" in log, log
+        assert agent.proc.poll() is None, log
+        assert nft_table(lab) == before
