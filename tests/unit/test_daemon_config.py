@@ -178,3 +178,20 @@ def test_server_refuses_a_database_password_file_others_can_read(tmp_path):
     assert r.returncode == 2, r
     assert f"server.database_password_file: {pw} is readable or writable by group or others (mode 0640)" in r.stderr
     assert "s3cret" not in r.stderr + r.stdout
+
+
+def test_token_create_output_writes_a_0600_file_the_agent_accepts(tmp_path):
+    db = f"sqlite:///{tmp_path}/cg.db"
+    out = tmp_path / "agent.token"
+    r = run("token", "create", "--db", db, "--project", "admin", "--role", "agent", "--host", "h1",
+            "--output", str(out))
+    assert r.returncode == 0 and r.stdout == "", r
+    assert r.stderr == f"token written to {out} (mode 0600)\n", r.stderr
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / "cg.db").stat().st_mode & 0o777) == "0o600"
+    assert read_secret(out, "agent.token_file").startswith("cg_")
+    again = run("token", "create", "--db", db, "--project", "admin", "--role", "agent", "--output", str(out))
+    assert again.returncode == 2 and f"{out} exists: not overwritten" in again.stderr, again
+    rel = run("token", "create", "--db", "sqlite:///x.db", "--project", "admin", "--role", "admin", cwd=tmp_path)
+    assert rel.returncode == 2 and "an SQLite path must be absolute" in rel.stderr, rel
+    assert not (tmp_path / "x.db").exists()
