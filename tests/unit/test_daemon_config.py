@@ -195,3 +195,15 @@ def test_token_create_output_writes_a_0600_file_the_agent_accepts(tmp_path):
     rel = run("token", "create", "--db", "sqlite:///x.db", "--project", "admin", "--role", "admin", cwd=tmp_path)
     assert rel.returncode == 2 and "an SQLite path must be absolute" in rel.stderr, rel
     assert not (tmp_path / "x.db").exists()
+
+
+def test_a_mode_given_on_the_command_line_wins_over_the_other_mode_in_the_file(tmp_path):
+    path = write(tmp_path, '[agent]\nserver = "http://127.0.0.1:9"\n')
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policies: [\n")
+    # a namespace that does not exist: nothing can reach any kernel ruleset from this test
+    r = run("agent", "--config", str(path), "--state-file", str(bad), "--workdir", str(tmp_path / "w"),
+            "--netns", "cg-no-such-ns")
+    # standalone mode was taken (not "give either ... or ..."): the standalone agent's setup fails
+    assert r.returncode == 1, r
+    assert "network namespace 'cg-no-such-ns' does not exist" in r.stderr and "give either" not in r.stderr, r.stderr

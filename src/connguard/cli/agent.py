@@ -77,6 +77,10 @@ def agent_cmd(ctx: click.Context, config: str | None, token: str | None, verbose
         click.echo(f"connguard agent: configuration error:\n  " + "\n  ".join(exc.problems), err=True)
         sys.exit(CONFIG_ERROR)
     logsetup.setup(cfg["log_level"], cfg["log_format"])
+    # a mode chosen on the command line wins over the other mode set in the file or environment
+    for mine, other in (("server", "state_file"), ("state_file", "server")):
+        if origin[mine] == "flag" and origin[other] != "flag":
+            cfg[other] = None
     if bool(cfg["server"]) == bool(cfg["state_file"]):
         raise click.UsageError("give either --state-file FILE (standalone) or --server URL (server mode), "
                                f"on the command line or in {path} [agent]")
