@@ -105,3 +105,13 @@ def test_json_logs_are_one_object_a_line(tmp_path):
     body = json.loads(_log_line(tmp_path, "json", journal=True))
     assert body["level"] == "warning" and body["logger"] == "connguard.agent" and body["message"] == "hello there"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", body["time"]), body
+
+
+def test_install_warns_when_protecthome_would_hide_the_command(tmp_path):
+    from connguard.cli.service import hidden_paths
+
+    script = tmp_path / "connguard"
+    script.write_text("#!/root/venv/bin/python3\n")
+    assert hidden_paths(str(script)) == ["/root/venv/bin/python3"]
+    script.write_text("#!/usr/bin/python3\n")
+    assert hidden_paths(str(script)) == []  # tmp_path is under /tmp

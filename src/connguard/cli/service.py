@@ -87,6 +87,10 @@ def install(roles: tuple[str, ...], root: str, dest: str | None, binary: str | N
     if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
         raise click.BadParameter(f"{binary} is not an executable file", param_hint="'--bin'")
     roles = roles or ROLES
+    for path in hidden_paths(binary):
+        click.echo(f"warning: {path} is under /home, /root or /run/user, which the units hide "
+                   "(ProtectHome=yes): install connguard elsewhere, e.g. a virtual environment in /opt/connguard",
+                   err=True)
     unit_dir = Path(dest) if dest else Path(root) / UNIT_DIR
     try:
         unit_dir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +121,24 @@ def install(roles: tuple[str, ...], root: str, dest: str | None, binary: str | N
                f"  systemctl enable --now {units}\n"
                f"  systemctl status {units}   # journalctl -u connguard-agent for the logs\n"
                f"  systemctl reload {units}   # after editing the config or the state file (SIGHUP)")
+
+
+HIDDEN = ("/home/", "/root/", "/run/user/")  # ProtectHome=yes makes these inaccessible to the units
+
+
+def hidden_paths(binary: str) -> list[str]:
+    """The command and its script's interpreter, where ProtectHome=yes would hide them."""
+    paths = [os.path.realpath(binary)]
+    try:
+        with open(binary, "rb") as fh:
+            first = fh.readline(512)
+    except OSError:
+        first = b""
+    if first.startswith(b"#!"):
+        interpreter = first[2:].split()[0].decode(errors="replace") if first[2:].split() else ""
+        if interpreter:
+            paths.append(os.path.realpath(interpreter))
+    return [p for p in paths if p.startswith(HIDDEN)]
 
 
 @service.command("show")
