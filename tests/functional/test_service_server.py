@@ -12,7 +12,6 @@ reads (sdwatch.py), JSON logs.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import stat

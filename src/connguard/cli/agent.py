@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -74,7 +73,7 @@ def agent_cmd(ctx: click.Context, config: str | None, token: str | None, verbose
     try:
         cfg, origin, path = resolve("agent", flags, config=config)
     except ConfigError as exc:
-        click.echo(f"connguard agent: configuration error:\n  " + "\n  ".join(exc.problems), err=True)
+        click.echo("connguard agent: configuration error:\n  " + "\n  ".join(exc.problems), err=True)
         sys.exit(CONFIG_ERROR)
     logsetup.setup(cfg["log_level"], cfg["log_format"])
     # a mode chosen on the command line wins over the other mode set in the file or environment

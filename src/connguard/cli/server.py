@@ -84,6 +84,9 @@ def server_cmd(config: str | None, **flags: Any) -> None:
         click.echo("connguard server: configuration error:\n  " + "\n  ".join(exc.problems), err=True)
         sys.exit(CONFIG_ERROR)
     logsetup.setup(cfg["log_level"], cfg["log_format"])
+    if db_file is not None and db_file.stat().st_mode & 0o077:
+        log.warning("the database %s is readable by group or others (mode %04o; it holds token hashes): "
+                    "chmod 600 %s", db_file, db_file.stat().st_mode & 0o777, db_file)
     # the heavy imports only once the settings are known good: a config error is reported at once
     import uvicorn
 
