@@ -67,6 +67,7 @@ class Cluster:
         for h in lab.hosts:
             tok = self.cli("token", "create", "--project", "admin", "--role", "agent", "--host", h.name).strip()
             (tmp / f"{h.name}.token").write_text(tok + "\n")
+            (tmp / f"{h.name}.token").chmod(0o600)  # the agent refuses a token file others can read
             self.start_agent(h.index)
 
     def cli(self, *args: str, env: dict | None = None, check: bool = True) -> str:

@@ -105,6 +105,7 @@ def test_garbage_truncated_invalid_and_older_snapshots_leave_the_kernel_unchange
     tap = lab.vms[0].tap
     fake = FakeServer(json.dumps(snapshot(5, tap)).encode())
     (tmp_path / "token").write_text("t\n")
+    (tmp_path / "token").chmod(0o600)  # the agent refuses a token file others can read
     log = open(tmp_path / "agent.log", "w")
     agent = subprocess.Popen([*CLI, "agent", "--server", fake.url, "--token-file", str(tmp_path / "token"),
                               "--host", "host0", "--netns", lab.host, "--workdir", str(tmp_path / "w"),

@@ -92,6 +92,8 @@ class Reconciler:
         self.apply_error: str = ""
         self.detected: collections.deque[Detection] = collections.deque(maxlen=10_000)
         self.detect_hook = None  # called when a detection is queued (the reporter sends it at once)
+        # called before and after every pass, on the loop's thread (cli/agent_daemon.py)
+        self.before_pass = self.after_pass = None
         self._next_drift = 0.0
         self._stop = stop_event or threading.Event()
         self._status_key: tuple | None = None
@@ -369,12 +371,16 @@ class Reconciler:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
+                if self.before_pass is not None:
+                    self.before_pass()
                 self.tick()
             except NftFailure as exc:
                 self._error(f"nft: {exc.message}")
             except Exception as exc:  # the loop must outlive any one pass; the kernel keeps enforcing
                 log.exception("reconciliation pass failed")
                 self._error(f"internal error: {exc!r}")
+            if self.after_pass is not None:
+                self.after_pass()
             # a new snapshot wakes the loop at once: an API write is enforced within a pass
             self.source.wake.wait(max(0.0, self.interval - (time.monotonic() - started)))
             self.source.wake.clear()

@@ -81,6 +81,13 @@ class StateFileSource:
         self.wake = threading.Event()
         self._stamp: tuple | None = None
         self._pending: tuple | None = None  # ((stamp, digest), monotonic time first seen)
+        self._now = False  # reload_now(): read the file on the next poll, without settling
+
+    def reload_now(self) -> None:
+        """SIGHUP: the operator says the file is complete; read it again on the next poll even
+        if unchanged, without waiting for it to settle."""
+        self._stamp, self._pending, self._now = None, None, True
+        self.wake.set()
 
     def stamp(self) -> tuple:
         try:
@@ -103,7 +110,7 @@ class StateFileSource:
         now = time.monotonic()
         if self._pending is None or self._pending[0] != seen:
             self._pending = (seen, now)
-        if now - self._pending[1] < self.settle and time.time() - stamp[1] / 1e9 < self.settle:
+        if not self._now and now - self._pending[1] < self.settle and time.time() - stamp[1] / 1e9 < self.settle:
             log.debug("%s changed; waiting %.1f s for it to settle", self.path, self.settle)
             return None
         self._pending = None
@@ -123,9 +130,9 @@ class StateFileSource:
                 return None  # not settled: the last good state stays, look again next pass
             state = load_state_text(text, source=str(self.path))
         except ValidationFailed as exc:
-            self._stamp = stamp  # a bad file is reported once, not every tick
+            self._stamp, self._now = stamp, False  # a bad file is reported once, not every tick
             self.error = f"state file rejected, still enforcing the last good state: {exc}"
             return None
-        self._stamp = stamp
+        self._stamp, self._now = stamp, False
         self.error = None
         return Desired(state, f"state file {self.path}")

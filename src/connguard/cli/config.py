@@ -2,7 +2,9 @@
 resource command.
 
 Where: ``$CONNGUARD_CONFIG`` when set, else ``$XDG_CONFIG_HOME/connguard/config.toml``, else
-``~/.config/connguard/config.toml``. Two keys, both optional::
+``~/.config/connguard/config.toml``. The daemons' config (cli/daemon_config.py) honours the same
+variable and leaves these two top-level keys to this module, so one file may serve both. Two
+keys, both optional::
 
     url = "http://127.0.0.1:9696"
     token = "cg_..."

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "hit counters, offenders and active bans."),
     "lab": ("connguard.cli.lab:lab", "Network-namespace lab: hosts with VMs, clients, real traffic."),
     "server": ("connguard.cli.server:server_cmd", "Run the REST API server (migrates the database first)."),
+    "service": ("connguard.cli.service:service", "systemd units for the server and the agent."),
     "up": ("connguard.cli.up:up_cmd", "Run the API server and this host's agent in one process (Ctrl-C stops both)."),
     # control plane: thin wrappers over the REST API
     "token": ("connguard.cli.token:token", "API tokens (roles: admin, member, reader, agent)."),

@@ -3,6 +3,7 @@ database (bootstrap, like ``keystone-manage bootstrap``)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Callable
 
@@ -18,6 +19,14 @@ def _with_db(db_url: str, work: Callable[[Any], Any]) -> Any:
     from connguard.db.errors import ServiceError
     from connguard.db.session import SchemaTooNew, make_engine, migrate, session_factory
 
+    from connguard.cli.daemon_config import check_db_url, create_private, sqlite_path
+
+    try:
+        check_db_url(db_url)  # not a new database next to wherever this command was run
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--db'") from None
+    if sqlite_path(db_url) is not None:
+        create_private(sqlite_path(db_url))
     engine = make_engine(db_url)
     try:
         migrate(engine)
@@ -46,11 +55,16 @@ db_option = click.option("--db", "db_url", metavar="URL", help="Write to this da
               help="admin: everything; member: its project's resources; reader: read only; agent: one host's channel.")
 @click.option("--host", help="The host an agent token serves.")
 @click.option("--description", default="", help="Free text (whose token, what for).")
+@click.option("--output", "output_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the token to FILE (created with mode 0600; an existing file is refused) instead of "
+                   "stdout, e.g. the agent's token_file.")
 @db_option
 @connection
 def create(client: Client, project: str, role: str, host: str | None, description: str,
-           db_url: str | None) -> None:
+           db_url: str | None, output_file: str | None) -> None:
     """Print a new token (alone on stdout)."""
+    if output_file and os.path.lexists(output_file):
+        raise click.BadParameter(f"{output_file} exists: not overwritten", param_hint="'--output'")
     if db_url:
         from connguard.db.services.tokens import create_token
 
@@ -59,6 +73,13 @@ def create(client: Client, project: str, role: str, host: str | None, descriptio
     else:
         body = {"project_id": project, "role": role, "description": description, **({"host": host} if host else {})}
         secret = client.post("connguard/tokens", {"token": body})["token"]["token"]
+    if output_file:
+        fd = os.open(output_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)  # whatever the umask
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secret + "\n")
+        click.echo(f"token written to {output_file} (mode 0600)", err=True)
+        return
     click.echo(secret)
 
 

@@ -117,6 +117,14 @@ def up_cmd(data_dir: str, db_url: str | None, bind: str, host_name: str, netns: 
     try:
         sock, url = _listen(bind)
         db = db_url or f"sqlite:///{ddir / 'connguard.db'}"
+        from connguard.cli.daemon_config import check_db_url, create_private, sqlite_path
+
+        try:
+            check_db_url(db)  # a relative or mistyped SQLite URL would silently make a new database
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--db'") from None
+        if sqlite_path(db) is not None:
+            create_private(sqlite_path(db))  # 0600: it holds the tokens' hashes and every policy
         agent_host = f"{host_name}-lab" if lab else host_name
         from connguard.db.session import SchemaTooNew
 

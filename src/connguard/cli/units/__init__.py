@@ -1,0 +1,1 @@
+"""systemd unit files shipped with the package (installed by ``connguard service install``)."""
