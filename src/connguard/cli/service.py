@@ -145,5 +145,5 @@ def hidden_paths(binary: str) -> list[str]:
 @click.argument("role", type=click.Choice(ROLES))
 @click.option("--bin", "binary", metavar="PATH", help="The connguard command ExecStart runs.")
 def show(role: str, binary: str | None) -> None:
-    """Print a unit as 'install' would write it."""
+    """Print the unit of ROLE (server or agent) as 'install' would write it."""
     click.echo(unit_text(role, os.path.abspath(binary) if binary else default_binary()), nl=False)
