@@ -26,7 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("connguard.cli.status:status_cmd", "Show what this host enforces: protected ports, their rules with "
                "hit counters, offenders and active bans."),
     "lab": ("connguard.cli.lab:lab", "Network-namespace lab: hosts with VMs, clients, real traffic."),
-    "server": ("connguard.cli.server:server_cmd", "Run the REST API server (migrates the database first)."),
+    "server": ("connguard.cli.server:server_cmd", "Run the REST API server (migrates an SQLite database first; see --migrate)."),
+    "db": ("connguard.cli.db:db", "The server database's schema: upgrade it, check it, show its revision."),
     "up": ("connguard.cli.up:up_cmd", "Run the API server and this host's agent in one process (Ctrl-C stops both)."),
     # control plane: thin wrappers over the REST API
     "token": ("connguard.cli.token:token", "API tokens (roles: admin, member, reader, agent)."),

@@ -1,4 +1,4 @@
-"""``connguard server --db URL --bind HOST:PORT``: migrate the database, then serve the API."""
+"""``connguard server --db URL --bind HOST:PORT``: check (or migrate) the database, then serve the API."""
 
 from __future__ import annotations
 
@@ -30,19 +30,29 @@ def _widest(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
 @click.option("--widest-prefix", default="16,32", show_default=True, metavar="V4,V6", callback=_widest,
               help="Widest IPv4,IPv6 prefix length taken for a ban or a cloud-wide allowlist entry "
                    "without \"force\": true (connguard ban add --force).")
-def server_cmd(db_url: str | None, bind: str, log_level: str, widest_prefix: tuple[int, int]) -> None:
-    """Run the REST API server (migrates the database first)."""
+@click.option("--migrate/--no-migrate", "migrate", default=None,
+              help="Upgrade the database schema at start (under a lock: servers started at once wait for one "
+                   "another) or refuse to start unless it is current. Default: migrate an SQLite database; on "
+                   "PostgreSQL refuse, naming connguard db upgrade.")
+def server_cmd(db_url: str | None, bind: str, log_level: str, widest_prefix: tuple[int, int],
+               migrate: bool | None) -> None:
+    """Run the REST API server (migrates an SQLite database first; see --migrate)."""
     import uvicorn
 
     from connguard.db.services.security import WidestPrefix
-    from connguard.db.session import SchemaTooNew, default_db_url
+    from connguard.db.session import SchemaError, default_db_url
     from connguard.server import create_app
 
     host, port = parse_bind(bind)
     url = db_url or default_db_url()
+    # The embedded SQLite database is this server's own: bring it along. A shared database
+    # (PostgreSQL) is upgraded when the operator says so, as neutron-db-manage's is.
+    if migrate is None:
+        migrate = url.startswith("sqlite")
     try:
-        app = create_app(url, widest_prefix=WidestPrefix(*widest_prefix))
-    except SchemaTooNew as exc:
+        app = create_app(url, run_migrations=migrate, require_current=True,
+                         widest_prefix=WidestPrefix(*widest_prefix))
+    except SchemaError as exc:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a database we cannot open: say which and why
         raise click.ClickException(f"cannot open the database {url}: {exc}") from None
