@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "port": ("connguard.cli.resources.port:port", "Ports (VM interfaces) and the policy they carry."),
     "ban": ("connguard.cli.resources.ban:ban", "Bans: remotes refused everywhere they apply."),
     "allow": ("connguard.cli.resources.allow:allow", "Allowlist: remotes never limited per source or banned (per-port limits still apply)."),
-    "event": ("connguard.cli.resources.event:event", "Events: bans, unbans, limit exceedances, port errors."),
+    "event": ("connguard.cli.resources.event:event", "Events: bans, unbans, limit exceedances, port errors, and who changed what."),
 }
 
 
