@@ -14,9 +14,9 @@ EXIT_ERROR = 1  # the database cannot be opened
 EXIT_BEHIND = 3  # empty or older: connguard db upgrade
 EXIT_NEWER = 4  # migrated by a newer connguard, or not connguard's
 
-db_option = click.option("--db", "db_url", metavar="URL", envvar="CONNGUARD_DB_URL",
-                         help="SQLAlchemy URL (env CONNGUARD_DB_URL; default: SQLite under $CONNGUARD_DATA_DIR "
-                              "or /var/lib/connguard, as connguard server).")
+db_option = click.option("--db", "db_url", metavar="URL",
+                         help="SQLAlchemy URL (default: SQLite under $CONNGUARD_DATA_DIR or /var/lib/connguard, "
+                              "as connguard server).")
 
 
 def _shown(url: str) -> str:

@@ -187,7 +187,8 @@ def create_ban(session: Session, *, caller: Caller, body: dict[str, Any], origin
     session.add(ban)
     session.flush()
     record_event(session, event_type="ban", project_id=project_id, port_id=ban.port_id, host=ban.host,
-                 caller=caller, ip_address=ban.ip_address, message=f"{origin} ban of {ban.ip_address}: {ban.reason}".strip(": "))
+                 caller=caller, ip_address=ban.ip_address,
+                 message=f"{origin} ban of {ban.ip_address}: {ban.reason}".strip(": "))
     _ban_hosts(session, ban)
     return ban_public(ban)
 
@@ -212,9 +213,10 @@ def record_detected_ban(session: Session, *, host: str, port: Any, ip_address: s
                         banned_at: datetime, expires_at: datetime, offence_count: int, reason: str,
                         ban_for: Callable[[int], int] | None, now: datetime,
                         caller: Caller | None = None) -> Ban | None:
-    """A ban an agent's kernel placed (``caller``: the agent's token, recorded on the event). With ``share`` (the rule's) project or cloud it becomes
-    a ban of that scope, in the host state of every host holding ports of the scope (their
-    revisions are bumped so their long-polls answer at once). Offences count across hosts: a ban of a
+    """A ban an agent's kernel placed (``caller``: the agent's token, recorded on the event).
+    With ``share`` (the rule's) project or cloud it becomes a ban of that scope, in the host
+    state of every host holding ports of the scope (their revisions are bumped so their
+    long-polls answer at once). Offences count across hosts: a ban of a
     source that already has an active or recent ban in the same scope is offence previous+1,
     and when the rule is known (``ban_for``) the server computes the escalated length, so
     every host, the detecting one included, enforces the same ``expires_at``. A report of a
