@@ -182,3 +182,32 @@ def test_udp_brute_force_rules_are_dropped_and_the_rest_kept(empty_db):
         assert revisions == {"p": 2, "q": 1} and host == 8, (revisions, host)
     finally:
         engine.dispose()
+
+
+def test_audit_migration_keeps_tokens_and_events_and_downgrades(empty_db):
+    """0006 adds nullable columns only: existing tokens keep working (never expiring, never
+    used) and existing events have no actor; its downgrade leaves the 0005 schema."""
+    from alembic import command
+
+    engine = make_engine(empty_db)
+    try:
+        migrate(engine, revision="0005")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO tokens (id, token_hash, project_id, role, description, created_at) "
+                              "VALUES ('t', 'h', 'a', 'member', '', CURRENT_TIMESTAMP)"))
+            conn.execute(text("INSERT INTO events (id, event_type, count, message, created_at) "
+                              "VALUES ('e', 'ban', 1, 'old', CURRENT_TIMESTAMP)"))
+        migrate(engine)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT expires_at, last_used_at FROM tokens")).one() == (None, None)
+            assert conn.execute(text("SELECT actor_token_id, actor_role, message FROM events")).one() == (
+                None, None, "old")
+        command.downgrade(alembic_config(engine), "0005")
+        assert "actor_token_id" not in {c["name"] for c in inspect(engine).get_columns("events")}
+        assert "expires_at" not in {c["name"] for c in inspect(engine).get_columns("tokens")}
+        migrate(engine)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            assert conn.execute(text("SELECT message FROM events")).scalar() == "old"
+    finally:
+        engine.dispose()

@@ -122,8 +122,9 @@ def test_error_status_shows_in_port_show_with_the_kernel_message(actors):
     shown = a.ok("GET", f"ports/{port['id']}")["port"]
     assert (shown["status"], shown["status_message"]) == ("ACTIVE", ""), shown
     events = a.ok("GET", f"connguard/events?port_id={port['id']}&sort_key=created_at")["events"]
-    assert [(e["event_type"], e["message"]) for e in events] == [
+    assert [(e["event_type"], e["message"]) for e in events if e["event_type"] != "port_created"] == [
         ("port_error", msg), ("port_recovered", "the port's rules are applied again")], events
+    assert {e["actor_host"] for e in events if e["event_type"] != "port_created"} == {"host-1"}, events
 
 
 def test_bad_reports_name_the_field_and_oversize_is_413(actors):

@@ -23,7 +23,7 @@ def test_bans_allowlist_and_events(actors):
     a.ok("DELETE", f"connguard/bans/{ban['id']}")
     assert a.ok("GET", "connguard/bans")["bans"] == []
     types = [e["event_type"] for e in a.ok("GET", "connguard/events?sort_key=created_at")["events"]]
-    assert types == ["ban", "unban"]
+    assert types == ["port_created", "ban", "unban"]  # port changes are audited events too
     entry = a.ok("POST", "connguard/allowlist", {"allowlist_entry": {"remote_ip_prefix": "2001:db8::/32",
                                                                      "description": "office"}})["allowlist_entry"]
     assert entry["project_id"] == PROJECT_A

@@ -85,7 +85,7 @@ class Cluster:
     def start_server(self) -> None:
         log = self.tmp / "server.log"
         self.server = self.lab.spawn(["sh", "-c", f"exec {' '.join(CLI[:2])} '{CLI[2]}' server --db '{self.db}' "
-                                      f"--bind 127.0.0.1:{self.port} --log-level warning >>{log} 2>&1"],
+                                      f"--bind 127.0.0.1:{self.port} --log-level warning --migrate >>{log} 2>&1"],
                                      name="server")
         wait_for(lambda: _healthy(self.url), 30, 0.1, what=f"server up ({log})")
 

@@ -26,8 +26,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("connguard.cli.status:status_cmd", "Show what this host enforces: protected ports, their rules with "
                "hit counters, offenders and active bans."),
     "lab": ("connguard.cli.lab:lab", "Network-namespace lab: hosts with VMs, clients, real traffic."),
-    "server": ("connguard.cli.server:server_cmd", "Run the REST API server (migrates the database first)."),
+    "server": ("connguard.cli.server:server_cmd", "Run the REST API server (migrates an SQLite database first; see --migrate)."),
     "service": ("connguard.cli.service:service", "systemd units for the server and the agent."),
+    "db": ("connguard.cli.db:db", "The server database's schema: upgrade it, check it, show its revision."),
     "up": ("connguard.cli.up:up_cmd", "Run the API server and this host's agent in one process (Ctrl-C stops both)."),
     # control plane: thin wrappers over the REST API
     "token": ("connguard.cli.token:token", "API tokens (roles: admin, member, reader, agent)."),
@@ -37,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "port": ("connguard.cli.resources.port:port", "Ports (VM interfaces) and the policy they carry."),
     "ban": ("connguard.cli.resources.ban:ban", "Bans: remotes refused everywhere they apply."),
     "allow": ("connguard.cli.resources.allow:allow", "Allowlist: remotes never limited per source or banned (per-port limits still apply)."),
-    "event": ("connguard.cli.resources.event:event", "Events: bans, unbans, limit exceedances, port errors."),
+    "event": ("connguard.cli.resources.event:event", "Events: bans, unbans, limit exceedances, port errors, and who changed what."),
     # the CLI itself
     "help": ("connguard.cli.help:help_cmd", "Print the help of a command, or of every command (--all)."),
     "completion": ("connguard.cli.help:completion_cmd", "Print the shell completion script for SHELL."),

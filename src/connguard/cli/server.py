@@ -48,8 +48,12 @@ def _setting(key: str, default: str = "") -> str:
 @click.option("--log-format", type=click.Choice(["text", "json"]), help=_setting("log_format", "text"))
 @click.option("--widest-prefix", metavar="V4,V6",
               help=_setting("widest_prefix", "16,32") + " Wider needs \"force\": true (connguard ban add --force).")
-def server_cmd(config: str | None, **flags: Any) -> None:
-    """Run the REST API server (migrates the database first)."""
+@click.option("--migrate/--no-migrate", "migrate", default=None,
+              help="Upgrade the database schema at start (under a lock: servers started at once wait for one "
+                   "another) or refuse to start unless it is current. Default: migrate an SQLite database; on "
+                   "PostgreSQL refuse, naming connguard db upgrade.")
+def server_cmd(config: str | None, migrate: bool | None, **flags: Any) -> None:
+    """Run the REST API server (migrates an SQLite database first; see --migrate)."""
     import os
 
     from connguard.cli import logsetup
@@ -91,14 +95,19 @@ def server_cmd(config: str | None, **flags: Any) -> None:
     import uvicorn
 
     from connguard.db.services.security import WidestPrefix
-    from connguard.db.session import SchemaTooNew
+    from connguard.db.session import SchemaError
     from connguard.server import create_app
 
     host, port = cfg["bind"]
     shown = cfg["db"] or default_db_url()  # never the URL with the password in it
+    # The embedded SQLite database is this server's own: bring it along. A shared database
+    # (PostgreSQL) is upgraded when the operator says so, as neutron-db-manage's is.
+    if migrate is None:
+        migrate = url.startswith("sqlite")
     try:
-        app = create_app(url, widest_prefix=WidestPrefix(*cfg["widest_prefix"]))
-    except SchemaTooNew as exc:
+        app = create_app(url, run_migrations=migrate, require_current=True,
+                         widest_prefix=WidestPrefix(*cfg["widest_prefix"]))
+    except SchemaError as exc:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a database we cannot open: say which and why
         raise click.ClickException(f"cannot open the database {shown}: {exc}") from None

@@ -45,6 +45,7 @@ class Lock:
 def tokens(data_dir: Path, db_url: str, hosts: list[str]) -> dict[str, Any]:
     """The admin token and one agent token per host: reused when the database still knows
     them with that role (and host), else created; saved 0600 in the data directory."""
+    from connguard.db.errors import Unauthenticated
     from connguard.db.services.tokens import authenticate, create_token
     from connguard.db.session import make_engine, migrate, session_factory
 
@@ -65,7 +66,10 @@ def tokens(data_dir: Path, db_url: str, hosts: list[str]) -> dict[str, Any]:
             def valid(secret: Any, role: str, host: str | None) -> bool:
                 if not isinstance(secret, str):
                     return False
-                caller = authenticate(session, secret=secret)
+                try:
+                    caller = authenticate(session, secret=secret)
+                except Unauthenticated:  # expired: replaced like an unknown one
+                    return False
                 return caller is not None and caller.role == role and caller.host == host
 
             out: dict[str, Any] = {"admin": saved.get("admin"), "agents": dict(saved.get("agents") or {})}

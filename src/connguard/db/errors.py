@@ -5,7 +5,8 @@ is chosen by the class::
 
     ServiceError
     ├── BadRequest          400  HTTPBadRequest (or a more precise type)
-    ├── NotAuthorized       401/403
+    ├── Unauthenticated     401  NotAuthenticated, or TokenExpired
+    ├── NotAuthorized       403
     ├── NotFound            404  e.g. QosPolicyNotFound, PortNotFound
     ├── Conflict            409  e.g. QosRuleExists, PolicyInUse, DefaultPolicyExists
     ├── PreconditionFailed  412  stale If-Match revision
@@ -33,6 +34,10 @@ class BadRequest(ServiceError):
 class Unauthenticated(ServiceError):
     status = 401
     default_type = "NotAuthenticated"
+
+
+class TokenExpired(Unauthenticated):
+    default_type = "TokenExpired"
 
 
 class NotAuthorized(ServiceError):

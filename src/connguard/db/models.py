@@ -66,6 +66,9 @@ class Token(Base):
     host: Mapped[str | None] = mapped_column(String(255))
     description: Mapped[str] = mapped_column(String(255), nullable=False, default="")
     created_at: Mapped[datetime] = mapped_column(When, nullable=False, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(When)  # None: never
+    # Written at most once per LAST_USED_RESOLUTION (services/tokens.py): a read per request.
+    last_used_at: Mapped[datetime | None] = mapped_column(When)
 
 
 class QosPolicy(Versioned, Base):
@@ -160,6 +163,7 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_project_id_created_at", "project_id", "created_at", "id"),
         Index("ix_events_created_at_id", "created_at", "id"),
+        Index("ix_events_actor_token_id_created_at", "actor_token_id", "created_at", "id"),
     )
     id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
     event_type: Mapped[str] = mapped_column(String(32), nullable=False)
@@ -171,6 +175,11 @@ class Event(Base):
     count: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     message: Mapped[str] = mapped_column(String(1024), nullable=False, default="")
     created_at: Mapped[datetime] = mapped_column(When, nullable=False, default=utcnow)
+    # Who caused it (services/audit.py): the token, its project and role; an agent's host.
+    actor_token_id: Mapped[str | None] = mapped_column(Id)
+    actor_project_id: Mapped[str | None] = mapped_column(ProjectId)
+    actor_role: Mapped[str | None] = mapped_column(String(16))
+    actor_host: Mapped[str | None] = mapped_column(String(255))
 
 
 class Agent(Base):

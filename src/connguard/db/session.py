@@ -1,26 +1,25 @@
-"""Engine, sessions and migrations (programmatic Alembic: no alembic.ini, the scripts ship in
-the package so an installed connguard can migrate its database)."""
+"""Engine and sessions. The schema's revision and its upgrade live in ``connguard.db.schema``
+(re-exported here: ``migrate``, ``SchemaTooNew``, ...)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from connguard.exceptions import ConnguardError
-
-MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-class SchemaTooNew(ConnguardError):
-    """The database was migrated by a newer connguard than this one."""
+from connguard.db.schema import (  # noqa: F401 - re-exported
+    MIGRATIONS,
+    SchemaBehind,
+    SchemaError,
+    SchemaTooNew,
+    alembic_config,
+    check_current,
+    current_revision,
+    migrate,
+    schema_status,
+)
 
 
 def data_dir() -> Path:
@@ -59,31 +58,3 @@ def make_engine(url: str) -> Engine:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
-
-
-def alembic_config(engine: Engine) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["engine"] = engine
-    return cfg
-
-
-def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
-
-
-def migrate(engine: Engine, *, revision: str = "head") -> None:
-    """Upgrade the schema; refuse when the database is newer than this code."""
-    cfg = alembic_config(engine)
-    script = ScriptDirectory.from_config(cfg)
-    current = current_revision(engine)
-    if current is not None:
-        try:
-            script.get_revision(current)
-        except CommandError:
-            raise SchemaTooNew(
-                f"the database schema is at revision {current!r}, newer than this connguard "
-                f"(which knows up to {script.get_current_head()!r}); upgrade connguard or use another database"
-            ) from None
-    command.upgrade(cfg, revision)

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from connguard import __version__
 from connguard.db.services.security import DEFAULT_WIDEST, WidestPrefix
-from connguard.db.session import make_engine, migrate, session_factory
+from connguard.db.session import check_current, make_engine, migrate, session_factory
 from connguard.server import docs, errors, metrics, report_metrics
 from connguard.server.notify import Notifier, PgListener
 from connguard.server.routes import API_ROUTERS, ROOT_ROUTER
@@ -39,14 +39,22 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def create_app(db_url: str, *, run_migrations: bool = True,
+def create_app(db_url: str, *, run_migrations: bool = True, require_current: bool = False,
                widest_prefix: WidestPrefix = DEFAULT_WIDEST) -> FastAPI:
-    """Build the API over the database at ``db_url``, migrating it first unless told not to
-    (raises ``connguard.db.session.SchemaTooNew`` when the database is newer than the code).
+    """Build the API over the database at ``db_url``, migrating it first (under the migration
+    lock) unless told not to; with ``require_current`` and no migration, refuse a database not
+    at this code's schema. Raises ``connguard.db.session.SchemaTooNew`` when the database is
+    newer than the code, ``SchemaBehind`` when it is behind and may not be migrated.
     ``widest_prefix``: the widest ban or cloud-wide allowlist prefix taken without ``force``."""
     engine = make_engine(db_url)
-    if run_migrations:
-        migrate(engine)
+    try:
+        if run_migrations:
+            migrate(engine)
+        elif require_current:
+            check_current(engine)
+    except Exception:
+        engine.dispose()
+        raise
     # docs_url/redoc_url None: FastAPI's own pages load their scripts from a CDN (server/docs.py)
     app = FastAPI(title="connguard", version=__version__, lifespan=_lifespan, docs_url=None, redoc_url=None,
                   description="Connection-abuse protection for cloud VMs; Neutron-compatible REST API.")

@@ -35,9 +35,10 @@ def get_caller(request: Request, x_auth_token: Annotated[str | None, Header()] =
     if not x_auth_token:
         raise Unauthenticated("authentication required: send the X-Auth-Token header")
     # A short session of its own: long-polling handlers must not hold a transaction open.
+    # Committed: authenticate writes the token's last_used_at (at most once a minute).
     with request.app.state.sessions() as session:
         caller = authenticate(session, secret=x_auth_token)
-        session.rollback()
+        session.commit()
     if caller is None:
         raise Unauthenticated("the token is not valid")
     return caller

@@ -1,4 +1,6 @@
-"""``connguard event list [--follow]``."""
+"""``connguard event list [--follow]`` and ``event show``. Each event names who caused it
+(``actor``: ``member/project-a (5f0c1a2b)`` for a token of a project, ``agent@host-1 (…)`` for an
+agent's report; empty for events no token caused)."""
 
 from __future__ import annotations
 
@@ -9,18 +11,31 @@ from typing import Any
 import click
 import yaml
 
-from connguard.cli.client import Client, cell, connection, emit_list, lister
+from connguard.cli.client import Client, cell, connection, emit_list, emit_one, lister
 from connguard.cli.output import csv_text
 from connguard.cli.resources.port import port_id
 
-COLUMNS = ["created_at", "event_type", "ip_address", "port_id", "host", "count", "message"]
+COLUMNS = ["created_at", "event_type", "ip_address", "port_id", "host", "count", "actor", "message"]
 LONG_COLUMNS = ["id", "project_id", "rule_id"]
 PAGE = 100
 
 
+def actor(row: dict[str, Any]) -> str:
+    """Who caused an event, in one cell (the API's actor_* fields)."""
+    role, token = row.get("actor_role"), (row.get("actor_token_id") or "")[:8]
+    if not role:
+        return ""
+    who = f"agent@{row.get('actor_host')}" if role == "agent" else f"{role}/{row.get('actor_project_id')}"
+    return f"{who} ({token})" if token else who
+
+
+def _with_actor(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**r, "actor": actor(r)} for r in rows]
+
+
 @click.group()
 def event() -> None:
-    """Events: bans, unbans, limit exceedances, port errors."""
+    """Events: bans, unbans, limit exceedances, port errors, and who changed what."""
 
 
 @event.command("list")
@@ -38,8 +53,8 @@ def list_(client: Client, fmt: str, columns: tuple[str, ...], page: dict[str, An
     pid = port_id(client, port) if port else None
 
     def fetch(n: int | None, marker: str | None = None) -> list[dict[str, Any]]:
-        return client.get("connguard/events", event_type=event_type, port_id=pid, limit=n, marker=marker,
-                          sort_key="created_at", sort_dir="desc")["events"]
+        return _with_actor(client.get("connguard/events", event_type=event_type, port_id=pid, limit=n,
+                                      marker=marker, sort_key="created_at", sort_dir="desc")["events"])
 
     if not follow:
         emit_list(fetch(page.get("limit"), page.get("marker")), default=COLUMNS, long=LONG_COLUMNS, fmt=fmt,
@@ -49,6 +64,15 @@ def list_(client: Client, fmt: str, columns: tuple[str, ...], page: dict[str, An
         _follow(fetch, first=page.get("limit") or 20, fmt=fmt, columns=list(columns) or COLUMNS, interval=interval)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how one stops following: exit 0
+
+
+@event.command("show")
+@click.argument("event_id")
+@connection
+@output
+def show(client: Client, fmt: str, columns: tuple[str, ...], event_id: str) -> None:
+    """One event, with who caused it (actor and the token's id, project and role)."""
+    emit_one(_with_actor([client.get(f"connguard/events/{event_id}")["event"]])[0], fmt=fmt, columns=columns)
 
 
 def _follow(fetch: Any, *, first: int, fmt: str, columns: list[str], interval: float) -> None:

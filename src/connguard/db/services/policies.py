@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, aliased
 
 from connguard.db.errors import Conflict, NotAuthorized
 from connguard.db.models import Port, QosPolicy, QosRule, utcnow
+from connguard.db.services.audit import changed, record_event
 from connguard.db.services.common import (
     Caller,
     check_keys,
@@ -126,6 +127,8 @@ def create_policy(session: Session, *, caller: Caller, body: dict[str, Any]) -> 
     _check_default(session, caller=caller, policy=policy)
     session.add(policy)
     session.flush()
+    record_event(session, event_type="policy_created", project_id=project_id, caller=caller,
+                 message=f"policy {policy.name!r} ({policy.id}) created")
     if policy.is_default:
         touch_policy_hosts(session, policy=policy)
     return policy_public(policy, [])
@@ -144,6 +147,8 @@ def update_policy(session: Session, *, caller: Caller, policy_id: str, body: dic
     _check_default(session, caller=caller, policy=policy)
     policy.updated_at = utcnow()
     session.flush()
+    record_event(session, event_type="policy_updated", project_id=policy.project_id, caller=caller,
+                 message=f"policy {policy.name!r} ({policy.id}) updated: {changed(current, data)}")
     touch_policy_hosts(session, policy=policy, default_too=was_default)
     if was_shared and was_default:
         touch_project(session, project_id=None)
@@ -156,6 +161,8 @@ def delete_policy(session: Session, *, caller: Caller, policy_id: str, if_match:
     in_use = session.scalars(select(Port.id).where(Port.qos_policy_id == policy.id).limit(1)).first()
     if in_use:
         raise Conflict(f"QoS policy {policy_id} is used by port {in_use}", type="QosPolicyInUse")
+    record_event(session, event_type="policy_deleted", project_id=policy.project_id, caller=caller,
+                 message=f"policy {policy.name!r} ({policy.id}) deleted")
     touch_policy_hosts(session, policy=policy)
     session.delete(policy)
     session.flush()

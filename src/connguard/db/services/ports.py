@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from connguard.db.errors import BadRequest, Conflict, NotFound
 from connguard.db.models import Port, QosPolicy, new_id, utcnow
+from connguard.db.services.audit import changed, record_event
 from connguard.db.services.common import (
     Caller,
     check_keys,
@@ -123,6 +124,13 @@ def _apply(session: Session, *, port: Port, data: dict[str, Any]) -> None:
                        type="PortInterfaceExists") from None
 
 
+def _audited(port: Port) -> dict[str, Any]:
+    """What a port update's event names when it changes (in the API's terms)."""
+    return {"name": port.name, "fixed_ips": list(port.fixed_ips or []), "interface_name": port.interface_name,
+            "binding:host_id": port.host_id, "mac_address": port.mac_address, "device_owner": port.device_owner,
+            "status": port.status, "qos_policy_id": port.qos_policy_id}
+
+
 def create_port(session: Session, *, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
     caller.require_writer()
     body = dict(body)
@@ -139,6 +147,9 @@ def create_port(session: Session, *, caller: Caller, body: dict[str, Any]) -> di
     port = Port(id=port_id, project_id=project_id)
     session.add(port)
     _apply(session, port=port, data=data)
+    record_event(session, event_type="port_created", project_id=project_id, caller=caller, port_id=port.id,
+                 host=port.host_id, message=f"port {port.id} ({port.interface_name}) created"
+                                            f"{f' on host {port.host_id}' if port.host_id else ''}")
     touch_hosts(session, hosts=[port.host_id])
     return present(session, port)
 
@@ -171,8 +182,12 @@ def update_port(session: Session, *, caller: Caller, port_id: str, body: dict[st
     if data["qos_policy_id"] != port.qos_policy_id:
         _check_policy(session, caller=caller, port_project=port.project_id, policy_id=data["qos_policy_id"])
     old_host = port.host_id
+    before = _audited(port)
     port.updated_at = utcnow()
     _apply(session, port=port, data=data)
+    record_event(session, event_type="port_updated", project_id=port.project_id, caller=caller, port_id=port.id,
+                 host=port.host_id, message=f"port {port.id} ({port.interface_name}) updated: "
+                                            f"{changed(before, _audited(port))}")
     touch_hosts(session, hosts=[old_host, port.host_id])
     return present(session, port)
 
@@ -180,6 +195,8 @@ def update_port(session: Session, *, caller: Caller, port_id: str, body: dict[st
 def delete_port(session: Session, *, caller: Caller, port_id: str, if_match: int | None = None) -> None:
     port = writable_port(session, caller=caller, port_id=port_id)
     check_revision(port, if_match)
+    record_event(session, event_type="port_deleted", project_id=port.project_id, caller=caller, port_id=port.id,
+                 host=port.host_id, message=f"port {port.id} ({port.interface_name}) deleted")
     touch_hosts(session, hosts=[port.host_id])
     session.delete(port)
     session.flush()

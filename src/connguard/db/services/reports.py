@@ -21,7 +21,8 @@ from connguard.db.services.common import Caller, host_revision, touch_hosts, val
 from connguard.db.services.hosts import agent_public, check_host_access
 from connguard.db.services.policies import EFFECTIVE_POLICY_ID
 from connguard.db.services.report_schema import MAX_INTERFACES, DetectedBan, Interface, PortReport, Report
-from connguard.db.services.security import record_detected_ban, record_event
+from connguard.db.services.audit import record_event
+from connguard.db.services.security import record_detected_ban
 from connguard.model.rules import RULE_TYPES
 
 DISCOVERED = "connguard:discovered"  # device_owner of ports the server created from a report
@@ -40,10 +41,11 @@ def report(session: Session, *, caller: Caller, host: str, body: dict[str, Any])
     reported = [pr for pr in data.ports if pr.port_id in ports]
     rule_types = _rule_types(session, {c.rule_id for pr in reported for c in pr.counters})
     for pr in reported:
-        _status(session, port=ports[pr.port_id], pr=pr, host=host)
+        _status(session, port=ports[pr.port_id], pr=pr, host=host, caller=caller)
     _counters(session, ports=ports, reported=reported, full=data.full, rule_types=rule_types, host=host, now=now)
     _offenders(session, ports=ports, reported=reported, full=data.full, now=now)
-    _bans(session, ports=ports, bans=[b for b in data.bans if b.port_id in ports], host=host, now=now)
+    _bans(session, ports=ports, bans=[b for b in data.bans if b.port_id in ports], host=host, now=now,
+          caller=caller)
     refused: list[str] = []
     if data.interfaces is not None or data.interfaces_gone:
         refused = _discover(session, caller=caller, host=host, ports=ports, interfaces=data.interfaces,
@@ -100,7 +102,7 @@ def _rule_types(session: Session, rule_ids: set[str]) -> dict[str, str]:
     return out
 
 
-def _status(session: Session, *, port: Port, pr: PortReport, host: str) -> None:
+def _status(session: Session, *, port: Port, pr: PortReport, host: str, caller: Caller) -> None:
     if pr.status is None:
         return
     message = pr.status_message if pr.status == "ERROR" else ""
@@ -110,10 +112,10 @@ def _status(session: Session, *, port: Port, pr: PortReport, host: str) -> None:
     port.status, port.status_message = pr.status, message
     if pr.status == "ERROR":
         record_event(session, event_type="port_error", project_id=port.project_id, port_id=port.id, host=host,
-                     message=message or "the agent could not apply this port's rules")
+                     caller=caller, message=message or "the agent could not apply this port's rules")
     elif was == "ERROR":
         record_event(session, event_type="port_recovered", project_id=port.project_id, port_id=port.id, host=host,
-                     message="the port's rules are applied again")
+                     caller=caller, message="the port's rules are applied again")
 
 
 _COLS = (*COUNTERS, *(f"last_{n}" for n in COUNTERS))
@@ -217,14 +219,16 @@ def _rule_of_ban(session: Session, *, port: Port, rule_id: str | None) -> Any:
     return RULE_TYPES[row.type].model_validate(row.params)
 
 
-def _bans(session: Session, *, ports: dict[str, Port], bans: list[DetectedBan], host: str, now: datetime) -> None:
+def _bans(session: Session, *, ports: dict[str, Port], bans: list[DetectedBan], host: str, now: datetime,
+          caller: Caller) -> None:
     for b in bans:
         port = ports[b.port_id]
         rule = _rule_of_ban(session, port=port, rule_id=b.rule_id)
         record_detected_ban(session, host=host, port=port, ip_address=b.ip_address,
                             share=rule.share if rule is not None else "port",
                             banned_at=b.banned_at, expires_at=b.expires_at, offence_count=b.offence_count,
-                            reason=b.reason, ban_for=rule.ban_for if rule is not None else None, now=now)
+                            reason=b.reason, ban_for=rule.ban_for if rule is not None else None, now=now,
+                            caller=caller)
 
 
 def _discover(session: Session, *, caller: Caller, host: str, ports: dict[str, Port],

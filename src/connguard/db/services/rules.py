@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from connguard.db.errors import BadRequest, Conflict, NotFound
 from connguard.db.models import QosPolicy, QosRule, new_id, utcnow
-from connguard.db.services.common import Caller, check_revision, validate
+from connguard.db.services.audit import changed, record_event
+from connguard.db.services.common import Caller, check_revision, iso, validate
 from connguard.db.services.listing import ListQuery, Page, page_in_memory
 from connguard.db.services.policies import get_policy_row, touch_policy_hosts, writable_policy
 from connguard.db.services.rule_types import rule_class
@@ -72,6 +73,8 @@ def create_rule(session: Session, *, caller: Caller, policy_id: str, rule_type: 
     row = QosRule(id=new_id(), policy_id=policy.id, type=rule_type, params={}, rule_key="")
     session.add(row)
     _store(session, policy=policy, row=row, params=body)
+    record_event(session, event_type="rule_created", project_id=policy.project_id, caller=caller, rule_id=row.id,
+                 message=f"{rule_type} rule {row.id} created in policy {policy.id}")
     return rule_public(row)
 
 
@@ -106,9 +109,14 @@ def update_rule(session: Session, *, caller: Caller, policy_id: str, rule_type: 
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     row.updated_at = utcnow()
+    before = rule_public(row)
     # Merge with what the client gave before; defaults are recomputed by the model class.
     _store(session, policy=policy, row=row, params={**row.params, **body})
-    return rule_public(row)
+    after = rule_public(row)
+    record_event(session, event_type="rule_updated", project_id=policy.project_id, caller=caller, rule_id=row.id,
+                 message=f"{rule_type} rule {row.id} of policy {policy.id} updated: "
+                         f"{changed(before, {k: v for k, v in after.items() if k not in COMMON})}")
+    return after
 
 
 def delete_rule(session: Session, *, caller: Caller, policy_id: str, rule_type: str, rule_id: str,
@@ -116,6 +124,8 @@ def delete_rule(session: Session, *, caller: Caller, policy_id: str, rule_type: 
     policy = _policy(session, caller=caller, policy_id=policy_id, write=True)
     row = _row(session, policy=policy, rule_type=rule_type, rule_id=rule_id)
     check_revision(row, if_match)
+    record_event(session, event_type="rule_deleted", project_id=policy.project_id, caller=caller, rule_id=row.id,
+                 message=f"{rule_type} rule {row.id} deleted from policy {policy.id}")
     session.delete(row)
     policy.updated_at = utcnow()
     session.flush()

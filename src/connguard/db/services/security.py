@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from connguard.db.errors import BadRequest, NotAuthorized, NotFound
 from connguard.db.models import AllowlistEntry, Ban, Event, utcnow
+from connguard.db.services.audit import record_event
 from connguard.db.services.common import Caller, aware, get_or_404, iso, touch_hosts, touch_project, validate
 from connguard.db.services.listing import Col, Columns, ListQuery, Page, page
 from connguard.db.services.ports import port_or_404
@@ -96,6 +97,10 @@ def create_allow(session: Session, *, caller: Caller, body: dict[str, Any],
     entry = AllowlistEntry(project_id=project_id, **data.model_dump())
     session.add(entry)
     session.flush()
+    record_event(session, event_type="allowlist_created", project_id=project_id, caller=caller,
+                 ip_address=entry.remote_ip_prefix,
+                 message=f"allowlist entry {entry.id} for {entry.remote_ip_prefix} created"
+                         f"{' (cloud-wide)' if cloud else ''}")
     touch_project(session, project_id=project_id)
     return allow_public(entry)
 
@@ -123,6 +128,9 @@ def delete_allow(session: Session, *, caller: Caller, entry_id: str) -> None:
     entry = get_or_404(session, AllowlistEntry, entry_id, caller=caller, not_found="AllowlistEntryNotFound",
                        what="allowlist entry")
     caller.check_write(entry.project_id, what="allowlist entry", not_found="AllowlistEntryNotFound")
+    record_event(session, event_type="allowlist_deleted", project_id=entry.project_id, caller=caller,
+                 ip_address=entry.remote_ip_prefix,
+                 message=f"allowlist entry {entry.id} for {entry.remote_ip_prefix} deleted")
     touch_project(session, project_id=entry.project_id)
     session.delete(entry)
     session.flush()
@@ -147,11 +155,6 @@ def _ban_hosts(session: Session, ban: Ban) -> None:
         touch_hosts(session, hosts=[ban.host])
     else:
         touch_project(session, project_id=None if ban.scope == "cloud" else ban.project_id)
-
-
-def record_event(session: Session, *, event_type: str, project_id: str | None, message: str = "",
-                 **fields: Any) -> None:
-    session.add(Event(event_type=event_type, project_id=project_id, message=message[:1024], **fields))
 
 
 def create_ban(session: Session, *, caller: Caller, body: dict[str, Any], origin: str = "manual",
@@ -184,7 +187,8 @@ def create_ban(session: Session, *, caller: Caller, body: dict[str, Any], origin
     session.add(ban)
     session.flush()
     record_event(session, event_type="ban", project_id=project_id, port_id=ban.port_id, host=ban.host,
-                 ip_address=ban.ip_address, message=f"{origin} ban of {ban.ip_address}: {ban.reason}".strip(": "))
+                 caller=caller, ip_address=ban.ip_address,
+                 message=f"{origin} ban of {ban.ip_address}: {ban.reason}".strip(": "))
     _ban_hosts(session, ban)
     return ban_public(ban)
 
@@ -207,10 +211,12 @@ def _previous_ban(session: Session, *, ip_address: str, scope: str, project_id: 
 
 def record_detected_ban(session: Session, *, host: str, port: Any, ip_address: str, share: str,
                         banned_at: datetime, expires_at: datetime, offence_count: int, reason: str,
-                        ban_for: Callable[[int], int] | None, now: datetime) -> Ban | None:
-    """A ban an agent's kernel placed. With ``share`` (the rule's) project or cloud it becomes
-    a ban of that scope, in the host state of every host holding ports of the scope (their
-    revisions are bumped so their long-polls answer at once). Offences count across hosts: a ban of a
+                        ban_for: Callable[[int], int] | None, now: datetime,
+                        caller: Caller | None = None) -> Ban | None:
+    """A ban an agent's kernel placed (``caller``: the agent's token, recorded on the event).
+    With ``share`` (the rule's) project or cloud it becomes a ban of that scope, in the host
+    state of every host holding ports of the scope (their revisions are bumped so their
+    long-polls answer at once). Offences count across hosts: a ban of a
     source that already has an active or recent ban in the same scope is offence previous+1,
     and when the rule is known (``ban_for``) the server computes the escalated length, so
     every host, the detecting one included, enforces the same ``expires_at``. A report of a
@@ -235,7 +241,7 @@ def record_detected_ban(session: Session, *, host: str, port: Any, ip_address: s
     session.add(ban)
     session.flush()
     record_event(session, event_type="ban", project_id=port.project_id, port_id=port.id, host=host,
-                 ip_address=ip_address, count=offence,
+                 caller=caller, ip_address=ip_address, count=offence,
                  message=f"detected ban of {ip_address} (offence {offence}, {share} scope): {reason}".strip(": "))
     _ban_hosts(session, ban)
     return ban
@@ -274,7 +280,7 @@ def delete_ban(session: Session, *, caller: Caller, ban_id: str) -> None:
     ban = _ban_row(session, caller=caller, ban_id=ban_id)
     caller.check_write(ban.project_id, what="ban", not_found="BanNotFound")
     record_event(session, event_type="unban", project_id=ban.project_id, port_id=ban.port_id, host=ban.host,
-                 ip_address=ban.ip_address, message=f"unban of {ban.ip_address}")
+                 caller=caller, ip_address=ban.ip_address, message=f"unban of {ban.ip_address}")
     _ban_hosts(session, ban)
     session.delete(ban)
     session.flush()
@@ -287,7 +293,9 @@ def event_public(event: Event) -> dict[str, Any]:
     return {"id": event.id, "event_type": event.event_type, "project_id": event.project_id,
             "tenant_id": event.project_id, "port_id": event.port_id, "rule_id": event.rule_id,
             "host": event.host, "ip_address": event.ip_address, "count": event.count,
-            "message": event.message, "created_at": iso(event.created_at)}
+            "message": event.message, "created_at": iso(event.created_at),
+            "actor_token_id": event.actor_token_id, "actor_project_id": event.actor_project_id,
+            "actor_role": event.actor_role, "actor_host": event.actor_host}
 
 
 EVENT_COLUMNS: Columns = {
@@ -296,6 +304,9 @@ EVENT_COLUMNS: Columns = {
     "rule_id": Col(Event.rule_id, nullable=True), "host": Col(Event.host, nullable=True),
     "ip_address": Col(Event.ip_address, nullable=True), "count": Col(Event.count, "int"),
     "message": Col(Event.message), "created_at": Col(Event.created_at, "time"),
+    "actor_token_id": Col(Event.actor_token_id, nullable=True),
+    "actor_project_id": Col(Event.actor_project_id, nullable=True),
+    "actor_role": Col(Event.actor_role, nullable=True), "actor_host": Col(Event.actor_host, nullable=True),
 }
 
 

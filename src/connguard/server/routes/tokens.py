@@ -25,10 +25,11 @@ def list_tokens(request: Request, session: SessionDep, caller: CallerDep) -> JSO
 @router.post("", status_code=201)
 def create_token(session: SessionDep, caller: CallerDep, body: BodyDep) -> dict[str, Any]:
     data = member(body, "token")
-    check_keys(data, ("project_id", "role", "host", "description"), what="a token")
+    check_keys(data, ("project_id", "role", "host", "description", "expires_at"), what="a token")
     secret, out = svc.create_token(session, caller=caller, project_id=str(data.get("project_id") or ""),
                                    role=str(data.get("role") or ""), host=data.get("host"),
-                                   description=str(data.get("description") or ""))
+                                   description=str(data.get("description") or ""),
+                                   expires_at=data.get("expires_at"))
     session.commit()
     return {"token": {**out, "token": secret}}
 
