@@ -11,7 +11,7 @@ from typing import Any
 import click
 import yaml
 
-from connguard.cli.client import Client, cell, connection, emit_list, emit_one, lister
+from connguard.cli.client import Client, cell, connection, emit_list, emit_one, lister, output
 from connguard.cli.output import csv_text
 from connguard.cli.resources.port import port_id
 
@@ -71,7 +71,7 @@ def list_(client: Client, fmt: str, columns: tuple[str, ...], page: dict[str, An
 @connection
 @output
 def show(client: Client, fmt: str, columns: tuple[str, ...], event_id: str) -> None:
-    """One event, with who caused it (actor and the token's id, project and role)."""
+    """Show the event EVENT_ID, with who caused it (actor and the token's id, project and role)."""
     emit_one(_with_actor([client.get(f"connguard/events/{event_id}")["event"]])[0], fmt=fmt, columns=columns)
 
 
