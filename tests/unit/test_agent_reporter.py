@@ -122,7 +122,8 @@ def test_monitor_mode_reports_would_refuse_and_offenders_when_they_change(tmp_pa
     ex.offenders = [("tap0", "198.51.100.7"), ("tap0", "198.51.100.8")]
     rep.step()
     by_port = {p["port_id"]: p for p in sent[-1]["ports"]}
-    assert by_port[P0]["counters"] == [{"rule_id": R0, "refused": 0, "would_refuse": 9}], by_port[P0]
+    assert by_port[P0]["counters"] == [{"rule_id": R0, "admitted": 0, "refused": 0, "would_refuse": 9,
+                                           "set_full": 0}], by_port[P0]
     assert [o["ip_address"] for o in by_port[P0]["offenders"]] == ["198.51.100.7", "198.51.100.8"]
     assert by_port[P1]["offenders"] == []
     rep.step()

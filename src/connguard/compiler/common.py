@@ -118,6 +118,35 @@ def offender(ctx: RuleContext, direction: str, version: int | None) -> list[Json
                      timeout=None)]
 
 
+# Per-port, per-rule counter sets (one element per port, a counter on each; keyed by the
+# interface alone, so they cannot fill and an update never fails): what the agent reports as
+# monotonic totals. Their names derive from the rule's id, never from its numbers, so a changed
+# rate keeps the counts.
+def hit_name(rid: str) -> str:
+    """Refusals (monitor mode: would-be refusals)."""
+    return f"h{rid}"
+
+
+def admitted_name(rid: str) -> str:
+    """Connections that reached the rule and went on (in monitor mode: all of them)."""
+    return f"n{rid}"
+
+
+def bypass_name(rid: str) -> str:
+    """Connections admitted because a set the rule writes was full (the fail-open canaries)."""
+    return f"u{rid}"
+
+
 def hits(name: str, direction: str) -> Json:
     """Count a refusal (or, in monitor mode, a would-be refusal) per port for this rule."""
     return f.dynset("update", name, port_key(direction))
+
+
+def admitted(ctx: RuleContext, direction: str) -> Json:
+    """Count a connection this rule let through, per port."""
+    return f.dynset("update", admitted_name(ctx.rid), port_key(direction))
+
+
+def bypassed(ctx: RuleContext, direction: str) -> list[Json]:
+    """A set-full canary's statements: the host-wide counter and the rule's per-port count."""
+    return [f.counter(SET_FULL), f.dynset("update", bypass_name(ctx.rid), port_key(direction))]
