@@ -57,7 +57,8 @@ class Kernel(FakeExecutor):
             elems = [_elem(f.encode().ljust(16, b"\0"), None, None, packets=n) for f, n in self.hits[name].items()]
         else:
             return [], True
-        return [fk.element_msg(name, elems)] if elems else [], True
+        # as the kernel does, in several messages (one netlink attribute holds at most 64 KiB)
+        return [fk.element_msg(name, elems[i:i + 500]) for i in range(0, len(elems), 500)], True
 
 
 def _elem(key: bytes, timeout, expires, *, end=False, packets=None) -> bytes:

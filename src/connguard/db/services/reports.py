@@ -219,13 +219,26 @@ def _offenders(session: Session, *, ports: dict[str, Port], reported: list[PortR
         gone = [pid for pid in ports if pid in replace and pid not in given]
         for i in range(0, len(gone), _CHUNK):
             session.execute(delete(PortObservation).where(PortObservation.port_id.in_(gone[i:i + _CHUNK])))
-    for port_id, offenders in given.items():
-        row = session.get(PortObservation, port_id)
-        value = [o.model_dump(mode="json") for o in offenders]
-        if row is None:
-            session.add(PortObservation(port_id=port_id, offenders=value, updated_at=now))
-        elif row.offenders != value:
-            row.offenders, row.updated_at = value, now
+    # read in chunks and written in bulk: one get() per port (each flushing the session)
+    # cost about 5 ms a port, most of a full report's time on a large host
+    ids = sorted(given)
+    old: dict[str, Any] = {}
+    for i in range(0, len(ids), _CHUNK):
+        q = select(PortObservation.port_id, PortObservation.offenders).where(PortObservation.port_id.in_(ids[i:i + _CHUNK]))
+        old.update(session.execute(q).all())
+    inserts, updates = [], []
+    for port_id in ids:
+        value = [o.model_dump(mode="json") for o in given[port_id]]
+        if port_id not in old:
+            inserts.append({"port_id": port_id, "offenders": value, "updated_at": now})
+        elif old[port_id] != value:
+            updates.append({"k_port": port_id, "v_offenders": value, "v_updated_at": now})
+    table = PortObservation.__table__
+    if inserts:
+        session.execute(insert(table), inserts)
+    if updates:
+        session.execute(update(table).where(table.c.port_id == bindparam("k_port"))
+                        .values(offenders=bindparam("v_offenders"), updated_at=bindparam("v_updated_at")), updates)
 
 
 def _rule_of_ban(session: Session, *, port: Port, rule_id: str | None) -> Any:
