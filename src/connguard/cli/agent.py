@@ -8,6 +8,7 @@ import fcntl
 import logging
 import signal
 import socket
+import threading
 from pathlib import Path
 
 import click
@@ -35,11 +36,15 @@ from connguard.exceptions import ConnguardError
               help="Seconds between reconciliation passes (state file, bans).")
 @click.option("--drift-interval", type=click.FloatRange(1, 3600), default=10.0, show_default=True,
               help="Seconds between comparisons of the kernel with what was applied.")
+@click.option("--metrics-listen", metavar="ADDR:PORT",
+              help="Serve Prometheus metrics of the agent's own loop (apply latency, errors, report queue) "
+                   "on http://ADDR:PORT/metrics.")
 @click.option("-v", "--verbose", is_flag=True)
 @click.pass_context
 def agent_cmd(ctx: click.Context, state_file: str | None, server: str | None, token: str | None,
               token_file: str | None, host: str | None, interfaces: str, report_interval: float,
-              workdir: str | None, netns: str | None, interval: float, drift_interval: float, verbose: bool) -> None:
+              workdir: str | None, netns: str | None, interval: float, drift_interval: float,
+              metrics_listen: str | None, verbose: bool) -> None:
     """Run the host agent: apply, repair drift, persist and escalate bans.
 
     'connguard agent list' lists the agents known to the server instead."""
@@ -58,7 +63,7 @@ def agent_cmd(ctx: click.Context, state_file: str | None, server: str | None, to
             "--token on the command line is visible to every user (ps); use --token-file")
     if server:
         _server_mode(server, token, token_file, host, netns, interfaces, report_interval, workdir, interval,
-                     drift_interval)
+                     drift_interval, metrics_listen)
         return
     workdir = Path(workdir) if workdir else agent_dir(netns)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -74,12 +79,29 @@ def agent_cmd(ctx: click.Context, state_file: str | None, server: str | None, to
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     logging.getLogger("connguard.agent").info("agent started for %s (state %s)", netns or "this host", state_file)
-    agent.run()
+    done = threading.Event()
+    _metrics(metrics_listen, reconciler=agent, reporter=None, host=host or socket.gethostname(), stop=done)
+    try:
+        agent.run()
+    finally:
+        done.set()
+
+
+def _metrics(listen: str | None, **kw) -> None:
+    if not listen:
+        return
+    from connguard.cli.up_metrics import serve
+
+    try:
+        addr, port = serve(listen, **kw)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(f"--metrics-listen {listen}: {exc}") from None
+    logging.getLogger("connguard.agent").info("agent metrics on http://%s:%d/metrics", addr, port)
 
 
 def _server_mode(server: str, token: str | None, token_file: str | None, host: str | None, netns: str | None,
                  interfaces: str, report_interval: float, workdir: str | None, interval: float,
-                 drift_interval: float) -> None:
+                 drift_interval: float, metrics_listen: str | None) -> None:
     from connguard.agent import AgentBusy, ServerAgent
 
     if token_file:
@@ -94,6 +116,7 @@ def _server_mode(server: str, token: str | None, token_file: str | None, host: s
         raise fail(exc) if isinstance(exc, ConnguardError) else click.ClickException(str(exc)) from None
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    _metrics(metrics_listen, reconciler=agent.reconciler, reporter=agent.reporter, host=host, stop=agent.stop_event)
     try:
         agent.run()
     except AgentBusy as exc:
