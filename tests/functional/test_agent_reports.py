@@ -1,6 +1,7 @@
 """What a real server-driven agent reports of real traffic (issue 6, reports and
 observability): per port and rule, admitted and refused totals from the kernel's per-port
-counter sets, within 5% of what the traffic generator saw; totals that do not go backwards when
+counter sets, within 5% of what the traffic generator saw; in enforce mode the refused
+source as the port's offender, with how often it was refused; totals that do not go backwards when
 the ruleset is re-applied with other numbers; and the agent loop's own /metrics
 (``--metrics-listen``), in server mode and standalone.
 
@@ -92,6 +93,11 @@ def test_admitted_and_refused_match_the_traffic_and_survive_a_reapply(lab, tmp_p
             assert abs(admitted - seen.admitted) <= 0.05 * seen.admitted, (admitted, seen.admitted)
             assert abs(refused - not_admitted) <= 0.05 * not_admitted, (refused, not_admitted)
             assert got["would_refuse"] == 0 and got["set_full"] == 0, got
+            # enforce mode reports its offenders: the one source, with the SYNs it had refused
+            offenders = [p["offenders"] for r in fake.reports for p in r["ports"]
+                         if p["port_id"] == PORT_ID and p.get("offenders") is not None][-1]
+            assert [o["ip_address"] for o in offenders] == [cl.ipv4], offenders
+            assert abs(offenders[0]["count"] - refused) <= 0.05 * refused, (offenders, refused)
 
             # a re-apply with another rate: the per-port counter sets are kept, totals go on
             fake.good = json.dumps(snapshot(6, vm.tap, max_cps=2 * RATE)).encode()

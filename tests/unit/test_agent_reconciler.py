@@ -51,8 +51,9 @@ class Kernel(FakeExecutor):
                 a = ipaddress.ip_address(ip)
                 elems += [_elem(a.packed, t, e), _elem((a + 1).packed, None, None, end=True)]
         elif name == "offenders4":
-            elems = [_elem(f.encode().ljust(16, b"\0") + ipaddress.ip_address(ip).packed, None, None)
-                     for f, ip in self.offenders]
+            # (port, remote) or (port, remote, packets)
+            elems = [_elem(o[0].encode().ljust(16, b"\0") + ipaddress.ip_address(o[1]).packed, None, None,
+                           packets=o[2] if len(o) > 2 else None) for o in self.offenders]
         elif name in self.hits:
             elems = [_elem(f.encode().ljust(16, b"\0"), None, None, packets=n) for f, n in self.hits[name].items()]
         else:

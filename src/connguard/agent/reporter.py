@@ -80,10 +80,11 @@ class Reporter:
         # one netlink dump per counter set, one element per port: bounded by the ports
         hits = self._hits(sorted({n(rid) for rid in rids.values() for n in (hit_name, admitted_name, bypass_name)}
                                  & declared))
-        offenders: dict[str, list[str]] = {}
-        if any(p.enforcement == "monitor" for p in d.state.policies):
-            for port, remote in sorted(read_offenders(self.rec.executor, OFFENDER_READ)[0]):
-                offenders.setdefault(port, []).append(remote)
+        # the sources refused (enforce) or that would be (monitor) most often, per port
+        offenders: dict[str, list[tuple[str, int]]] = {}
+        for port, remote, n in sorted(read_offenders(self.rec.executor, OFFENDER_READ)[0],
+                                      key=lambda o: (o[0], -o[2], o[1])):
+            offenders.setdefault(port, []).append((remote, n))
         errors = self.rec.port_errors
         view = {}
         for ifname, pid in d.port_ids.items():
@@ -140,8 +141,7 @@ class Reporter:
                 if status is not None and (full or old is None or old[:2] != (status, message)):
                     entry.update(status=status, status_message=message)
                 if full or old is None or old[3] != seen:
-                    # monitor mode's would-be offenders; the kernel keeps who, not how often
-                    entry["offenders"] = [{"ip_address": ip, "count": 1} for ip in seen]
+                    entry["offenders"] = [{"ip_address": ip, "count": n} for ip, n in seen]
                 ports.append(entry)
         self._ports = view
         report["ports"] = ports

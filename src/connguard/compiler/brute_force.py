@@ -42,6 +42,7 @@ from connguard.compiler.common import (
     hits,
     offender,
     port_key,
+    refuse_chain,
     remote_key,
     remote_side,
 )
@@ -129,8 +130,8 @@ def compile_brute_force(ctx: RuleContext) -> Contribution:
 def _refuse(ctx: RuleContext, d: str, v: int) -> list:
     """Over a budget: no ban, but this connection is refused (and marked, so that the handshake
     chain drops what else the source sends on it) with a reset: the client believes it is
-    connected."""
+    connected. The refuse chain records the offender first."""
     if ctx.monitor:
         return offender(ctx, d, v)
-    return [f.ct_mark_or(CT_REFUSED), f.reject_tcp_reset()]
+    return [f.ct_mark_or(CT_REFUSED), f.jump(refuse_chain(d, "reset"))]
 

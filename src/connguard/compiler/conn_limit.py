@@ -53,7 +53,7 @@ def compile_conn_limit(ctx: RuleContext) -> Contribution:
                 name, key = base_name, port_key(d)
             for pred, ack in new_connection_variants(ctx, d, v, rule.protocol, rule_ports(rule)):
                 base = pred + match_exprs(rule, d, v)
-                for pre, verdict in refuse(ctx, rule.protocol, gentle=True, ack_stage=ack):
+                for pre, verdict in refuse(ctx, rule.protocol, gentle=True, ack_stage=ack, direction=d):
                     stmts = [f.dynset("add", name, key, count), hits(f"h{ctx.rid}", d)]
                     out.add(d, stage, Rule(tuple(base + pre + stmts + offender(ctx, d, v) + verdict), ctx.origin(d)))
                 if per_remote:

@@ -63,7 +63,7 @@ def compile_rate_limit(ctx: RuleContext) -> Contribution:
             key = f.concat(port_key(d), remote_key(d, v))
             for pred, ack in new_connection_variants(ctx, d, v, rule.protocol, rule_ports(rule)):
                 base = pred + match_exprs(rule, d, v)
-                for pre, verdict in refuse(ctx, rule.protocol, gentle=False, ack_stage=ack):
+                for pre, verdict in refuse(ctx, rule.protocol, gentle=False, ack_stage=ack, direction=d):
                     stmts = [f.dynset("add", name, key, bucket, timeout=RATE_SET_TIMEOUT), hit]
                     out.add(d, Stage.RATE_PER_REMOTE,
                             Rule(tuple(base + pre + stmts + offender(ctx, d, v) + verdict), origin))
@@ -79,7 +79,7 @@ def compile_rate_limit(ctx: RuleContext) -> Contribution:
     for v in versions_for(ctx, rule, keyed=False):
         for pred, ack in new_connection_variants(ctx, d, v, rule.protocol, rule_ports(rule)):
             base = pred + match_exprs(rule, d, v)
-            for pre, verdict in refuse(ctx, rule.protocol, gentle=False, ack_stage=ack):
+            for pre, verdict in refuse(ctx, rule.protocol, gentle=False, ack_stage=ack, direction=d):
                 stmts = [f.dynset("add", aggregate.name, port_key(d), bucket), hit]
                 out.add(d, Stage.RATE_PER_PORT,
                         Rule(tuple(base + pre + stmts + offender(ctx, d, v) + verdict), origin))
