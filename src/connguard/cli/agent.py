@@ -36,7 +36,7 @@ from connguard.exceptions import ConnguardError
               help="Seconds between reconciliation passes (state file, bans).")
 @click.option("--drift-interval", type=click.FloatRange(1, 3600), default=10.0, show_default=True,
               help="Seconds between comparisons of the kernel with what was applied.")
-@click.option("--metrics-listen", metavar="ADDR:PORT",
+@click.option("--metrics-listen", metavar="ADDR:PORT", callback=lambda ctx, param, v: _check_listen(v),
               help="Serve Prometheus metrics of the agent's own loop (apply latency, errors, report queue) "
                    "on http://ADDR:PORT/metrics.")
 @click.option("-v", "--verbose", is_flag=True)
@@ -85,6 +85,15 @@ def agent_cmd(ctx: click.Context, state_file: str | None, server: str | None, to
         agent.run()
     finally:
         done.set()
+
+
+def _check_listen(value: str | None) -> str | None:
+    """ADDR:PORT, checked before anything starts."""
+    if value is not None:
+        addr, sep, port = value.rpartition(":")
+        if not sep or not addr or not port.isdigit() or int(port) > 65535:
+            raise click.BadParameter(f"expected ADDR:PORT (127.0.0.1:9697), got {value!r}")
+    return value
 
 
 def _metrics(listen: str | None, **kw) -> None:
