@@ -103,6 +103,21 @@ def hit_set(rid: str) -> str:
     return f"h{rid}"
 
 
+def admitted_set(rid: str) -> str:
+    """Per-port counter of connections that reached the rule and went on (monitor: all)."""
+    return f"n{rid}"
+
+
+def bypass_set(rid: str) -> str:
+    """Per-port counter of connections admitted because a set the rule writes was full."""
+    return f"u{rid}"
+
+
+def refuse_chain(direction: str, kind: str) -> str:
+    """Where enforce-mode refusals end (``kind`` drop or reset): the offender is recorded first."""
+    return f"refuse_{'in' if direction == 'ingress' else 'out'}_{kind}"
+
+
 def rate_remote_set(rid: str, v: int) -> str:
     """Per (port, remote) connection-rate buckets."""
     return f"r{rid}{v}"

@@ -121,7 +121,9 @@ def _ban_rules(lab):
 
 def _refusals(lab):
     # with allowlist entries the per-remote stages live in the policy's remote_ chain
-    return replace_rules(lab, policy_chain(lab, "remote_in_"), lambda c, t: "connection_limit" in c and ("reject" in t or "drop" in t),
+    # (enforce-mode refusals end in a jump to the refuse chains, which record the offender)
+    return replace_rules(lab, policy_chain(lab, "remote_in_"),
+                         lambda c, t: "connection_limit" in c and ("reject" in t or "drop" in t or "jump refuse_" in t),
                          lambda t: "accept")
 
 

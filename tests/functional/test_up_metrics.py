@@ -43,9 +43,13 @@ def samples(url: str) -> dict[str, list]:
     return out
 
 
-def refused_on(url: str, port_id: str, rule_type: str) -> float:
-    return sum(s.value for s in samples(url).get("connguard_port_refused_total", [])
+def refused_on(url: str, port_id: str, rule_type: str, what: str = "refused") -> float:
+    return sum(s.value for s in samples(url).get(f"connguard_port_{what}_total", [])
                if s.labels.get("port_id") == port_id and s.labels.get("rule_type") == rule_type)
+
+
+def admitted_on(url: str, port_id: str, rule_type: str) -> float:
+    return refused_on(url, port_id, rule_type, "admitted")
 
 
 def settled(read, *, quiet: float, timeout: float) -> float:
@@ -82,6 +86,7 @@ def test_metrics_after_a_lab_attack_match_the_traffic(tmp_path):
             assert time.monotonic() < deadline, up.tail()
             time.sleep(1)
         before = settled(lambda: refused_on(url, vm0, "connection_rate_limit"), quiet=12, timeout=90)
+        admitted_before = admitted_on(url, vm0, "connection_rate_limit")
 
         flood = cli(home, "lab", "attack", "flood", "--prefix", prefix, "--vm", "0", "--port", "8081", "--rate", "60",
                     "--duration", "4", "-f", "json")
@@ -97,6 +102,11 @@ def test_metrics_after_a_lab_attack_match_the_traffic(tmp_path):
             f"server counted {counted:.0f} refused, the attacker saw {not_admitted} not admitted "
             f"({seen['refused']} reset, {seen['timeout']} timed out) of {seen['attempted']}")
         print(f"refused: attacker {not_admitted} of {seen['attempted']}, /metrics {counted:.0f}")
+        let_through = settled(lambda: admitted_on(url, vm0, "connection_rate_limit"), quiet=6, timeout=60) \
+            - admitted_before
+        assert abs(let_through - seen["admitted"]) <= 0.05 * max(seen["admitted"], 1), (
+            f"server counted {let_through:.0f} admitted, the attacker saw {seen['admitted']} of {seen['attempted']}")
+        print(f"admitted: attacker {seen['admitted']}, /metrics {let_through:.0f}")
 
         got = samples(url)
         missing = sorted(n for n in names if n not in got and n + "_count" not in got)  # a sample, not a HELP line

@@ -51,13 +51,15 @@ class Kernel(FakeExecutor):
                 a = ipaddress.ip_address(ip)
                 elems += [_elem(a.packed, t, e), _elem((a + 1).packed, None, None, end=True)]
         elif name == "offenders4":
-            elems = [_elem(f.encode().ljust(16, b"\0") + ipaddress.ip_address(ip).packed, None, None)
-                     for f, ip in self.offenders]
+            # (port, remote) or (port, remote, packets)
+            elems = [_elem(o[0].encode().ljust(16, b"\0") + ipaddress.ip_address(o[1]).packed, None, None,
+                           packets=o[2] if len(o) > 2 else None) for o in self.offenders]
         elif name in self.hits:
             elems = [_elem(f.encode().ljust(16, b"\0"), None, None, packets=n) for f, n in self.hits[name].items()]
         else:
             return [], True
-        return [fk.element_msg(name, elems)] if elems else [], True
+        # as the kernel does, in several messages (one netlink attribute holds at most 64 KiB)
+        return [fk.element_msg(name, elems[i:i + 500]) for i in range(0, len(elems), 500)], True
 
 
 def _elem(key: bytes, timeout, expires, *, end=False, packets=None) -> bytes:

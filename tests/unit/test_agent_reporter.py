@@ -119,15 +119,25 @@ def test_monitor_mode_reports_would_refuse_and_offenders_when_they_change(tmp_pa
                    queue=ReportQueue(tmp_path / "q"), clock=lambda: now[0],
                    read_interfaces=lambda ns, pat: {}, read_conntrack=lambda ns: None)
     ex.hits[HITS] = {"tap0": 9}
-    ex.offenders = [("tap0", "198.51.100.7"), ("tap0", "198.51.100.8")]
+    ex.offenders = [("tap0", "198.51.100.7", 3), ("tap0", "198.51.100.8", 3)]
     rep.step()
     by_port = {p["port_id"]: p for p in sent[-1]["ports"]}
-    assert by_port[P0]["counters"] == [{"rule_id": R0, "refused": 0, "would_refuse": 9}], by_port[P0]
+    assert by_port[P0]["counters"] == [{"rule_id": R0, "admitted": 0, "refused": 0, "would_refuse": 9,
+                                           "set_full": 0}], by_port[P0]
     assert [o["ip_address"] for o in by_port[P0]["offenders"]] == ["198.51.100.7", "198.51.100.8"]
     assert by_port[P1]["offenders"] == []
     rep.step()
     assert sent[-1]["ports"] == [], "unchanged offenders were sent again"
-    ex.offenders = [("tap1", "203.0.113.5")]
+    ex.offenders = [("tap1", "203.0.113.5", 1)]
     rep.step()
     moved = {p["port_id"]: p["offenders"] for p in sent[-1]["ports"]}
     assert moved == {P0: [], P1: [{"ip_address": "203.0.113.5", "count": 1}]}, moved
+
+
+def test_enforce_mode_reports_the_most_refused_offenders_first_at_most_ten(tmp_path):
+    ex, rep, sent, down, ifaces, now = _world(tmp_path)
+    ex.offenders = [("tap0", f"198.51.100.{i}", i) for i in range(1, 16)] + [("tap1", "203.0.113.9", 4)]
+    rep.step()
+    by_port = {p["port_id"]: p["offenders"] for p in sent[-1]["ports"]}
+    assert [o["count"] for o in by_port[P0]] == list(range(15, 5, -1)), by_port[P0]
+    assert by_port[P0][0]["ip_address"] == "198.51.100.15" and by_port[P1] == [{"ip_address": "203.0.113.9", "count": 4}]

@@ -105,7 +105,8 @@ def test_per_port_budget_and_48_meter():
         for d in dynsets(r):
             if d["set"] == f"@{budget.name}":
                 assert d["stmt"][0]["limit"]["burst"] == PORT_BUDGET_FACTOR * 5
-                assert r.expr[-1] == {"reject": {"type": "tcp reset"}}
+                # reset through the refuse chain, which records the offender first
+                assert r.expr[-1] == {"jump": {"target": "refuse_in_reset"}}
             if d["set"] == f"@{g.name}":
                 assert d["stmt"][0]["limit"]["burst"] == PREFIX48_FACTOR * 5
                 assert d["elem"]["elem"]["val"]["concat"][1] == {

@@ -79,7 +79,9 @@ def test_a_full_ban_or_memory_set_is_counted_and_stops_there():
     assert len(steps) == len(canaries) == 6
     for step, canary in zip(steps[:-1], canaries[:-1]):
         assert canary.expr[0] == step.expr[0] and canary.origin.endswith("set-full")
-        assert canary.expr[1:] == ({"counter": "set_full"}, {"return": None})
+        # counted host-wide and per port for the rule (the per-port set cannot fill)
+        assert canary.expr[1] == {"counter": "set_full"} and canary.expr[-1] == {"return": None}
+        assert canary.expr[2]["set"]["op"] == "update" and canary.expr[2]["set"]["set"].startswith("@u"), canary.expr
     first = steps[-1]
     [upd] = [e["set"] for e in first.expr if "set" in e and e["set"]["op"] == "update"]
     assert canaries[-1].expr[0]["match"] == {"op": "!=", "left": upd["elem"]["elem"]["val"], "right": upd["set"]}
@@ -137,9 +139,11 @@ def test_a_rule_that_cannot_escalate_has_no_memory():
     rs = compiled({**BF, "ban_multiplier": 1})
     assert not [s for s in rs.sets if s.role == "bf_tier"]
     inbound = next(c for c in rs.chains if c.name.startswith("in_"))
-    punish = rs.chain(next(r for r in inbound.rules if r.expr[-1].get("jump")).expr[-1]["jump"]["target"])
+    punish = rs.chain(next(r for r in inbound.rules if r.expr[-1].get("jump", {}).get("target", "").startswith("x"))
+                      .expr[-1]["jump"]["target"])
     assert ban_timeout(punish.rules[0].expr) == 1 and sets_of(punish.rules[0].expr, "delete")
-    assert [list(r.expr[-1]) for r in punish.rules] == [["set"], ["counter"], ["reject"], ["drop"]]
+    assert [list(r.expr[-1]) for r in punish.rules] == [["set"], ["set"], ["reject"], ["drop"]]
+    assert punish.rules[1].expr[-2] == {"counter": "set_full"}, punish.rules[1].expr
     assert punish.rules[1].expr[0]["match"]["op"] == "!=", "counts a ban the full ban set refused"
 
 

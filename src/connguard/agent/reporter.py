@@ -21,10 +21,11 @@ from typing import Callable
 import connguard
 from connguard.agent import hostinfo
 from connguard.agent.reconciler import Detection, Reconciler
+from connguard.agent.report_parts import split
 from connguard.agent.report_queue import ReportQueue
 from connguard.compiler.context import RuleContext
 from connguard.model import BruteForceRule
-from connguard.names import hit_set
+from connguard.names import admitted_set, bypass_set, hit_set
 from connguard.nft.observe import read_hits, read_offenders
 
 log = logging.getLogger("connguard.agent.report")
@@ -74,13 +75,16 @@ class Reporter:
             return {}
         d, rs = loaded.desired, loaded.ruleset
         policies = {p.name: p for p in d.state.policies}
-        hit_name = {(p.name, i): hit_set(RuleContext(p, i, False, ()).rid) for p in d.state.policies
-                    for i in range(len(p.rules))}
-        hits = self._hits(sorted(set(hit_name.values()) & set(rs.hit_sets)))
-        offenders: dict[str, list[str]] = {}
-        if any(p.enforcement == "monitor" for p in d.state.policies):
-            for port, remote in sorted(read_offenders(self.rec.executor, OFFENDER_READ)[0]):
-                offenders.setdefault(port, []).append(remote)
+        rids = {(p.name, i): RuleContext(p, i, False, ()).rid for p in d.state.policies for i in range(len(p.rules))}
+        declared = {s.name for s in rs.sets}
+        # one netlink dump per counter set, one element per port: bounded by the ports
+        hits = self._hits(sorted({n(rid) for rid in rids.values() for n in (hit_set, admitted_set, bypass_set)}
+                                 & declared))
+        # the sources refused (enforce) or that would be (monitor) most often, per port
+        offenders: dict[str, list[tuple[str, int]]] = {}
+        for port, remote, n in sorted(read_offenders(self.rec.executor, OFFENDER_READ)[0],
+                                      key=lambda o: (o[0], -o[2], o[1])):
+            offenders.setdefault(port, []).append((remote, n))
         errors = self.rec.port_errors
         view = {}
         for ifname, pid in d.port_ids.items():
@@ -88,10 +92,12 @@ class Reporter:
             policy = policies.get(rs.port_policy.get(ifname, ""))
             for i, rule in enumerate(policy.rules if policy else ()):
                 rid = d.rule_ids.get((policy.name, i))
-                n = hits.get((hit_name[(policy.name, i)], ifname), 0)
                 if rid:
+                    kid = rids[(policy.name, i)]
+                    n = hits.get((hit_set(kid), ifname), 0)
                     monitor = policy.enforcement == "monitor"
-                    counters.append((rid, 0 if monitor else n, n if monitor else 0))
+                    counters.append((rid, hits.get((admitted_set(kid), ifname), 0), 0 if monitor else n,
+                                     n if monitor else 0, hits.get((bypass_set(kid), ifname), 0)))
             # a failed batch changed nothing: ports it does not name keep the status they had
             status = ("ERROR", errors[ifname]) if ifname in errors else ("ACTIVE", "") if self.rec.apply_ok \
                 else (None, "")
@@ -127,13 +133,15 @@ class Reporter:
         for pid, (status, message, counters, seen) in sorted(view.items()):
             old = self._ports.get(pid)
             if full or old != (status, message, counters, seen):
+                # a delta carries only the rules whose totals moved (send what changed)
+                before = set(old[2]) if old is not None and not full else set()
                 entry: dict = {"port_id": pid, "counters": [
-                    {"rule_id": rid, "refused": r, "would_refuse": w} for rid, r, w in counters]}
+                    {"rule_id": rid, "admitted": a, "refused": r, "would_refuse": w, "set_full": u}
+                    for rid, a, r, w, u in counters if (rid, a, r, w, u) not in before]}
                 if status is not None and (full or old is None or old[:2] != (status, message)):
                     entry.update(status=status, status_message=message)
                 if full or old is None or old[3] != seen:
-                    # monitor mode's would-be offenders; the kernel keeps who, not how often
-                    entry["offenders"] = [{"ip_address": ip, "count": 1} for ip in seen]
+                    entry["offenders"] = [{"ip_address": ip, "count": n} for ip, n in seen]
                 ports.append(entry)
         self._ports = view
         report["ports"] = ports
@@ -161,7 +169,8 @@ class Reporter:
             log.warning("cannot list interfaces: %s", exc)
             ifaces = self._ifaces
         if ifaces is not None:
-            listing = [{"name": i.name, "addresses": list(i.addresses), "state": i.state} for i in ifaces.values()]
+            listing = [{"name": i.name, "addresses": list(i.addresses), "state": i.state}
+                       for i in sorted(ifaces.values(), key=lambda i: i.name)]
             if full:
                 report["interfaces"] = listing
             else:
@@ -198,22 +207,26 @@ class Reporter:
         # apply (it would list no port and wipe the host's counters and offenders).
         ready = self.rec.loaded is not None and (self.rec.applier.applied is not None or bool(self.rec.port_errors))
         full = ready and (self._need_full or now >= self._next_full)
-        report = self.build(full)
+        parts = split(self.build(full))  # bounded in size (report_parts.py)
+        sent = 0
         try:
             while (item := self.queue.peek()) is not None:
                 path, queued = item
                 self._send(queued)
                 self.queue.pop(path)
-            report["queue"] = {"length": 0, "overflow_total": self.queue.overflow_total}
-            self._send(report)
+            for part in parts:
+                part["queue"] = {"length": 0, "overflow_total": self.queue.overflow_total}
+                self._send(part)
+                sent += 1
         except Delivery as exc:
             if self.online is not False:
                 log.warning("reports not delivered (%s): queueing them on disk", exc)
             self.online = False
             self._need_full = True  # the server's view is stale once we are back
-            if self.has_content(report):
-                report["queue"] = {"length": len(self.queue) + 1, "overflow_total": self.queue.overflow_total}
-                self.queue.put(report)
+            for part in parts[sent:]:
+                if self.has_content(part):
+                    part["queue"] = {"length": len(self.queue) + 1, "overflow_total": self.queue.overflow_total}
+                    self.queue.put(part)
             return
         if self.online is False:
             log.info("reports delivered again")

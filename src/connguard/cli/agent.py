@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 from typing import Any
+import threading
 
 import click
 
@@ -57,6 +58,7 @@ def _setting(key: str) -> str:
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               help=_setting("log_level"))
 @click.option("--log-format", type=click.Choice(["text", "json"]), help=_setting("log_format"))
+@click.option("--metrics-listen", metavar="ADDR:PORT", help=_setting("metrics_listen"))
 @click.option("-v", "--verbose", is_flag=True, help="Same as --log-level debug.")
 @click.pass_context
 def agent_cmd(ctx: click.Context, config: str | None, token: str | None, verbose: bool, **flags: Any) -> None:
@@ -145,10 +147,28 @@ def _standalone(cfg: dict[str, Any], flags: dict[str, Any], config: str | None) 
                           reload_config=_reloader(flags, config, cfg, apply))
     life.install_signals()
     log.info("agent started for %s (state %s)", netns or "this host", cfg["state_file"])
-    agent.run()
+    done = threading.Event()
+    _metrics(cfg["metrics_listen"], reconciler=agent, reporter=None, host=cfg["host"] or socket.gethostname(),
+             stop=done)
+    try:
+        agent.run()
+    finally:
+        done.set()
     if life.rc == 0:
         log.info("agent stopped; the kernel keeps enforcing the last applied state")
     return life.rc
+
+
+def _metrics(listen: str | None, **kw) -> None:
+    if not listen:
+        return
+    from connguard.cli.up_metrics import serve
+
+    try:
+        addr, port = serve(listen, **kw)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(f"--metrics-listen {listen}: {exc}") from None
+    log.info("agent metrics on http://%s:%d/metrics", addr, port)
 
 
 def _server_mode(cfg: dict[str, Any], token: str, flags: dict[str, Any], config: str | None) -> int:
@@ -170,6 +190,8 @@ def _server_mode(cfg: dict[str, Any], token: str, flags: dict[str, Any], config:
                           reload_config=_reloader(flags, config, cfg, apply),
                           refetch=lambda: agent.source.fetch_once(None, 0))
     life.install_signals()
+    _metrics(cfg["metrics_listen"], reconciler=agent.reconciler, reporter=agent.reporter, host=host,
+             stop=agent.stop_event)
     try:
         agent.run()
     except AgentBusy as exc:

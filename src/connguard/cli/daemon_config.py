@@ -103,6 +103,15 @@ def _widest(raw: Any) -> tuple[int, int]:
     return int(v4), int(v6)
 
 
+def _listen(raw: Any) -> str:
+    """ADDR:PORT to listen on, checked before anything starts."""
+    text = _text(raw)
+    addr, sep, port = text.rpartition(":")
+    if not sep or not addr or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected ADDR:PORT (127.0.0.1:9697), got {raw!r}")
+    return text
+
+
 def _pattern(raw: Any) -> str:
     return _text(raw)  # any text is a shell pattern (fnmatch); only an empty one is refused
 
@@ -166,6 +175,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "netns": Key(_text, None, "network namespace to enforce in"),
         "interval": Key(_number(0.1, 60), 1.0, "seconds between reconciliation passes", reload=True),
         "drift_interval": Key(_number(1, 3600), 10.0, "seconds between kernel drift checks", reload=True),
+        "metrics_listen": Key(_listen, None, "ADDR:PORT to serve the agent's own Prometheus metrics on (/metrics)"),
         "start_timeout": Key(_number(1, 3600), 60.0, "seconds to get a first usable state before exiting non-zero"),
         "log_level": Key(_choice(*LOG_LEVELS), "info", "log level", reload=True),
         "log_format": Key(_choice("text", "json"), "text", "text or json (one object a line)"),

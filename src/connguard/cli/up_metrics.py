@@ -1,4 +1,5 @@
-"""The in-process agent's own metrics, on the ``/metrics`` of ``connguard up``'s server.
+"""The agent's own metrics: on the ``/metrics`` of ``connguard up``'s server, and on
+``connguard agent --metrics-listen ADDR:PORT`` (``serve``: standalone or server mode).
 
 The server's report metrics say what agents told it; these say how this host's agent loop
 itself is doing, and are there even while it cannot reach the server (same process). They read
@@ -11,9 +12,10 @@ stamps each apply, so no apply is missed or counted twice).
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Iterator
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -40,6 +42,11 @@ class AgentMetrics(Collector):
         h = [self.host]
         yield _one(CounterMetricFamily, "connguard_agent_apply_errors",
                    "Applies the kernel refused (the last good state stays enforced)", h, rec.apply_errors_total)
+        yield _one(GaugeMetricFamily, "connguard_agent_enforcing",
+                   "1 once the agent applied a state (it writes nothing before its first)", h,
+                   1 if rec.applier.applied is not None else 0)
+        if rep is None:  # standalone: no server, no reports
+            return
         yield _one(GaugeMetricFamily, "connguard_agent_report_queue_length",
                    "Reports waiting on disk for the server", h, len(rep.queue))
         yield _one(CounterMetricFamily, "connguard_agent_report_queue_overflow",
@@ -48,6 +55,32 @@ class AgentMetrics(Collector):
                    "Reports the server accepted", h, rep.sent_total)
         yield _one(GaugeMetricFamily, "connguard_agent_server_reachable",
                    "1 when the agent's last report reached the server", h, 1 if rep.online else 0)
+
+
+class _Agent:
+    def __init__(self, reconciler: Any, reporter: Any):
+        self.reconciler, self.reporter = reconciler, reporter
+
+
+def serve(listen: str, *, reconciler: Any, reporter: Any | None, host: str, stop: threading.Event) -> tuple[str, int]:
+    """Serve the agent loop's metrics on ``listen`` (``ADDR:PORT``; port 0 picks one) in
+    threads of their own, until the process exits; returns the address bound. The apply
+    histogram is sampled twice a second (an apply is stamped, so none is counted twice)."""
+    addr, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"--metrics-listen: expected ADDR:PORT, got {listen!r}")
+    registry = CollectorRegistry()
+    metrics = AgentMetrics(registry, _Agent(reconciler, reporter), host)
+    server, _ = start_http_server(int(port), addr.strip("[]") or "127.0.0.1", registry=registry)
+
+    def sample() -> None:
+        while not stop.wait(0.5):
+            metrics.sample()
+        server.shutdown()
+
+    threading.Thread(target=sample, name="connguard-metrics", daemon=True).start()
+    bound = server.server_address
+    return bound[0], bound[1]
 
 
 def _one(kind: type, name: str, help_: str, labels: list[str], value: float) -> Any:

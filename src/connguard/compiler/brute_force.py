@@ -37,16 +37,18 @@ from connguard.compiler import fragments as f
 from connguard.compiler.common import (
     CT_PENDING,
     CT_REFUSED,
-    SET_FULL,
+    admitted,
+    bypassed,
     hits,
     offender,
     port_key,
+    refuse_chain,
     remote_key,
     remote_side,
 )
 from connguard.compiler.context import BAN_SET_SIZE, Contribution, RuleContext, Stage, per_port_set
 from connguard.compiler.punishment import punishment
-from connguard.compiler.rate_limit import ADDR_TYPE, hit_set
+from connguard.compiler.rate_limit import ADDR_TYPE, counter_sets
 from connguard.compiler.ruleset import NftSet, Rule
 from connguard.model.rules import BruteForceRule
 from connguard.names import ROLE_BF_METER, ROLE_BF_PREFIX, bf_budget_set, bf_meter_set, bf_prefix_set
@@ -72,7 +74,7 @@ def window_meter(count: int, window: int) -> dict:
 def compile_brute_force(ctx: RuleContext) -> Contribution:
     rule: BruteForceRule = ctx.rule
     d = rule.direction
-    out = Contribution(sets=[hit_set(ctx.rid)])
+    out = Contribution(sets=counter_sets(ctx.rid))
     origin = ctx.origin(d)
     hit = hits(hit_set_name(ctx.rid), d)
     pending = CT_PENDING[d]
@@ -113,13 +115,14 @@ def compile_brute_force(ctx: RuleContext) -> Contribution:
                     f.dynset("add", prefix_meter.name, key48, window_meter(PREFIX48_FACTOR * rule.max_attempts, rule.window),
                              timeout=rule.window), hit] + refuse), origin + " /48"))
                 out.add(d, Stage.BRUTE_FORCE, Rule(tuple(proven + [
-                    f.in_set(key48, prefix_meter.name, negate=True), f.counter(SET_FULL)]), origin + " /48 set-full"))
+                    f.in_set(key48, prefix_meter.name, negate=True), *bypassed(ctx, d)]), origin + " /48 set-full"))
             stmts = [f.dynset("add", name, key, window_meter(rule.max_attempts, rule.window), timeout=rule.window), hit]
             verdict = offender(ctx, d, v) if ctx.monitor else [f.ct_mark_or(CT_REFUSED), f.jump(punish.name)]
             out.add(d, Stage.BRUTE_FORCE, Rule(tuple(proven + stmts + verdict), origin))
             # a full meter fails open (no ban; the budgets above still hold): count it
-            out.add(d, Stage.BRUTE_FORCE, Rule(tuple(proven + [f.in_set(key, name, negate=True), f.counter(SET_FULL)]),
+            out.add(d, Stage.BRUTE_FORCE, Rule(tuple(proven + [f.in_set(key, name, negate=True), *bypassed(ctx, d)]),
                                                origin + " set-full"))
+            out.add(d, Stage.BRUTE_FORCE, Rule(tuple(proven + [admitted(ctx, d)]), origin + " admitted"))
         if not ctx.monitor:
             out.chains += punish.chains
             out.sets += punish.sets
@@ -129,8 +132,8 @@ def compile_brute_force(ctx: RuleContext) -> Contribution:
 def _refuse(ctx: RuleContext, d: str, v: int) -> list:
     """Over a budget: no ban, but this connection is refused (and marked, so that the handshake
     chain drops what else the source sends on it) with a reset: the client believes it is
-    connected."""
+    connected. The refuse chain records the offender first."""
     if ctx.monitor:
         return offender(ctx, d, v)
-    return [f.ct_mark_or(CT_REFUSED), f.reject_tcp_reset()]
+    return [f.ct_mark_or(CT_REFUSED), f.jump(refuse_chain(d, "reset"))]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from connguard.compiler import fragments as f
 from connguard.compiler.context import RuleContext
-from connguard.compiler.ruleset import Json
+from connguard.compiler.ruleset import Chain, Json, Rule
+from connguard import names
 from connguard.model.rules import MatchFields
 
 # Shared long-lived sets and connguard's ct mark bits: their names and values are part of the
@@ -75,22 +76,49 @@ def new_connection_variants(ctx: RuleContext, direction: str, version: int | Non
     return variants
 
 
-def refuse(ctx: RuleContext, protocol: str | None, *, gentle: bool, ack_stage: bool = False) -> list[tuple[list[Json], list[Json]]]:
+def refuse_chain(direction: str, kind: str) -> str:
+    return names.refuse_chain(direction, kind)
+
+
+def refuse_chains() -> list[Chain]:
+    """Where enforce-mode refusals end: the offender (port . remote) is recorded, with a
+    counter, in ``offenders4/6``, then the packet is dropped or reset. The record is a rule of
+    its own: when the offender set is full the kernel skips the rest of *that* rule only, and
+    the refusal below still happens (a full set must never turn a refusal into a pass)."""
+    out = []
+    for d in ("ingress", "egress"):
+        record = tuple(Rule((f.nfproto(v), f.dynset("update", OFFENDERS[v], f.concat(port_key(d), remote_key(d, v)))),
+                            f"offender ipv{v}") for v in (4, 6))
+        out.append(Chain(refuse_chain(d, "drop"), record + (Rule((f.drop(),), "refuse"),)))
+        out.append(Chain(refuse_chain(d, "reset"), record + (Rule((f.l4proto("tcp"), f.reject_tcp_reset()), "refuse"),
+                                                              Rule((f.drop(),), "refuse"))))
+    return out
+
+
+def refuse(ctx: RuleContext, protocol: str | None, *, gentle: bool, ack_stage: bool = False,
+           direction: str | None = None) -> list[tuple[list[Json], list[Json]]]:
     """How a rule ends, as (extra matches placed before the statements, verdict). Enforce: TCP
     is reset when ``gentle`` (a connection cap: the client should give up at once) or at the
     synproxy ACK stage, else dropped (a rate limit: the client's retry lands in a later
-    second). Monitor: no verdict."""
+    second); with ``direction`` through the refuse chains, which record the offender first.
+    Monitor: no verdict."""
     if ctx.monitor:
         return [([], [])]
+
+    def end(kind: str) -> list[Json]:
+        if direction is not None:
+            return [f.jump(refuse_chain(direction, kind))]
+        return [f.reject_tcp_reset()] if kind == "reset" else [f.drop()]
+
     if ack_stage:
-        return [([], [f.reject_tcp_reset()])]
+        return [([], end("reset"))]
     if not gentle:
-        return [([], [f.drop()])]
+        return [([], end("drop"))]
     if protocol == "tcp":
-        return [([], [f.reject_tcp_reset()])]
+        return [([], end("reset"))]
     if protocol is None:
-        return [([f.l4proto("tcp")], [f.reject_tcp_reset()]), ([f.l4proto("tcp", "!=")], [f.drop()])]
-    return [([], [f.drop()])]
+        return [([f.l4proto("tcp")], end("reset")), ([f.l4proto("tcp", "!=")], end("drop"))]
+    return [([], end("drop"))]
 
 
 def rule_ports(rule) -> tuple[int, int] | None:
@@ -114,6 +142,35 @@ def offender(ctx: RuleContext, direction: str, version: int | None) -> list[Json
                      timeout=None)]
 
 
+# Per-port, per-rule counter sets (one element per port, a counter on each; keyed by the
+# interface alone, so they cannot fill and an update never fails): what the agent reports as
+# monotonic totals. Their names derive from the rule's id, never from its numbers, so a changed
+# rate keeps the counts.
+def hit_name(rid: str) -> str:
+    """Refusals (monitor mode: would-be refusals)."""
+    return names.hit_set(rid)
+
+
+def admitted_name(rid: str) -> str:
+    """Connections that reached the rule and went on (in monitor mode: all of them)."""
+    return names.admitted_set(rid)
+
+
+def bypass_name(rid: str) -> str:
+    """Connections admitted because a set the rule writes was full (the fail-open canaries)."""
+    return names.bypass_set(rid)
+
+
 def hits(name: str, direction: str) -> Json:
     """Count a refusal (or, in monitor mode, a would-be refusal) per port for this rule."""
     return f.dynset("update", name, port_key(direction))
+
+
+def admitted(ctx: RuleContext, direction: str) -> Json:
+    """Count a connection this rule let through, per port."""
+    return f.dynset("update", admitted_name(ctx.rid), port_key(direction))
+
+
+def bypassed(ctx: RuleContext, direction: str) -> list[Json]:
+    """A set-full canary's statements: the host-wide counter and the rule's per-port count."""
+    return [f.counter(SET_FULL), f.dynset("update", bypass_name(ctx.rid), port_key(direction))]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from connguard.compiler import fragments as f
 from connguard.compiler.brute_force import compile_brute_force
-from connguard.compiler.common import ALLOW
+from connguard.compiler.common import ALLOW, SET_FULL, refuse_chains
 from connguard.compiler.conn_limit import compile_conn_limit
 from connguard.compiler.context import Contribution, RuleContext, Stage, short_id
 from connguard.compiler.dispatch import ban_elements, base_chains, host_sets
@@ -108,7 +108,7 @@ def compile_policy(policy: Policy, allow_versions: tuple[int, ...] = (4, 6)) -> 
 
 def compile_host(state: HostState) -> Ruleset:
     allow_versions = tuple(sorted({prefix_version(e.remote_ip_prefix) for e in state.allowlist}))
-    chains = base_chains()
+    chains = base_chains() + refuse_chains()
     sets: dict[str, NftSet] = {}
     to_vm: dict[str, str] = {}
     from_vm: dict[str, str] = {}

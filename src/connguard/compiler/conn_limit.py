@@ -26,9 +26,9 @@ back-to-back connections near the cap can be refused although fewer are open (fa
 from __future__ import annotations
 
 from connguard.compiler import fragments as f
-from connguard.compiler.common import hits, match_exprs, new_connection_variants, offender, port_key, refuse, remote_key, rule_ports, versions_for
+from connguard.compiler.common import admitted, bypassed, hits, match_exprs, new_connection_variants, offender, port_key, refuse, remote_key, rule_ports, versions_for
 from connguard.compiler.context import REMOTE_SET_SIZE, Contribution, RuleContext, Stage, per_port_set
-from connguard.compiler.rate_limit import ADDR_TYPE, hit_set
+from connguard.compiler.rate_limit import ADDR_TYPE, counter_sets
 from connguard.compiler.ruleset import NftSet, Rule
 from connguard.model.rules import ConnectionLimitRule
 from connguard.names import conncount_set
@@ -37,7 +37,7 @@ from connguard.names import hit_set as hit_set_name
 
 def compile_conn_limit(ctx: RuleContext) -> Contribution:
     rule: ConnectionLimitRule = ctx.rule
-    out = Contribution(sets=[hit_set(ctx.rid)])
+    out = Contribution(sets=counter_sets(ctx.rid))
     directions = ("ingress", "egress") if rule.direction == "any" else (rule.direction,)
     per_remote = rule.scope == "remote_ip"
     stage = Stage.CONN_PER_REMOTE if per_remote else Stage.CONN_PER_PORT
@@ -55,7 +55,12 @@ def compile_conn_limit(ctx: RuleContext) -> Contribution:
                 name, key = base_name, port_key(d)
             for pred, ack in new_connection_variants(ctx, d, v, rule.protocol, rule_ports(rule)):
                 base = pred + match_exprs(rule, d, v)
-                for pre, verdict in refuse(ctx, rule.protocol, gentle=True, ack_stage=ack):
+                for pre, verdict in refuse(ctx, rule.protocol, gentle=True, ack_stage=ack, direction=d):
                     stmts = [f.dynset("add", name, key, count), hits(hit_set_name(ctx.rid), d)]
                     out.add(d, stage, Rule(tuple(base + pre + stmts + offender(ctx, d, v) + verdict), ctx.origin(d)))
+                if per_remote:
+                    # a full per-remote count set fails open (the rule is skipped): count it
+                    out.add(d, stage, Rule(tuple(base + [f.in_set(key, name, negate=True), *bypassed(ctx, d)]),
+                                           ctx.origin(d) + " set-full"))
+                out.add(d, stage, Rule(tuple(base + [admitted(ctx, d)]), ctx.origin(d) + " admitted"))
     return out

@@ -176,8 +176,9 @@ def host_sets(*, allowlist: tuple[AllowlistEntry, ...], ports: list[str],
         remote = ("ifname", ADDR[v])
         sets.append(NftSet(BAN[v], remote, flags=("timeout",), size=BAN_SET_SIZE))
         sets.append(NftSet(HOST_BAN[v], (ADDR[v],), flags=("interval", "timeout"), size=BAN_SET_SIZE))
+        # who was refused (enforce) or would be (monitor), per port, with how often
         sets.append(NftSet(OFFENDERS[v], remote, flags=("timeout",), size=REMOTE_SET_SIZE,
-                           timeout=OFFENDER_TIMEOUT))
+                           timeout=OFFENDER_TIMEOUT, counter=True))
         allowed = _collapse([e.remote_ip_prefix for e in allowlist], v)
         sets.append(NftSet(ALLOW[v], (ADDR[v],), flags=("interval",),
                            elements=tuple(Element(f.prefix(p)) for p in allowed)))

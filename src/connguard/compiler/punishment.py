@@ -43,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from connguard.compiler import fragments as f
-from connguard.compiler.common import BAN, SET_FULL
+from connguard.compiler.common import BAN, bypassed
 from connguard.compiler.context import BAN_SET_SIZE, OFFENCE_MEMORY, RuleContext
 from connguard.compiler.rate_limit import ADDR_TYPE
 from connguard.compiler.ruleset import Chain, Json, NftSet, Rule
@@ -83,12 +83,12 @@ def punishment(ctx: RuleContext, d: str, v: int, key: Json, *, resets: tuple[tup
 
     def canary(*match: Json) -> Rule:
         # reached only when the rule above matched and a set it writes was full
-        return Rule((*match, f.counter(SET_FULL), f.ret()), origin + " set-full")
+        return Rule((*match, *bypassed(ctx, d), f.ret()), origin + " set-full")
 
     if len(tiers) == 1:  # nothing to escalate to: no memory
         return Punishment(name, [Chain(name, (
             Rule(tuple(ban(tiers[0])), origin + " ban"),
-            Rule((f.in_set(key, BAN[v], negate=True), f.counter(SET_FULL)), origin + " set-full"),
+            Rule((f.in_set(key, BAN[v], negate=True), *bypassed(ctx, d)), origin + " set-full"),
         ) + refuse)])
 
     n = len(tiers)

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from connguard.compiler import fragments as f
 from connguard.compiler.common import (
-    SET_FULL,
+    admitted,
+    admitted_name,
+    bypass_name,
+    bypassed,
+    hit_name,
     hits,
     match_exprs,
     new_connection_variants,
@@ -39,14 +43,16 @@ from connguard.names import hit_set as hit_set_name
 ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 
 
-def hit_set(rid: str) -> NftSet:
-    return NftSet(hit_set_name(rid), ("ifname",), size=PORT_SET_SIZE, counter=True, role=ROLE_PER_PORT)
+def counter_sets(rid: str) -> list[NftSet]:
+    """The rule's per-port counters: refused (``h``), admitted (``n``), set-full bypasses (``u``)."""
+    return [NftSet(name(rid), ("ifname",), size=PORT_SET_SIZE, counter=True, role=ROLE_PER_PORT)
+            for name in (hit_name, admitted_name, bypass_name)]
 
 
 def compile_rate_limit(ctx: RuleContext) -> Contribution:
     rule: ConnectionRateLimitRule = ctx.rule
     d = rule.direction
-    out = Contribution(sets=[hit_set(ctx.rid)])
+    out = Contribution(sets=counter_sets(ctx.rid))
     hit = hits(hit_set_name(ctx.rid), d)
     origin = ctx.origin(d)
     bucket = f.limit(rule.max_cps, "second", rule.max_burst_cps)  # type: ignore[arg-type]
@@ -58,12 +64,13 @@ def compile_rate_limit(ctx: RuleContext) -> Contribution:
             key = f.concat(port_key(d), remote_key(d, v))
             for pred, ack in new_connection_variants(ctx, d, v, rule.protocol, rule_ports(rule)):
                 base = pred + match_exprs(rule, d, v)
-                for pre, verdict in refuse(ctx, rule.protocol, gentle=False, ack_stage=ack):
+                for pre, verdict in refuse(ctx, rule.protocol, gentle=False, ack_stage=ack, direction=d):
                     stmts = [f.dynset("add", name, key, bucket, timeout=RATE_SET_TIMEOUT), hit]
                     out.add(d, Stage.RATE_PER_REMOTE,
                             Rule(tuple(base + pre + stmts + offender(ctx, d, v) + verdict), origin))
                 out.add(d, Stage.RATE_PER_REMOTE,
-                        Rule(tuple(base + [f.in_set(key, name, negate=True), f.counter(SET_FULL)]), origin + " set-full"))
+                        Rule(tuple(base + [f.in_set(key, name, negate=True), *bypassed(ctx, d)]), origin + " set-full"))
+                out.add(d, Stage.RATE_PER_REMOTE, Rule(tuple(base + [admitted(ctx, d)]), origin + " admitted"))
         return out
 
     # The name carries the numbers: a changed rate starts fresh buckets at the new rate rather
@@ -73,8 +80,9 @@ def compile_rate_limit(ctx: RuleContext) -> Contribution:
     for v in versions_for(ctx, rule, keyed=False):
         for pred, ack in new_connection_variants(ctx, d, v, rule.protocol, rule_ports(rule)):
             base = pred + match_exprs(rule, d, v)
-            for pre, verdict in refuse(ctx, rule.protocol, gentle=False, ack_stage=ack):
+            for pre, verdict in refuse(ctx, rule.protocol, gentle=False, ack_stage=ack, direction=d):
                 stmts = [f.dynset("add", aggregate.name, port_key(d), bucket), hit]
                 out.add(d, Stage.RATE_PER_PORT,
                         Rule(tuple(base + pre + stmts + offender(ctx, d, v) + verdict), origin))
+            out.add(d, Stage.RATE_PER_PORT, Rule(tuple(base + [admitted(ctx, d)]), origin + " admitted"))
     return out

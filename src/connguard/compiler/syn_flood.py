@@ -17,9 +17,9 @@ cookie) would make the host a reflector, so they are dropped before synproxy and
 from __future__ import annotations
 
 from connguard.compiler import fragments as f
-from connguard.compiler.common import SYNPROXY, hits, refuse
+from connguard.compiler.common import SYNPROXY, admitted, hits, refuse
 from connguard.compiler.context import Contribution, RuleContext, Stage, per_port_set
-from connguard.compiler.rate_limit import hit_set
+from connguard.compiler.rate_limit import counter_sets
 from connguard.compiler.ruleset import Rule
 from connguard.model.rules import SynFloodRule
 from connguard.names import hit_set as hit_set_name
@@ -40,7 +40,7 @@ def not_plain_syn() -> f.Json:
 
 def compile_syn_flood(ctx: RuleContext) -> Contribution:
     rule: SynFloodRule = ctx.rule
-    out = Contribution(sets=[hit_set(ctx.rid)])
+    out = Contribution(sets=counter_sets(ctx.rid))
     budget = per_port_set(syn_budget_set(ctx.rid, rule.max_syn_rate))
     out.sets.append(budget)
     tokens = f.limit(rule.max_syn_rate, "second", rule.max_syn_rate)
@@ -60,6 +60,9 @@ def compile_syn_flood(ctx: RuleContext) -> Contribution:
             # not in ``hits``: that counts the budget's refusals, the figure an operator sizes it by
             out.add("ingress", Stage.SYN_BUDGET, Rule(tuple(service + [syn_set(), not_plain_syn(), f.drop()]),
                                                       origin + " not a plain SYN"))
+        # SYNs within the budget (enforce: plain ones only, the others were dropped above)
+        out.add("ingress", Stage.SYN_BUDGET, Rule(tuple(service + [syn_set(), admitted(ctx, "ingress")]),
+                                                  origin + " admitted"))
         if proxy:
             out.synproxy_services.append((v, rule.port_range_min, rule.port_range_max))  # type: ignore[arg-type]
             out.add("ingress", Stage.SYNPROXY, Rule(

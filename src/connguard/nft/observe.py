@@ -177,15 +177,18 @@ def observe(executor: Executor, *, bans_only: bool = False, limit: int | None = 
     return obs
 
 
-def read_offenders(executor: Executor, limit: int) -> tuple[list[tuple[str, str]], bool]:
-    """(port, remote) of the monitor-mode offender sets, at most about ``limit`` per family
-    (an attacker grows them); and whether both were read whole."""
+def read_offenders(executor: Executor, limit: int) -> tuple[list[tuple[str, str, int]], bool]:
+    """(port, remote, packets refused or, in monitor mode, that would have been) of the
+    offender sets, at most about ``limit`` per family (an attacker grows them: which ones a
+    cut-short read gives is the kernel's hash order, not the largest); and whether both were
+    read whole."""
     obs = Observation()
     out = []
     for v in (4, 6):
         for raw in _read(executor, obs, OFFENDERS[v], limit):
-            key = _value(nl.parse(raw), nl.ELEM_KEY)
-            out.append((_ifname(key), str(_addr(key[IFNAMSIZ:], v))))
+            e = nl.parse(raw)
+            key = _value(e, nl.ELEM_KEY)
+            out.append((_ifname(key), str(_addr(key[IFNAMSIZ:], v)), _packets(e)))
     return out, not obs.truncated
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connguard.db.errors import BadRequest, Conflict, NotFound
-from connguard.db.models import Port, QosPolicy, new_id, utcnow
+from connguard.db.models import Port, PortCounter, PortObservation, QosPolicy, QosRule, new_id, utcnow
 from connguard.db.services.audit import changed, record_event
 from connguard.db.services.common import (
     Caller,
@@ -207,3 +207,19 @@ def port_or_404(session: Session, *, caller: Caller, port_id: str) -> Port:
     if port is None or not caller.sees(port.project_id):
         raise NotFound(f"port {port_id} could not be found", type=NOT_FOUND)
     return port
+
+
+def port_statistics(session: Session, *, caller: Caller, port_id: str) -> dict[str, Any]:
+    """What the port's agent last reported beyond its status: per rule, the server-side totals
+    of admitted, refused, would-refuse (monitor mode) and set-full bypasses; the offenders it
+    lists (bounded; in enforce mode the sources refused, in monitor mode those that would be)."""
+    port = _port_row(session, caller=caller, port_id=port_id)
+    rows = session.execute(select(PortCounter, QosRule.type).outerjoin(QosRule, QosRule.id == PortCounter.rule_id)
+                           .where(PortCounter.port_id == port.id).order_by(PortCounter.rule_id))
+    rules = [{"rule_id": c.rule_id, "rule_type": kind, "admitted": c.admitted, "refused": c.refused,
+              "would_refuse": c.would_refuse, "set_full": c.set_full, "updated_at": iso(c.updated_at)}
+             for c, kind in rows]
+    obs = session.get(PortObservation, port.id)
+    return {"port_id": port.id, "status": port.status, "rules": rules,
+            "offenders": list(obs.offenders) if obs is not None else [],
+            "offenders_updated_at": iso(obs.updated_at) if obs is not None else None}

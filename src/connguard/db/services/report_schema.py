@@ -109,8 +109,30 @@ class Queue(Frozen):
     overflow_total: Count = 0  # reports dropped because the queue was full, since the agent started
 
 
+class Slice(Frozen):
+    """Port ids (or interface names) ``after < x <= until``, compared as Python compares
+    strings (code points); ``None`` leaves that end open."""
+
+    after: Annotated[str, Field(max_length=255)] | None = None
+    until: Annotated[str, Field(max_length=255)] | None = None
+
+    def __contains__(self, value: str) -> bool:
+        return (self.after is None or value > self.after) and (self.until is None or value <= self.until)
+
+
+class Part(Frozen):
+    """One part of a full report the agent split in bounded parts (agent/report_parts.py):
+    it replaces the server's view of the slices it names only; ``None``: nothing of that kind."""
+
+    index: Annotated[int, Field(ge=0, le=10_000)]
+    count: Annotated[int, Field(ge=1, le=10_000)]
+    ports: Slice | None = None
+    interfaces: Slice | None = None
+
+
 class Report(Frozen):
     full: bool = False
+    part: Part | None = None  # full reports only: which slice of the host this part replaces
     heartbeat: Heartbeat
     ports: Annotated[list[PortReport], Field(max_length=MAX_PORTS)] = []
     bans: Annotated[list[DetectedBan], Field(max_length=MAX_BANS)] = []
@@ -121,4 +143,4 @@ class Report(Frozen):
     queue: Queue | None = None
 
 
-__all__ = ["MAX_REPORT_BYTES", "Report"]
+__all__ = ["MAX_REPORT_BYTES", "Part", "Report", "Slice"]

@@ -20,7 +20,7 @@ from connguard.db.models import Agent, Event, Port, PortCounter, PortObservation
 from connguard.db.services.common import Caller, host_revision, touch_hosts, validate
 from connguard.db.services.hosts import agent_public, check_host_access
 from connguard.db.services.policies import EFFECTIVE_POLICY_ID
-from connguard.db.services.report_schema import MAX_INTERFACES, DetectedBan, Interface, PortReport, Report
+from connguard.db.services.report_schema import MAX_INTERFACES, DetectedBan, Interface, PortReport, Report, Slice
 from connguard.db.services.audit import record_event
 from connguard.db.services.security import record_detected_ban
 from connguard.model.rules import RULE_TYPES
@@ -35,21 +35,23 @@ def report(session: Session, *, caller: Caller, host: str, body: dict[str, Any])
     data = validate(Report, body)
     now = utcnow()
     agent = _heartbeat(session, host=host, data=data, now=now)
-    ports = _host_ports(session, host=host, data=data)
+    ports, total = _host_ports(session, host=host, data=data)
+    replace = _replaced(data)
     ignored = sorted({pr.port_id for pr in data.ports if pr.port_id not in ports}
                      | {b.port_id for b in data.bans if b.port_id not in ports})
     reported = [pr for pr in data.ports if pr.port_id in ports]
     rule_types = _rule_types(session, {c.rule_id for pr in reported for c in pr.counters})
     for pr in reported:
         _status(session, port=ports[pr.port_id], pr=pr, host=host, caller=caller)
-    _counters(session, ports=ports, reported=reported, full=data.full, rule_types=rule_types, host=host, now=now)
-    _offenders(session, ports=ports, reported=reported, full=data.full, now=now)
+    _counters(session, ports=ports, reported=reported, replace=replace, rule_types=rule_types, host=host, now=now)
+    _offenders(session, ports=ports, reported=reported, replace=replace, now=now)
     _bans(session, ports=ports, bans=[b for b in data.bans if b.port_id in ports], host=host, now=now,
           caller=caller)
     refused: list[str] = []
     if data.interfaces is not None or data.interfaces_gone:
-        refused = _discover(session, caller=caller, host=host, ports=ports, interfaces=data.interfaces,
-                            gone=data.interfaces_gone, full=data.full)
+        vanish = None if not data.full else Slice() if data.part is None else data.part.interfaces
+        refused = _discover(session, caller=caller, host=host, ports=ports, total=total, interfaces=data.interfaces,
+                            gone=data.interfaces_gone, vanish=vanish)
     session.flush()
     # ``revision`` lets the agent see at once that the report changed its desired state
     # (a discovered port, a shared ban); ``ignored_port_ids`` names ports no longer on this
@@ -59,18 +61,37 @@ def report(session: Session, *, caller: Caller, host: str, body: dict[str, Any])
             "ignored_port_ids": ignored, "ignored_interfaces": refused}
 
 
-def _host_ports(session: Session, *, host: str, data: Report) -> dict[str, Port]:
-    """The host's ports the report needs: all of them for a full report or one naming
-    interfaces (discovery matches by name), else only those it names, so a small delta from a
-    10,000-port host reads a few rows."""
+def _replaced(data: Report) -> Slice | None:
+    """The port ids whose counters and offenders the report replaces: none for a delta, all
+    for a whole full report, its slice for one part of a split one."""
+    if not data.full:
+        return None
+    return Slice() if data.part is None else data.part.ports
+
+
+def _host_ports(session: Session, *, host: str, data: Report) -> tuple[dict[str, Port], int | None]:
+    """The host's ports the report needs, and how many the host has (when read): all of them
+    for a whole full report or a delta naming interfaces (discovery matches by name); for one
+    part of a split full report, those of its slices and those it names; else only those it
+    names, so a small delta from a 10,000-port host reads a few rows."""
     q = select(Port).where(Port.host_id == host)
-    if data.full or data.interfaces is not None or data.interfaces_gone:
-        return {p.id: p for p in session.scalars(q)}
-    ids = sorted({pr.port_id for pr in data.ports} | {b.port_id for b in data.bans})
+    named = {pr.port_id for pr in data.ports} | {b.port_id for b in data.bans}
+    if data.part is None and (data.full or data.interfaces is not None or data.interfaces_gone):
+        out = {p.id: p for p in session.scalars(q)}
+        return out, len(out)
+    total = None
+    if data.part is not None:  # ids and names only (cheap), then the rows of the slices
+        pairs = session.execute(select(Port.id, Port.interface_name).where(Port.host_id == host)).all()
+        names = {i.name for i in data.interfaces or []} | set(data.interfaces_gone)
+        ps, isl = data.part.ports, data.part.interfaces
+        named |= {pid for pid, name in pairs if (ps is not None and pid in ps) or name in names
+                  or (isl is not None and name is not None and name in isl)}
+        total = len(pairs)
+    ids = sorted(named)
     out: dict[str, Port] = {}
     for i in range(0, len(ids), _CHUNK):
         out.update((p.id, p) for p in session.scalars(q.where(Port.id.in_(ids[i:i + _CHUNK]))))
-    return out
+    return out, total
 
 
 def _heartbeat(session: Session, *, host: str, data: Report, now: datetime) -> Agent:
@@ -88,7 +109,7 @@ def _heartbeat(session: Session, *, host: str, data: Report, now: datetime) -> A
         agent.apply_errors_total, agent.last_apply_error = data.apply.errors_total, data.apply.last_error
     if data.queue is not None:
         agent.queue_overflow_total = data.queue.overflow_total
-    if data.full:
+    if data.full and (data.part is None or data.part.index == data.part.count - 1):
         agent.last_full_report_at = now
     return agent
 
@@ -132,12 +153,15 @@ def _existing_counters(session: Session, port_ids: list[str]) -> dict[tuple[str,
     return out
 
 
-def _counters(session: Session, *, ports: dict[str, Port], reported: list[PortReport], full: bool,
+def _counters(session: Session, *, ports: dict[str, Port], reported: list[PortReport], replace: Slice | None,
               rule_types: dict[str, str], host: str, now: datetime) -> None:
     """Fold raw totals into server totals: a raw value below the last one means the agent
     restarted (its counters began again at 0), so all of it is new. Rows and events are
     written in bulk (a full report of a large host touches tens of thousands)."""
-    existing = _existing_counters(session, list(ports) if full else [pr.port_id for pr in reported])
+    ids = {pr.port_id for pr in reported}
+    if replace is not None:
+        ids |= {pid for pid in ports if pid in replace}
+    existing = _existing_counters(session, sorted(ids))
     seen: set[tuple[str, str]] = set()
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
@@ -174,8 +198,8 @@ def _counters(session: Session, *, ports: dict[str, Port], reported: list[PortRe
                                               **{f"v_{c}": u[c] for c in values}} for u in updates])
     if events:
         session.execute(insert(Event.__table__), events)
-    if full:  # a full report replaces the host's counters: rules it no longer has go
-        for port_id, rule_id in existing.keys() - seen:
+    if replace is not None:  # a full report replaces the host's counters: rules it no longer has go
+        for port_id, rule_id in sorted(k for k in existing.keys() - seen if k[0] in replace):
             session.execute(delete(PortCounter).where(PortCounter.port_id == port_id, PortCounter.rule_id == rule_id))
 
 
@@ -190,20 +214,33 @@ def _exceeded(*, port: Port, rule_id: str, rule_type: str | None, host: str, ref
             "message": f"{what} {rule_id}: {' and '.join(parts)} since the last report"}
 
 
-def _offenders(session: Session, *, ports: dict[str, Port], reported: list[PortReport], full: bool,
+def _offenders(session: Session, *, ports: dict[str, Port], reported: list[PortReport], replace: Slice | None,
                now: datetime) -> None:
     given = {pr.port_id: pr.offenders for pr in reported if pr.offenders is not None}
-    if full:
-        gone = [pid for pid in ports if pid not in given]
+    if replace is not None:
+        gone = [pid for pid in ports if pid in replace and pid not in given]
         for i in range(0, len(gone), _CHUNK):
             session.execute(delete(PortObservation).where(PortObservation.port_id.in_(gone[i:i + _CHUNK])))
-    for port_id, offenders in given.items():
-        row = session.get(PortObservation, port_id)
-        value = [o.model_dump(mode="json") for o in offenders]
-        if row is None:
-            session.add(PortObservation(port_id=port_id, offenders=value, updated_at=now))
-        elif row.offenders != value:
-            row.offenders, row.updated_at = value, now
+    # read in chunks and written in bulk: one get() per port (each flushing the session)
+    # cost about 5 ms a port, most of a full report's time on a large host
+    ids = sorted(given)
+    old: dict[str, Any] = {}
+    for i in range(0, len(ids), _CHUNK):
+        q = select(PortObservation.port_id, PortObservation.offenders).where(PortObservation.port_id.in_(ids[i:i + _CHUNK]))
+        old.update(session.execute(q).all())
+    inserts, updates = [], []
+    for port_id in ids:
+        value = [o.model_dump(mode="json") for o in given[port_id]]
+        if port_id not in old:
+            inserts.append({"port_id": port_id, "offenders": value, "updated_at": now})
+        elif old[port_id] != value:
+            updates.append({"k_port": port_id, "v_offenders": value, "v_updated_at": now})
+    table = PortObservation.__table__
+    if inserts:
+        session.execute(insert(table), inserts)
+    if updates:
+        session.execute(update(table).where(table.c.port_id == bindparam("k_port"))
+                        .values(offenders=bindparam("v_offenders"), updated_at=bindparam("v_updated_at")), updates)
 
 
 def _rule_of_ban(session: Session, *, port: Port, rule_id: str | None) -> Any:
@@ -231,20 +268,23 @@ def _bans(session: Session, *, ports: dict[str, Port], bans: list[DetectedBan], 
                             caller=caller)
 
 
-def _discover(session: Session, *, caller: Caller, host: str, ports: dict[str, Port],
-              interfaces: list[Interface] | None, gone: list[str], full: bool) -> list[str]:
+def _discover(session: Session, *, caller: Caller, host: str, ports: dict[str, Port], total: int | None,
+              interfaces: list[Interface] | None, gone: list[str], vanish: Slice | None) -> list[str]:
     """Ports for the interfaces the agent found: unknown ones are created in the reporting
     token's project (so its default policy, else the cloud default, protects them with no
     further call); discovered ports whose interface vanished go DOWN, keeping their history.
-    A host holds at most ``MAX_INTERFACES`` ports: names beyond are not created, and returned."""
+    A host holds at most ``MAX_INTERFACES`` ports: names beyond are not created, and returned.
+    ``vanish``: the names a full report (or its part) lists whole: discovered ports named in it
+    and not listed go DOWN."""
     by_name = {p.interface_name: p for p in ports.values()}
+    total = len(by_name) if total is None else total
     refused: list[str] = []
     listed = {i.name for i in interfaces or []}
     changed = False
     for iface in interfaces or []:
         status = "DOWN" if iface.state == "DOWN" else "ACTIVE"
         port = by_name.get(iface.name)
-        if port is None and len(by_name) >= MAX_INTERFACES:
+        if port is None and total >= MAX_INTERFACES:
             refused.append(iface.name)
             continue
         if port is None:
@@ -253,13 +293,16 @@ def _discover(session: Session, *, caller: Caller, host: str, ports: dict[str, P
                         device_owner=DISCOVERED, fixed_ips=list(iface.addresses), status=status)
             session.add(port)
             ports[port.id] = by_name[iface.name] = port
+            total += 1
             changed = True
         elif port.device_owner == DISCOVERED:
             if list(port.fixed_ips or []) != list(iface.addresses):
                 port.fixed_ips, changed = list(iface.addresses), True
             if port.status != status and port.status != "ERROR":
                 port.status = status
-    vanished = set(gone) | ({n for n in by_name if n not in listed} if full and interfaces is not None else set())
+    vanished = set(gone)
+    if vanish is not None and interfaces is not None:
+        vanished |= {n for n in by_name if n is not None and n in vanish and n not in listed}
     for name in sorted(vanished):
         port = by_name.get(name)
         if port is not None and port.device_owner == DISCOVERED and port.status != "DOWN":

@@ -31,6 +31,12 @@ def show_port(request: Request, port_id: str, session: SessionDep, caller: Calle
     return {"port": select_fields(svc.show_port(session, caller=caller, port_id=port_id), request)}
 
 
+@router.get("/{port_id}/statistics")
+def port_statistics(port_id: str, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
+    """connguard's counters and offenders of the port, from its agent's reports."""
+    return {"statistics": svc.port_statistics(session, caller=caller, port_id=port_id)}
+
+
 @router.put("/{port_id}")
 def update_port(port_id: str, session: SessionDep, caller: CallerDep, body: BodyDep,
                 if_match: IfMatchDep) -> dict[str, Any]:
