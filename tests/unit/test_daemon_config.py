@@ -62,7 +62,7 @@ def test_unknown_keys_and_sections_are_refused(tmp_path):
     with pytest.raises(ConfigError) as exc:
         resolve("server", {}, config=str(path), environ={})
     assert f"{path}: agent.intervall: unknown key (known: state_file, server, token_file, host, interfaces, " \
-           "report_interval, workdir, netns, interval, drift_interval, start_timeout, log_level, log_format)" \
+           "report_interval, workdir, netns, interval, drift_interval, metrics_listen, start_timeout, log_level, log_format)" \
            in exc.value.problems, exc.value.problems
     assert f"{path}: loglevel: unknown section or key (known: [server], [agent]; top-level url and token belong " \
            "to the CLI client)" in exc.value.problems, exc.value.problems

@@ -29,7 +29,7 @@ def test_compiled_names_are_the_names_modules():
     rs = compile_host(state)
     policy = state.policies[0]
     rid = [RuleContext(policy, i, False, ()).rid for i in range(len(RULES))]
-    per_rule = {names.hit_set(r) for r in rid}
+    per_rule = {name(r) for r in rid for name in (names.hit_set, names.admitted_set, names.bypass_set)}
     per_rule |= {names.bf_budget_set(rid[0]), names.bf_prefix_set(rid[0])}
     per_rule |= {names.bf_meter_set(rid[0], v) for v in (4, 6)}
     per_rule |= {names.tier_set(rid[0], v, step) for v in (4, 6) for step in (1, 2, 3)}  # 1, 2, 4 s
@@ -46,7 +46,8 @@ def test_compiled_names_are_the_names_modules():
     bf = {names.punish_chain(rid[0], v) for v in (4, 6)} | {names.escalate_chain(rid[0], v) for v in (4, 6)}
     policy_chains = {names.policy_chain(d, pid) for d in ("ingress", "egress")}
     base = {names.FORWARD, names.HOST_IN, names.HOST_OUT, names.RAW_PRE, names.HANDSHAKE, names.BAN_HIT,
-            names.bans_chain(4), names.bans_chain(6)}
+            names.bans_chain(4), names.bans_chain(6),
+            *(names.refuse_chain(d, kind) for d in ("ingress", "egress") for kind in ("drop", "reset"))}
     remote = {names.remote_chain(names.policy_chain("ingress", pid))}  # the allowlist has entries
     chains = {c.name for c in rs.chains}
     assert chains == bf | policy_chains | base | remote, f"chains not from names: {sorted(chains - bf - policy_chains - base - remote)}"
