@@ -45,9 +45,9 @@ class ServerAgent:
         self.interfaces = interfaces
         self.stop_event = stop_event or threading.Event()
         if executor is None:
-            from connguard.nft import NftCli
+            from connguard.nft import make_executor
 
-            executor = NftCli(netns)
+            executor = make_executor(netns)
         wait = WAIT if wait is None else wait
         self._http = http or httpx.Client(headers={"X-Auth-Token": token}, timeout=httpx.Timeout(10.0, read=wait + 15))
         if http is not None:

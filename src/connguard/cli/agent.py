@@ -46,7 +46,7 @@ def agent_cmd(ctx: click.Context, state_file: str | None, server: str | None, to
     if ctx.invoked_subcommand is not None:
         return
     from connguard.agent.standalone import StandaloneAgent
-    from connguard.nft import NftCli
+    from connguard.nft import make_executor
 
     if bool(server) == bool(state_file):
         raise click.UsageError("give either --state-file FILE (standalone) or --server URL (server mode)")
@@ -68,7 +68,7 @@ def agent_cmd(ctx: click.Context, state_file: str | None, server: str | None, to
     except BlockingIOError:
         raise click.ClickException(f"another agent already runs for {netns or 'this host'} ({workdir})") from None
     try:
-        agent = StandaloneAgent(state_file, NftCli(netns), workdir, interval=interval, drift_interval=drift_interval)
+        agent = StandaloneAgent(state_file, make_executor(netns), workdir, interval=interval, drift_interval=drift_interval)
     except (ConnguardError, RuntimeError) as exc:
         raise fail(exc) if isinstance(exc, ConnguardError) else click.ClickException(str(exc)) from None
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())

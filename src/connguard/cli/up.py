@@ -317,10 +317,10 @@ def _relay(proc: Any) -> None:
 
 def _clean(netns: str | None) -> None:
     from connguard.exceptions import ConnguardError
-    from connguard.nft import NftCli
+    from connguard.nft import make_executor
 
     try:
-        NftCli(netns).batch({"nftables": [{"delete": {"table": {"family": "inet", "name": "connguard"}}}]})
+        make_executor(netns).batch({"nftables": [{"delete": {"table": {"family": "inet", "name": "connguard"}}}]})
         log.info("--clean: deleted table inet connguard%s", f" in {netns}" if netns else "")
     except ConnguardError as exc:
         log.warning("--clean: %s", exc)
