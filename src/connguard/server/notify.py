@@ -57,6 +57,10 @@ class Notifier:
         if ev is not None:
             ev.set()
 
+    def event(self) -> asyncio.Event:
+        """This loop's event, set at the next commit (server/watch.py takes it before reading)."""
+        return self._events.setdefault(asyncio.get_running_loop(), asyncio.Event())
+
     async def wait(self, timeout: float) -> None:
         """Return at the next commit, or after ``timeout`` seconds."""
         ev = self._events.setdefault(asyncio.get_running_loop(), asyncio.Event())
