@@ -131,13 +131,16 @@ class HostWatch:
         if not hosts:
             return
         started = time.monotonic()
-        revisions = await anyio.to_thread.run_sync(self._revisions, hosts, limiter=self.limiter())
-        self.reads += 1
-        for h in hosts:
-            rev = revisions.get(h, 0)
-            if rev >= self.known.get(h, -1):
-                self.known[h] = rev
-                self.read_at[h] = started
+        waiting = [h for h in hosts if any(since >= 0 for since, _ in st.waiters.get(h, ()))]
+        revisions: dict[str, int] = {}
+        if waiting:  # only requests for the current state: no revision to compare
+            revisions = await anyio.to_thread.run_sync(self._revisions, waiting, limiter=self.limiter())
+            self.reads += 1
+            for h in waiting:
+                rev = revisions.get(h, 0)
+                if rev >= self.known.get(h, -1):
+                    self.known[h] = rev
+                    self.read_at[h] = started
         changed = [h for h in hosts if any(since < revisions.get(h, 0) for since, _ in st.waiters.get(h, ()))]
         # Every state first, then every answer: answered agents poll again at once, and their
         # requests (authentication in the thread pool) would otherwise slow the later batches
