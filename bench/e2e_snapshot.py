@@ -80,19 +80,23 @@ def populate(db: str, ports: int, policies: int, bans: int) -> str:
 def agent_steps(body: bytes, ns: str, backend: str) -> dict[str, float]:
     """What the server-driven agent does with a snapshot (agent/server_source.py, reconciler),
     step by step, into a namespace holding nothing yet."""
+    from connguard.agent.gcpause import gc_paused
     from connguard.agent.snapshot import from_host_state
     from connguard.compiler import compile_host
     from connguard.nft import Applier, make_executor
 
     ex = make_executor(ns, backend)
     t = [time.perf_counter()]
-    doc = json.loads(body)
+    with gc_paused():  # as the agent: server_source.fetch_once, then reconciler reload and tick
+        doc = json.loads(body)
+        t.append(time.perf_counter())
+        desired = from_host_state(doc, host=HOST)
+        t.append(time.perf_counter())
+    with gc_paused():
+        ruleset = compile_host(desired.state)
     t.append(time.perf_counter())
-    desired = from_host_state(doc, host=HOST)
-    t.append(time.perf_counter())
-    ruleset = compile_host(desired.state)
-    t.append(time.perf_counter())
-    Applier(ex).apply(ruleset)
+    with gc_paused():
+        Applier(ex).apply(ruleset)
     t.append(time.perf_counter())
     if hasattr(ex, "close"):
         ex.close()
