@@ -108,32 +108,34 @@ class HostWatch:
                     del st.waiters[host]
 
     async def _refresh(self, st: _Loop) -> None:
-        try:
-            while st.waiters:
-                wake = self.notifier.event()  # before the read: a commit during it means read again
-                if self.closing():
-                    self._resolve_all(st, None)
-                    return
+        while st.waiters:
+            wake = self.notifier.event()  # before the read: a commit during it means read again
+            if self.closing():
+                self._resolve_all(st, None)
+                return
+            try:
                 await self._once(st)
-                kick = asyncio.ensure_future(st.kick.wait())
-                woke = asyncio.ensure_future(wake.wait())
-                await asyncio.wait({kick, woke}, timeout=self.notifier.reread_seconds,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                kick.cancel()
-                woke.cancel()
-                st.kick.clear()
-        except Exception:  # noqa: BLE001 - keep serving: waiters time out and answer from the database
-            log.exception("agent channel watch failed; long-polls answer at their timeout")
-            await asyncio.sleep(1)
+            except Exception:  # noqa: BLE001 - keep serving; the waiters are still there
+                log.exception("agent channel watch: reading the database failed; retrying in 1 s")
+                await asyncio.sleep(1)
+                continue
+            kick = asyncio.ensure_future(st.kick.wait())
+            woke = asyncio.ensure_future(wake.wait())
+            await asyncio.wait({kick, woke}, timeout=self.notifier.reread_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+            kick.cancel()
+            woke.cancel()
+            st.kick.clear()
 
     async def _once(self, st: _Loop) -> None:
-        hosts = sorted(st.waiters)
+        # answered waiters leave the table when their request resumes: not before this read
+        hosts = sorted(h for h, entries in st.waiters.items() if any(not f.done() for _, f in entries))
         if not hosts:
             return
         started = time.monotonic()
-        waiting = [h for h in hosts if any(since >= 0 for since, _ in st.waiters.get(h, ()))]
+        waiting = [h for h in hosts if any(since >= 0 and not f.done() for since, f in st.waiters.get(h, ()))]
         revisions: dict[str, int] = {}
-        if waiting:  # only requests for the current state: no revision to compare
+        if waiting:  # else only requests for the current state: no revision to compare
             revisions = await anyio.to_thread.run_sync(self._revisions, waiting, limiter=self.limiter())
             self.reads += 1
             for h in waiting:
@@ -141,7 +143,8 @@ class HostWatch:
                 if rev >= self.known.get(h, -1):
                     self.known[h] = rev
                     self.read_at[h] = started
-        changed = [h for h in hosts if any(since < revisions.get(h, 0) for since, _ in st.waiters.get(h, ()))]
+        changed = [h for h in hosts
+                   if any(since < revisions.get(h, 0) and not f.done() for since, f in st.waiters.get(h, ()))]
         # Every state first, then every answer: answered agents poll again at once, and their
         # requests (authentication in the thread pool) would otherwise slow the later batches
         # down by contending for the interpreter (measured: 0.1 s for the first 200 hosts of
