@@ -93,6 +93,9 @@ class ServerAgent:
             reporter.join(timeout=10)
             self._http.close()  # ends a long-poll in flight: stopping takes no 25 s
             self.source.stop()
+            close = getattr(self.reconciler.executor, "close", None)
+            if close is not None:
+                close()  # libnftables' worker thread holds its namespace until it ends
             lock.close()
             log.info("agent stopped; the kernel keeps enforcing the last applied state")
 
