@@ -12,7 +12,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-need=(nftables iproute2 conntrack hping3 openssh-server openssh-client postgresql procps systemd)
+# python3-nftables: libnftables in-process for the agent (connguard.nft.libnft; the nft tool is the fallback)
+need=(nftables python3-nftables iproute2 conntrack hping3 openssh-server openssh-client postgresql procps systemd)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

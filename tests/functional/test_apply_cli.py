@@ -82,16 +82,16 @@ def test_missing_netns_is_a_clear_error(tmp_path):
     assert result.exit_code == 1 and "does not exist" in result.output
 
 
-def test_kernel_rejection_changes_nothing_and_names_the_rule(netns, tmp_path):
+def test_kernel_rejection_changes_nothing_and_names_the_rule(netns, tmp_path, nft_executor):
     """A batch the kernel refuses (here a rule jumping to a chain that does not exist, added to
     a valid ruleset that also adds a port) is atomic: nothing of it is applied."""
     from connguard.compiler import compile_host
     from connguard.compiler.ruleset import Rule
     from connguard.exceptions import ApplyError
     from connguard.model import parse_state
-    from connguard.nft import Applier, NftCli
+    from connguard.nft import Applier
 
-    applier = Applier(NftCli(netns))
+    applier = Applier(nft_executor(netns))
     applier.apply(compile_host(parse_state(GOOD)))
     before = ruleset(netns)
     rs = compile_host(parse_state({**GOOD, "ports": GOOD["ports"] + [{"interface_name": "tapweb2", "policy": "web"}]}))
@@ -134,12 +134,12 @@ def test_status_without_table_says_so(netns, tmp_path):
     assert result.exit_code == 3 and "enforces nothing" in result.output
 
 
-def test_overlapping_state_bans_never_block_the_ruleset(netns, tmp_path):
+def test_overlapping_state_bans_never_block_the_ruleset(netns, tmp_path, nft_executor):
     from connguard.compiler import compile_host
     from connguard.model import parse_state
     from connguard.nft import Applier, NftCli, observe
 
-    applier = Applier(NftCli(netns))
+    applier = Applier(nft_executor(netns))
     # overlapping prefixes in one file are merged (the kernel refuses overlaps in one batch)
     first = {**GOOD, "bans": [{"ip_address": "10.1.0.0/16"}, {"ip_address": "10.1.2.0/24", "seconds": 60}]}
     applier.apply(compile_host(parse_state(first)))
@@ -153,17 +153,17 @@ def test_overlapping_state_bans_never_block_the_ruleset(netns, tmp_path):
     assert [b.ip_address for b in observe(NftCli(netns)).bans] == ["10.1.0.0/16"]
 
 
-def test_a_set_of_another_shape_is_replaced(netns):
+def test_a_set_of_another_shape_is_replaced(netns, nft_executor):
     """An older layout left ban4 with another key type and a rule using it: a full sync
     replaces it instead of failing with EBUSY."""
     from connguard.compiler import compile_host
     from connguard.model import parse_state
-    from connguard.nft import Applier, NftCli
+    from connguard.nft import Applier
 
     subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], check=True, text=True, input=(
         "table inet connguard {\n set ban4 { type ipv4_addr; }\n"
         " chain bans4 {\n  ip daddr @ban4 drop\n }\n chain old_chain {\n  ip saddr @ban4 drop\n }\n}\n"))
-    Applier(NftCli(netns)).apply(compile_host(parse_state(GOOD)))
+    Applier(nft_executor(netns)).apply(compile_host(parse_state(GOOD)))
     text = ruleset(netns)
     assert "type ifname . ipv4_addr" in text and "old_chain" not in text
 

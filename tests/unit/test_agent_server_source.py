@@ -176,3 +176,23 @@ def test_a_registered_port_replaces_the_discovered_stand_in_of_its_interface(wor
     r = client.post("/v2.0/ports", json={"port": {"binding:host_id": "host-1", "interface_name": "tapdef"}},
                     headers={"X-Auth-Token": other.tok})
     assert r.status_code in (403, 409), (r.status_code, r.text)
+
+
+def test_gc_paused_nests_and_restores_the_collector():
+    import gc
+
+    from connguard.agent.gcpause import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled(), "an inner pause re-enabled the collector"
+    assert gc.isenabled(), "the collector stayed off after the pause"
+    try:
+        with gc_paused():
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert gc.isenabled(), "an exception left the collector off"

@@ -11,7 +11,7 @@ PUBLIC = {
     "connguard.compiler": ["COMPILERS", "Chain", "Element", "Hook", "NftSet", "Rule", "Ruleset", "compile_host",
                            "compile_policy"],
     "connguard.nft": ["Applier", "ApplyResult", "Executor", "FakeExecutor", "KernelBan", "NftCli", "NftFailure",
-                      "Observation", "observe"],
+                      "NftLib", "Observation", "make_executor", "observe"],
     "connguard.lab": ["BruteForceAttempt", "BruteForceResult", "Client", "EstablishedConnection", "FloodResult",
                       "FloodSecond", "Hold", "Lab", "LabError", "Server", "SynFloodResult", "VM"],
 }

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from connguard.agent.banbook import BanBook, BookBan
 from connguard.agent.source import Desired, Source
 from connguard.agent.statusfile import write_status
+from connguard.agent.gcpause import gc_paused
 from connguard.compiler import compile_host
 from connguard.compiler import fragments as f
 from connguard.compiler.context import RuleContext
@@ -114,7 +115,8 @@ class Reconciler:
         try:
             # the state file's bans are put in the kernel once, with their lifetime from then
             fresh = tuple(b for b in desired.state.bans if _book_key(ban_key(b)) not in self.book.seeded)
-            ruleset = compile_host(desired.state.model_copy(update={"bans": fresh}))
+            with gc_paused():  # a large state: agent/gcpause.py
+                ruleset = compile_host(desired.state.model_copy(update={"bans": fresh}))
         except CompileError as exc:
             self._error(f"{desired.source} rejected, still enforcing the last good state: {exc}")
             return False
@@ -140,7 +142,8 @@ class Reconciler:
                 self.applier.invalidate()
         ruleset = self.loaded.ruleset
         try:
-            result = self.applier.apply(ruleset)
+            with gc_paused():
+                result = self.applier.apply(ruleset)
         except ApplyError as exc:
             self._apply_failed(exc, ruleset)
         else:

@@ -45,9 +45,9 @@ class ServerAgent:
         self.interfaces = interfaces
         self.stop_event = stop_event or threading.Event()
         if executor is None:
-            from connguard.nft import NftCli
+            from connguard.nft import make_executor
 
-            executor = NftCli(netns)
+            executor = make_executor(netns)
         wait = WAIT if wait is None else wait
         self._http = http or httpx.Client(headers={"X-Auth-Token": token}, timeout=httpx.Timeout(10.0, read=wait + 15))
         if http is not None:
@@ -93,6 +93,9 @@ class ServerAgent:
             reporter.join(timeout=10)
             self._http.close()  # ends a long-poll in flight: stopping takes no 25 s
             self.source.stop()
+            close = getattr(self.reconciler.executor, "close", None)
+            if close is not None:
+                close()  # libnftables' worker thread holds its namespace until it ends
             lock.close()
             log.info("agent stopped; the kernel keeps enforcing the last applied state")
 

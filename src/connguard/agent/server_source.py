@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from connguard.agent.gcpause import gc_paused
 from connguard.agent.snapshot import from_host_state
 from connguard.agent.source import Desired
 from connguard.exceptions import ValidationFailed
@@ -109,14 +110,15 @@ class ServerSource:
         r = self._http.get(f"{self.url}/v2.0/connguard/hosts/{self.host}/state", params=params)
         if r.status_code >= 400:
             raise _Unusable(f"server answered {r.status_code}: {r.text[:300]}")
-        try:
-            body = json.loads(r.content)
-        except ValueError as exc:
-            raise _Unusable(f"server snapshot rejected, still enforcing the last good state: not JSON ({exc})") from None
-        try:
-            desired = from_host_state(body, host=self.host)
-        except ValidationFailed as exc:
-            raise _Unusable(f"server snapshot rejected, still enforcing the last good state: {exc}") from None
+        with gc_paused():  # a large snapshot: agent/gcpause.py
+            try:
+                body = json.loads(r.content)
+            except ValueError as exc:
+                raise _Unusable(f"server snapshot rejected, still enforcing the last good state: not JSON ({exc})") from None
+            try:
+                desired = from_host_state(body, host=self.host)
+            except ValidationFailed as exc:
+                raise _Unusable(f"server snapshot rejected, still enforcing the last good state: {exc}") from None
         held = self.revision
         if held is not None and desired.revision < held:
             raise _Unusable(f"server snapshot rejected, still enforcing the last good state: revision "

@@ -126,7 +126,7 @@ def _reloader(flags: dict[str, Any], config: str | None, cfg: dict[str, Any], ap
 def _standalone(cfg: dict[str, Any], flags: dict[str, Any], config: str | None) -> int:
     from connguard.agent.standalone import StandaloneAgent
     from connguard.cli.agent_daemon import AgentLifecycle
-    from connguard.nft import NftCli
+    from connguard.nft import make_executor
 
     netns = cfg["netns"]
     workdir = cfg["workdir"] or agent_dir(netns)
@@ -137,7 +137,7 @@ def _standalone(cfg: dict[str, Any], flags: dict[str, Any], config: str | None) 
     except BlockingIOError:
         raise click.ClickException(f"another agent already runs for {netns or 'this host'} ({workdir})") from None
     try:
-        agent = StandaloneAgent(cfg["state_file"], NftCli(netns), workdir, interval=cfg["interval"],
+        agent = StandaloneAgent(cfg["state_file"], make_executor(netns), workdir, interval=cfg["interval"],
                                 drift_interval=cfg["drift_interval"])
     except (ConnguardError, RuntimeError) as exc:
         raise fail(exc) if isinstance(exc, ConnguardError) else click.ClickException(str(exc)) from None

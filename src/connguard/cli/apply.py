@@ -36,7 +36,7 @@ def apply_cmd(state_file: str, netns: str | None, dry_run: bool, fmt: str, check
     from connguard.cli import changes, netns_info
     from connguard.compiler import compile_host
     from connguard.model import load_state_file
-    from connguard.nft import Applier, FakeExecutor, NftCli
+    from connguard.nft import Applier, FakeExecutor, make_executor
 
     where = f" in netns {netns}" if netns else ""
     try:
@@ -49,12 +49,12 @@ def apply_cmd(state_file: str, netns: str | None, dry_run: bool, fmt: str, check
             click.echo(json.dumps(batch, indent=1) if fmt == "json" else nft_text(batch), nl=fmt == "json")
             return
         if check:
-            Applier(NftCli(netns)).apply(ruleset, check=True)
+            Applier(make_executor(netns)).apply(ruleset, check=True)
             click.echo(f"ok: the kernel{where} would accept this state", err=True)
             return
         previous = _previous(agent_dir(netns) / "status.json")
         before = {k: netns_info.sysctl(netns, k) for k in netns_info.SYSCTLS}
-        result = Applier(NftCli(netns)).apply(ruleset)
+        result = Applier(make_executor(netns)).apply(ruleset)
         warnings = list(result.warnings)  # kept in the status file; missing interfaces status sees live
         missing = netns_info.missing_ports(netns, sorted(ruleset.port_policy))
         for ifname in missing or ():

@@ -88,10 +88,10 @@ def _summary(rule: dict) -> str:
               help=f"Read every ban and offender from the kernel (default: the first {SHOWN} of each set).")
 def status_cmd(netns: str | None, only: tuple[str, ...], fmt: str, read_all: bool) -> None:
     from connguard.agent.statusfile import writer_running
-    from connguard.nft import NftCli, observe  # here, not at the top: `status --help` stays fast
+    from connguard.nft import make_executor, observe  # here, not at the top: `status --help` stays fast
 
     try:
-        obs = observe(NftCli(netns), limit=None if read_all else SHOWN)
+        obs = observe(make_executor(netns), limit=None if read_all else SHOWN)
     except ConnguardError as exc:
         raise fail(exc) from None
     agent = _json(agent_dir(netns) / "status.json")

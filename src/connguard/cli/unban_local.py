@@ -34,14 +34,14 @@ def _matches(arg: str) -> set[str]:
 
 def lift(args: tuple[str, ...], *, netns: str | None, port: str | None) -> None:
     from connguard.agent.banbook import BanBook, pending_lifts, request_lifts
-    from connguard.nft import NftCli, observe
+    from connguard.nft import make_executor, observe
     from connguard.nft.bans import delete_ban
     from connguard.nft.executor import NftFailure
 
     where = f"netns {netns}" if netns else "this host"
     workdir = agent_dir(netns)
     book_path = workdir / "bans.json"
-    executor = NftCli(netns)
+    executor = make_executor(netns)
     try:
         kernel = observe(executor, bans_only=True).bans
     except ConnguardError as exc:

@@ -326,10 +326,10 @@ def _relay(proc: Any) -> None:
 def _clean(netns: str | None) -> None:
     from connguard.exceptions import ConnguardError
     from connguard.names import FAMILY, TABLE
-    from connguard.nft import NftCli
+    from connguard.nft import make_executor
 
     try:
-        NftCli(netns).batch({"nftables": [{"delete": {"table": {"family": FAMILY, "name": TABLE}}}]})
+        make_executor(netns).batch({"nftables": [{"delete": {"table": {"family": FAMILY, "name": TABLE}}}]})
         log.info("--clean: deleted table %s %s%s", FAMILY, TABLE, f" in {netns}" if netns else "")
     except ConnguardError as exc:
         log.warning("--clean: %s", exc)

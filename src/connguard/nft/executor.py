@@ -1,6 +1,7 @@
 """The one interface to the kernel: run a libnftables JSON batch, or a read-only query.
 
-``NftCli`` runs the ``nft`` tool (``nft -j -f -``), inside a network namespace when asked
+``NftLib`` (libnft.py) calls libnftables in-process where its Python binding is installed, and
+``make_executor`` picks it, falling back to ``NftCli``, which runs the ``nft`` tool (``nft -j -f -``), inside a network namespace when asked
 (``ip netns exec NS nft ...``). One batch is one netlink transaction: the kernel applies all of
 it or none of it. Tests that need no kernel inject ``FakeExecutor`` instead.
 """
@@ -38,6 +39,8 @@ class Executor(Protocol):
 
 
 class NftCli:
+    kind = "cli"
+
     def __init__(self, netns: str | None = None, nft: str = "nft"):
         self.netns = netns
         self.nft = shutil.which(nft) or shutil.which(nft, path="/usr/sbin:/sbin")

@@ -12,7 +12,9 @@ from connguard import __version__
 from connguard.db.services.security import DEFAULT_WIDEST, WidestPrefix
 from connguard.db.session import check_current, make_engine, migrate, session_factory
 from connguard.server import docs, errors, metrics, report_metrics
+from connguard.server.authcache import CallerCache
 from connguard.server.notify import Notifier, PgListener
+from connguard.server.watch import HostWatch
 from connguard.server.routes import API_ROUTERS, ROOT_ROUTER
 
 
@@ -63,6 +65,10 @@ def create_app(db_url: str, *, run_migrations: bool = True, require_current: boo
     app.state.sessions = session_factory(engine)
     app.state.notifier = Notifier()
     app.state.notifier.watch(app.state.sessions)
+    app.state.callers = CallerCache()
+    app.state.callers.watch(app.state.sessions)
+    app.state.watch = HostWatch(app.state.sessions, app.state.notifier,
+                                closing=lambda: bool(getattr(app.state, "closing", False)))
     errors.install(app)
     docs.install(app)
     metrics.install(app)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Annotated, Any, Iterator
 
+import anyio
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
@@ -44,6 +46,19 @@ def get_caller(request: Request, x_auth_token: Annotated[str | None, Header()] =
     return caller
 
 
+async def get_channel_caller(request: Request, x_auth_token: Annotated[str | None, Header()] = None) -> Caller:
+    """``get_caller`` through the short-lived cache of server/authcache.py (the long-polls)."""
+    if not x_auth_token:
+        raise Unauthenticated("authentication required: send the X-Auth-Token header")
+    cache = request.app.state.callers
+    key = hashlib.sha256(x_auth_token.encode()).hexdigest()  # the secret itself is not kept
+    caller = cache.get(key)
+    if caller is None:
+        caller = await anyio.to_thread.run_sync(get_caller, request, x_auth_token)
+        cache.put(key, caller)
+    return caller
+
+
 def get_user(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
     if caller.role == "agent":
         raise NotAuthorized("an agent token may only use its host's channel")
@@ -51,6 +66,7 @@ def get_user(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
 
 
 AnyCallerDep = Annotated[Caller, Depends(get_caller)]
+ChannelCallerDep = Annotated[Caller, Depends(get_channel_caller)]
 CallerDep = Annotated[Caller, Depends(get_user)]
 
 _IF_MATCH = re.compile(r"^\s*revision_number=(\d+)\s*$")

@@ -4,9 +4,10 @@ In this process, a commit that bumped a host revision (``touch_hosts``) wakes th
 (SQLAlchemy ``after_commit``). Across server
 processes on one PostgreSQL database, ``touch_hosts`` sends ``NOTIFY connguard_hosts`` inside
 the writing transaction, and each server runs a ``PgListener`` thread that LISTENs and wakes
-its own pollers. Pollers still re-read now and then (``Notifier.reread_seconds``): every
-second while no listener is connected (SQLite, or PostgreSQL while the listening connection is
-down), rarely while it is, as a safety net only.
+its own pollers. The pollers' reader (server/watch.py, one query for all of them) still
+re-reads now and then (``Notifier.reread_seconds``): every second while no listener is
+connected (SQLite, or PostgreSQL while the listening connection is down), rarely while it is,
+as a safety net only.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class Notifier:
         ev = self._events.pop(loop, None)
         if ev is not None:
             ev.set()
+
+    def event(self) -> asyncio.Event:
+        """This loop's event, set at the next commit (server/watch.py takes it before reading)."""
+        return self._events.setdefault(asyncio.get_running_loop(), asyncio.Event())
 
     async def wait(self, timeout: float) -> None:
         """Return at the next commit, or after ``timeout`` seconds."""

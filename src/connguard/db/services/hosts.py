@@ -9,8 +9,8 @@ from sqlalchemy import String, cast, literal_column, or_, select
 from sqlalchemy.orm import Session
 
 from connguard.db.errors import NotAuthorized, NotFound
-from connguard.db.models import Agent, AllowlistEntry, Ban, Port, QosPolicy, utcnow
-from connguard.db.services.common import Caller, aware, host_revision, iso
+from connguard.db.models import Agent, AllowlistEntry, Ban, HostRevision, Port, QosPolicy, utcnow
+from connguard.db.services.common import Caller, aware, iso
 from connguard.db.services.listing import Col, Columns, ListQuery, Page, page
 from connguard.db.services.policies import present_policies
 from connguard.db.services.ports import WITH_EFFECTIVE, port_public
@@ -30,33 +30,57 @@ def host_state(session: Session, *, caller: Caller, host: str) -> dict[str, Any]
     whatever the number of ports (revision, ports with their effective policy, policies,
     their rules, allowlist, bans)."""
     check_host_access(caller, host)
-    revision = host_revision(session, host=host)
-    rows = session.execute(WITH_EFFECTIVE.where(Port.host_id == host).order_by(Port.interface_name)).all()
-    ports = [port for port, _ in rows]
+    return host_states(session, [host])[host]
+
+
+def host_states(session: Session, hosts: list[str]) -> dict[str, dict[str, Any]]:
+    """``host_state`` of several hosts at once, for the server's watch (server/watch.py): the
+    same six queries for all of them, and each policy, allowlist entry and ban presented once,
+    so that a change every host sees (a cloud-wide ban) costs one read, not one per host.
+    The caller has checked access."""
+    hosts = sorted(set(hosts))
+    revisions = dict(session.execute(select(HostRevision.host, HostRevision.revision)
+                                     .where(HostRevision.host.in_(hosts))).all())
+    rows = session.execute(WITH_EFFECTIVE.where(Port.host_id.in_(hosts))
+                           .order_by(Port.host_id, Port.interface_name)).all()
+    by_host: dict[str, list] = {h: [] for h in hosts}
+    for port, pid in rows:
+        by_host[port.host_id].append((port, pid))
     wanted = {pid for _, pid in rows if pid}
     policies = list(session.scalars(select(QosPolicy).where(QosPolicy.id.in_(wanted)).order_by(QosPolicy.id)))
-    projects = sorted({p.project_id for p in ports})
-    port_ids = [p.id for p in ports]
-    allow = session.scalars(
+    presented = dict(zip([p.id for p in policies], present_policies(session, policies)))
+    projects = sorted({p.project_id for p, _ in rows})
+    port_ids = [p.id for p, _ in rows]
+    allow = list(session.scalars(
         select(AllowlistEntry)
         .where(or_(AllowlistEntry.project_id.is_(None), AllowlistEntry.project_id.in_(projects)))
         .order_by(AllowlistEntry.remote_ip_prefix, AllowlistEntry.id)
-    )
+    ))
     now = utcnow()
-    bans = session.scalars(
+    bans = list(session.scalars(
         select(Ban)
         .where(or_(Ban.expires_at.is_(None), Ban.expires_at > now))
         .where(or_(Ban.scope == "cloud", Ban.project_id.in_(projects), Ban.port_id.in_(port_ids)))
         .order_by(Ban.ip_address, Ban.id)
-    )
-    return {
-        "host": host,
-        "revision": revision,
-        "ports": [port_public(port, pid) for port, pid in rows],
-        "policies": present_policies(session, policies),
-        "allowlist": [allow_public(a) for a in allow],
-        "bans": [ban_public(b) for b in bans if b.scope != "port" or b.port_id in port_ids],
-    }
+    ))
+    allow_out = [(a, allow_public(a)) for a in allow]
+    bans_out = [(b, ban_public(b)) for b in bans]
+    out = {}
+    for host in hosts:
+        mine = by_host[host]
+        ids = {p.id for p, _ in mine}
+        projs = {p.project_id for p, _ in mine}
+        out[host] = {
+            "host": host,
+            "revision": revisions.get(host, 0),
+            "ports": [port_public(port, pid) for port, pid in mine],
+            "policies": [presented[i] for i in sorted({pid for _, pid in mine if pid})],
+            "allowlist": [a for row, a in allow_out if row.project_id is None or row.project_id in projs],
+            "bans": [b for row, b in bans_out
+                     if (row.scope == "cloud" or row.project_id in projs or row.port_id in ids)
+                     and (row.scope != "port" or row.port_id in ids)],
+        }
+    return out
 
 
 def agent_public(agent: Agent) -> dict[str, Any]:

@@ -8,46 +8,51 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from connguard.db.services import hosts as svc
 from connguard.db.services import reports
-from connguard.db.services.common import Caller, host_revision
-from connguard.server.deps import AnyCallerDep, ReportBodyDep, SessionDep, member
+from connguard.db.services.common import Caller
+from connguard.server.deps import AnyCallerDep, ChannelCallerDep, ReportBodyDep, SessionDep, member
 
 router = APIRouter(prefix="/connguard/hosts/{host}", tags=["agent channel"])
 MAX_WAIT = 300
 
 
-def _read(request: Request, caller: Caller, host: str, since: int | None) -> dict[str, Any] | None:
+def _read(request: Request, caller: Caller, host: str) -> dict[str, Any]:
     with request.app.state.sessions() as session:
         try:
-            if since is not None and host_revision(session, host=host) <= since:
-                return None
             return svc.host_state(session, caller=caller, host=host)
         finally:
             session.rollback()
 
 
 @router.get("/state")
-async def host_state(request: Request, host: str, caller: AnyCallerDep,
+async def host_state(request: Request, host: str, caller: ChannelCallerDep,
                      revision: Annotated[int | None, Query(ge=0)] = None,
                      wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0) -> JSONResponse:
     svc.check_host_access(caller, host)
+    watch = request.app.state.watch
     deadline = time.monotonic() + wait
-    while True:
+    state = None
+    if not _closing(request):
+        # server/watch.py reads for every agent waiting at once: revisions in one query, and
+        # states in batches of hosts. A long-poll that times out answers the current state.
+        if revision is not None and wait > 0:
+            state = await watch.wait(host, revision, max(deadline - time.monotonic(), 0))
+        else:
+            state = await watch.current(host)
+    if state is None:
         # A server that is stopping (``connguard up`` sets ``closing``) answers its long-polls
-        # with the current state at the next wake instead of having them cancelled mid-wait.
-        last = time.monotonic() >= deadline or getattr(request.app.state, "closing", False)
-        state = await run_in_threadpool(_read, request, caller, host, None if last else revision)
-        if state is not None:
-            return JSONResponse({"host_state": state})  # plain JSON values: skip FastAPI's encoder
-        # Woken at once by a commit in this process or (PostgreSQL) a NOTIFY from another
-        # server process; re-read anyway now and then (server/notify.py says how often).
-        notifier = request.app.state.notifier
-        await notifier.wait(min(notifier.reread_seconds, max(deadline - time.monotonic(), 0)))
+        # with the current state instead of having them cancelled mid-wait.
+        state = await anyio.to_thread.run_sync(_read, request, caller, host, limiter=watch.limiter())
+    return JSONResponse({"host_state": state})  # plain JSON values: skip FastAPI's encoder
+
+
+def _closing(request: Request) -> bool:
+    return bool(getattr(request.app.state, "closing", False))
 
 
 @router.post("/report")
