@@ -15,6 +15,9 @@ OFFENDERS = {4: "offenders4", 6: "offenders6"}
 ALLOW = {4: "allow4", 6: "allow6"}
 SYNPROXY = {4: "synproxy4", 6: "synproxy6"}
 SET_FULL = "set_full"
+# packets that placed a ban (every ban rule counts here): the agent reads this one counter each
+# pass instead of the ban sets, and reads those only when it moved (agent/banwatch.py)
+BANS_PLACED = "bans_placed"
 
 # ct mark bits owned by connguard (masked: every other bit of the mark is left alone). A
 # brute-force rule marks a new connection to its service "pending" in its direction; the

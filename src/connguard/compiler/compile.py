@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from connguard.compiler import fragments as f
 from connguard.compiler.brute_force import compile_brute_force
-from connguard.compiler.common import ALLOW, SET_FULL
+from connguard.compiler.common import ALLOW, BANS_PLACED, SET_FULL
 from connguard.compiler.conn_limit import compile_conn_limit
 from connguard.compiler.context import Contribution, RuleContext, Stage, short_id
 from connguard.compiler.dispatch import BANNED, ban_elements, base_chains, host_sets
@@ -147,7 +147,7 @@ def compile_host(state: HostState) -> Ruleset:
         raise CompileError("two policies or rules compile to the same chain name; rename one of them")
     return Ruleset(
         sets=tuple(sorted(sets.values(), key=lambda s: s.name)),
-        counters=(BANNED, SET_FULL),
+        counters=(BANNED, BANS_PLACED, SET_FULL),
         chains=tuple(sorted(chains, key=lambda c: c.name)),
         seeds=seeds,
         port_policy=port_policy,
