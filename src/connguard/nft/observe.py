@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from connguard.compiler.common import BAN, HOST_BAN, OFFENDERS, SET_FULL
+from connguard.compiler.common import BAN, BANS_PLACED, HOST_BAN, OFFENDERS, SET_FULL
 from connguard.compiler.dispatch import BANNED, TO_VM
 from connguard.compiler.ruleset import FAMILY, TABLE
 from connguard.nft import netlink as nl
@@ -176,6 +176,30 @@ def observe(executor: Executor, *, bans_only: bool = False, limit: int | None = 
             obs.problems.append(f"map {TO_VM}: port {port} is sent to '{target}', not to a policy chain")
     obs.hits = read_hits(executor, hit_sets, obs)
     return obs
+
+
+def bans_placed(executor: Executor) -> int | None:
+    """The ``bans_placed`` counter: how many bans the packet path placed (None: no such counter,
+    or no table). One dump of the table's few named objects, whatever the number of bans."""
+    try:
+        found = rb.objects(executor).get(BANS_PLACED)
+    except NftFailure:
+        return None
+    return None if found is None else found[1]
+
+
+def empty_sets(executor: Executor, names) -> list[str]:
+    """Of ``names``, the sets that hold no element (or are missing): one buffer of each is read,
+    never the set whole."""
+    out = []
+    for name in names:
+        try:
+            elems, _ = rb.elements(executor, name, limit=1)
+        except NftFailure:
+            elems = []
+        if not elems:
+            out.append(name)
+    return out
 
 
 def read_offenders(executor: Executor, limit: int) -> tuple[list[tuple[str, str]], bool]:
