@@ -49,6 +49,7 @@ class BanWatch:
     # ban set -> until when the book knows it holds an element (None: an element without expiry):
     # after that it may be empty for good reasons, before that an empty set was flushed
     expect: dict[str, float | None] = field(default_factory=dict)
+    reads: int = 0               # whole reads so far (tests, and the curious)
 
     def audit_interval(self) -> float:
         return min(AUDIT_MAX, max(AUDIT_MIN, self.cost / AUDIT_SHARE))
@@ -74,6 +75,7 @@ class BanWatch:
         """A whole read ended at ``now``; ``expect`` from what it found."""
         self.counter, self.read_at, self.cost, self.force = counter, now, cost, False
         self.expect = expect
+        self.reads += 1
 
     def placed(self, name: str, until: float | None) -> None:
         """The agent put an element in ``name`` that lasts until ``until`` (None: for ever)."""

@@ -235,7 +235,6 @@ class Reconciler:
             self.book.forget_lifted(now)
             held = self._held_by_book(now)
         cmds, placed = self._server_bans(now, held)
-        cmds += self._state_bans(now)
         restore = []
         if kernel is not None:
             for ban in self.book.missing_from(kernel, now):
@@ -248,6 +247,7 @@ class Reconciler:
             log.warning("restoring %d ban(s) the kernel lost, e.g. %s on %s", len(restore), restore[0][0],
                         restore[0][1] or "all ports")
             cmds += add_bans(restore)
+        cmds += self._state_bans(now)  # after the restore: what it places now is not missing
         if self._restore_memory and kernel is not None:
             # a full sync follows a restart or a drift (a flushed table, say): give the step sets
             # back what the book remembers; adding what is still there changes nothing
