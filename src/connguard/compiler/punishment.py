@@ -4,7 +4,7 @@ Escalation is decided in the kernel, per rule and family, by an offender memory 
 escalation step: ``t<rid><v>_<k>`` holds ``port . remote`` whose last ban was the rule's k-th
 length, until a day (``OFFENCE_MEMORY``) after that ban ended. The next offence within that
 time is banned for the (k+1)-th length and moves the remote to set k+1; the last step repeats.
-The agent samples bans once a second, far too coarse for an attacker that retries the moment
+The agent samples bans at most once a pass, far too coarse for an attacker that retries the moment
 a ban expires (the kernel re-bans it within milliseconds: the agent saw one long ban, and six
 bans in a row all had the base length); here there is no sampling to outrun.
 
