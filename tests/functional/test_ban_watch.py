@@ -78,7 +78,8 @@ def test_idle_agent_does_not_read_the_ban_sets_and_every_attackers_ban_is_record
         for a in attackers:
             key = (vm.tap, a)
             wait_for(lambda: key in agent.book.bans, max(0.0, banned_at[a] + 2 - time.monotonic()) + 0.01,
-                     what=f"{a}'s ban in the book within 2 s of the kernel's")
+                     what=f"{a}'s ban in the book within 2 s of the kernel's (last whole read took "
+                          f"{agent.watch.cost:.3f} s, {agent.watch.reads} reads)")
             ban = agent.book.bans[key]
             assert ban.origin == "detected" and ban.offence == 1, ban
             assert 100 < ban.expires_at - time.time() <= 120, f"expiry {ban.expires_at - time.time():.0f} s away"

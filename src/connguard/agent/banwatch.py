@@ -44,7 +44,7 @@ CHANGE_SHARE = 0.05   # reads for new bans (a flood of them) take at most this s
 class BanWatch:
     counter: int | None = None   # bans_placed as read before the last whole read
     read_at: float = float("-inf")  # when the last whole read ended (the agent's clock)
-    cost: float = 0.0            # seconds the last whole read took
+    cost: float = 0.0            # CPU seconds the last whole read took (the agent's thread)
     force: bool = True           # read at the next pass whatever the signals say
     # ban set -> until when the book knows it holds an element (None: an element without expiry):
     # after that it may be empty for good reasons, before that an empty set was flushed

@@ -219,7 +219,9 @@ class Reconciler:
         if reason is not None:
             if flushed:
                 log.warning("ban set(s) %s found empty; reading the ban sets", ", ".join(flushed))
-            started = time.perf_counter()
+            # the read's cost is this thread's CPU time (user and kernel), not wall time: a busy
+            # machine must not stretch the gaps, and the share bounded is the agent's own work
+            started = time.thread_time()
             kernel = observe(self.executor, bans_only=True).bans
             self._fold(kernel, now)
             expect: dict[str, float | None] = {}
@@ -228,7 +230,7 @@ class Reconciler:
                 name = ban_set(kb.ip_address, kb.interface_name)
                 if name not in expect or (expect[name] is not None and (until is None or until > expect[name])):
                     expect[name] = until
-            self.watch.read(self.clock(), counter, time.perf_counter() - started, expect)
+            self.watch.read(self.clock(), counter, time.thread_time() - started, expect)
             present = {(kb.interface_name, kb.ip_address) for kb in kernel}
             held = present.__contains__
         else:

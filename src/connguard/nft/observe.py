@@ -11,6 +11,8 @@ a policy chain) is reported in ``problems``, never raised.
 from __future__ import annotations
 
 import ipaddress
+import socket
+import struct
 from dataclasses import dataclass, field
 
 from connguard.compiler.common import BAN, BANS_PLACED, HOST_BAN, OFFENDERS, SET_FULL
@@ -84,12 +86,28 @@ def verdict(elem: nl.Attrs) -> str:
 
 
 def port_bans(elems: list[bytes], version: int) -> list[KernelBan]:
+    """``ifname . remote`` ban elements. The agent reads 100,000 of them at its audits, so the
+    attributes are walked in place rather than through ``netlink.parse`` (a third of the time)."""
     out = []
+    unpack = struct.unpack_from
+    size = 4 if version == 4 else 16
     for raw in elems:
-        e = nl.parse(raw)
-        key = _value(e, nl.ELEM_KEY)
-        out.append(KernelBan(str(_addr(key[IFNAMSIZ:], version)), _ifname(key),
-                             _seconds(e, nl.ELEM_EXPIRATION), _seconds(e, nl.ELEM_TIMEOUT)))
+        key, timeout, expires, off, end = b"", None, None, 0, len(raw)
+        while off + 4 <= end:
+            length, kind = unpack("=HH", raw, off)
+            if length < 4:
+                break
+            kind &= 0x7FFF
+            if kind == nl.ELEM_KEY:  # nested: its first attribute is the value
+                key = raw[off + 8:off + 4 + unpack("=H", raw, off + 4)[0]]
+            elif kind == nl.ELEM_TIMEOUT:
+                timeout = unpack(">Q", raw, off + 4)[0] // 1000  # as nft prints them: whole seconds
+            elif kind == nl.ELEM_EXPIRATION:
+                expires = unpack(">Q", raw, off + 4)[0] // 1000
+            off += (length + 3) & ~3
+        addr = key[IFNAMSIZ:IFNAMSIZ + size]
+        text = socket.inet_ntop(socket.AF_INET, addr) if version == 4 and len(addr) == 4 else str(_addr(addr, version))
+        out.append(KernelBan(text, _ifname(key), expires, timeout))
     return out
 
 
