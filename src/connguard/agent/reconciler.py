@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import ipaddress
 import logging
 import os
 import threading
@@ -22,18 +21,18 @@ from dataclasses import dataclass
 
 from connguard.agent.banbook import BanBook, BookBan
 from connguard.agent.banwatch import BanWatch
+from connguard.agent.serverbans import server_bans
 from connguard.agent.source import Desired, Source
 from connguard.agent.statusfile import write_status
 from connguard.compiler import compile_host
-from connguard.compiler import fragments as f
 from connguard.compiler.context import RuleContext
-from connguard.compiler.dispatch import ban_key, collapse_bans
+from connguard.compiler.dispatch import collapse_bans
 from connguard.compiler.punishment import tier_set
-from connguard.compiler.ruleset import FAMILY, TABLE, Ruleset
+from connguard.compiler.ruleset import Ruleset
 from connguard.exceptions import ApplyError, CompileError
 from connguard.model import BruteForceRule, HostState
 from connguard.nft import Applier, observe
-from connguard.nft.bans import add_bans, add_memory, ban_set, delete_ban
+from connguard.nft.bans import add_bans, add_memory, ban_set
 from connguard.nft.executor import Executor, NftFailure
 from connguard.nft.observe import KernelBan, bans_placed, empty_sets
 
@@ -66,11 +65,14 @@ def _book_key(key: tuple[str | None, str]) -> str:
     return f"{key[0] or ''}|{key[1]}"
 
 
-def _later(a: float | None, b: float | None, slack: float = 1.0) -> bool:
-    """Expiry ``a`` is later than ``b`` (None: never expires)."""
-    if a is None:
-        return b is not None
-    return b is not None and a > b + slack
+class _Seeded:
+    """The state file's bans, as ``BanBook.sync`` asks: is this (interface, remote) one?"""
+
+    def __init__(self, seeded: dict) -> None:
+        self.seeded = seeded
+
+    def __contains__(self, key: tuple) -> bool:
+        return _book_key(key) in self.seeded
 
 
 class Reconciler:
@@ -86,7 +88,7 @@ class Reconciler:
         self.book = BanBook(workdir / "bans.json")
         self.watch = BanWatch()  # when the ban sets are read whole (banwatch.py)
         self._state_bans_pending = False  # a new snapshot's state-file bans are still to place
-        self._manual: set[tuple] = set()  # ban_key of the state file's bans
+        self._server_seen: Desired | None = None  # the snapshot whose server bans were placed
         self.loaded: _Loaded | None = None
         self.last_error: str | None = None
         self.last_apply: dict | None = None
@@ -180,16 +182,16 @@ class Reconciler:
         else:
             self.port_errors = {p: message for p in ruleset.port_policy}
 
-    def _state_bans(self, now: float) -> list[dict]:
+    def _state_bans(self, now: float) -> tuple[list[dict], set[tuple]]:
         """The state file's bans, once per snapshot: put in the kernel once, with their lifetime
         counted from then, and recorded in the book (``seeded``, and as bans) so that neither a
         restart nor a drift repair puts an expired one back while the book restores the others."""
         if not self._state_bans_pending or self.applier.applied is None:
-            return []  # nothing new, or no table yet to put them in
+            return [], set()  # nothing new, or no table yet to put them in
         self._state_bans_pending = False
         state = self.loaded.state  # type: ignore[union-attr]
         current: dict[str, float | None] = {}
-        fresh = []
+        fresh, keys = [], set()
         for key, seconds in collapse_bans(state.bans):
             name = _book_key(key)
             if name in self.book.seeded:
@@ -198,20 +200,22 @@ class Reconciler:
             until = None if seconds is None else now + seconds
             current[name] = until
             fresh.append((key[1], key[0], seconds))
+            keys.add(key)
             self.book.bans[key] = BookBan(key[1], key[0], until, 1, "manual")
             self.watch.placed(ban_set(key[1], key[0]), until)
-        self._manual = {ban_key(b) for b in state.bans}
         # forgets bans taken out of the file: if they come back, they are new bans
         self.book.set_seeded(current)
         if fresh:
             self.book.dirty = True
             log.info("state file: %d ban(s) put in the kernel", len(fresh))
-        return add_bans(fresh)
+        return add_bans(fresh), keys
 
     def _bans(self, now: float) -> None:
         """The one ban writer. The ban sets are read whole only when ``BanWatch`` says so (the
         kernel placed a ban, a set was flushed, a full sync, the audit interval): an idle pass
         costs one counter read and a probe, whatever the number of bans."""
+        # first, so that a read finds the state file's bans in the book (``seeded``: manual)
+        state_cmds, fresh = self._state_bans(now)
         counter = bans_placed(self.executor)
         flushed = empty_sets(self.executor, self.watch.expected(now))
         reason = self.watch.due(now, counter, bool(flushed))
@@ -236,11 +240,16 @@ class Reconciler:
         else:
             self.book.forget_lifted(now)
             held = self._held_by_book(now)
-        cmds, placed = self._server_bans(now, held)
+        cmds: list[dict] = []
+        placed: set[tuple] = set()
+        if kernel is not None or self.loaded.desired is not self._server_seen:  # type: ignore[union-attr]
+            # a new snapshot, or the kernel re-read: not on idle passes (it walks the book)
+            self._server_seen = self.loaded.desired  # type: ignore[union-attr]
+            cmds, placed = server_bans(self._server_seen, self.book, self.watch, now, held)
         restore = []
         if kernel is not None:
             for ban in self.book.missing_from(kernel, now):
-                if ban.key() in placed:
+                if ban.key() in placed or ban.key() in fresh:
                     continue
                 remaining = ban.remaining(now)
                 restore.append((ban.ip_address, ban.interface_name, None if remaining is None else int(remaining)))
@@ -249,7 +258,7 @@ class Reconciler:
             log.warning("restoring %d ban(s) the kernel lost, e.g. %s on %s", len(restore), restore[0][0],
                         restore[0][1] or "all ports")
             cmds += add_bans(restore)
-        cmds += self._state_bans(now)  # after the restore: what it places now is not missing
+        cmds += state_cmds
         if self._restore_memory and kernel is not None:
             # a full sync follows a restart or a drift (a flushed table, say): give the step sets
             # back what the book remembers; adding what is still there changes nothing
@@ -265,7 +274,8 @@ class Reconciler:
     def _fold(self, kernel: list[KernelBan], now: float) -> None:
         """Fold a whole read into the book and queue the detections for the reporter."""
         by_key = {(kb.interface_name, kb.ip_address): kb for kb in kernel}
-        for ban in self.book.sync(kernel, now, manual=self._manual, step_of=self._step_of):
+        manual = _Seeded(self.book.seeded)
+        for ban in self.book.sync(kernel, now, manual=manual, step_of=self._step_of):
             if ban.offence > 1:
                 log.warning("repeat offence by %s on %s: banned at escalation step %d for %d s",
                             ban.ip_address, ban.interface_name, ban.offence, round(ban.remaining(now) or 0))
@@ -285,78 +295,6 @@ class Reconciler:
             ban = self.book.bans.get(key)
             return ban is not None and (ban.expires_at is None or ban.expires_at > now)
         return held
-
-    def _server_bans(self, now: float, held) -> tuple[list[dict], set[tuple]]:
-        """Place the snapshot's bans with their remaining time, lengthen kernel bans the server
-        escalated (another host's offence counts), lift bans the snapshot no longer carries.
-        Only bans the server knows are lifted: a local detection the server has not answered
-        yet stays. Bans placed here go in the book, so a flushed table gets them back."""
-        desired = self.loaded.desired  # type: ignore[union-attr]
-        if desired.revision is None:
-            return [], set()  # not a server snapshot
-        wanted: dict[tuple, tuple] = {}
-        ending: set[tuple] = set()  # still in the snapshot, but the kernel's timeout ends them now
-        for sb in desired.server_bans:
-            if sb.expires_at is not None and sb.expires_at - now < 1:
-                ending.update(sb.targets)
-                continue
-            for key in sb.targets:
-                if key not in wanted or _later(sb.expires_at, wanted[key][0], 0):
-                    wanted[key] = (sb.expires_at, sb)
-        cmds: list[dict] = []
-        placed: set[tuple] = set()
-        for key, (expires_at, sb) in wanted.items():
-            ifname, ip = key
-            known = self.book.bans.get(key)
-            if known is not None and not _later(expires_at, known.expires_at) and (held(key) or known.server):
-                if not known.server:
-                    known.server = True
-                    self.book.dirty = True
-                continue  # the kernel holds it at least as long (or restore puts it back)
-            if known is None:
-                known = BookBan(ip, ifname, expires_at, sb.offence_count, "server", server=True)
-                self.book.bans[key] = known
-            else:
-                if expires_at != known.expires_at:
-                    log.info("ban of %s on %s lengthened by the server to %s s (offence %d)", ip,
-                             ifname or "all ports", "∞" if expires_at is None else int(expires_at - now),
-                             sb.offence_count)
-                known.expires_at, known.server = expires_at, True
-                known.offence = max(known.offence, sb.offence_count)
-            self.book.dirty = True
-            if held(key):
-                cmds.append(delete_ban(ip, ifname))  # an element's timeout is set when added
-            cmds += add_bans([(ip, ifname, None if expires_at is None else int(expires_at - now))])
-            self.watch.placed(ban_set(ip, ifname), expires_at)
-            placed.add(key)
-        lifted = 0
-        for key, ban in list(self.book.bans.items()):
-            if ban.server and key not in wanted:
-                if key in ending and held(key):
-                    continue  # expiring by itself: a delete would end it early, or race the timeout
-                if held(key):
-                    cmds.append(delete_ban(ban.ip_address, ban.interface_name))
-                cmds += self._forget_memory(ban)
-                del self.book.bans[key]
-                self.book.dirty = True
-                lifted += 1
-        if placed or lifted:
-            log.info("server bans: %d placed or lengthened, %d lifted (revision %s)", len(placed), lifted,
-                     desired.revision)
-        return cmds, placed
-
-    def _forget_memory(self, ban: BookBan) -> list[dict]:
-        """A ban the operator deleted forgets that offence here too (the server does)."""
-        if ban.interface_name is None:
-            return []
-        tail = f"|{ban.interface_name}|{ban.ip_address}"
-        cmds = []
-        for mkey in [k for k in self.book.memory if k.endswith(tail)]:
-            name = mkey.split("|")[0]
-            key = f.concat(ban.interface_name, str(ipaddress.ip_network(ban.ip_address).network_address))
-            cmds.append({"delete": {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": [key]}}})
-            del self.book.memory[mkey]
-        return cmds
 
     def _run_each(self, cmds: list[dict]) -> None:
         """One batch; if the kernel refuses it (a ban expired between observing and replacing
