@@ -3,6 +3,7 @@
 
     python bench/agent_idle_bench.py                      # 2,000 and 100,000 bans, this tree
     python bench/agent_idle_bench.py --compare-rev main   # the same, side by side with REV
+    python bench/agent_idle_bench.py --format json        # the state file written as JSON (also YAML)
 
 Needs root, nft, iproute2. For each configuration (revision, number of bans) the script creates
 a network namespace of its own (``cgib<pid>``, deleted afterwards, also on failure), writes a
@@ -51,7 +52,7 @@ def progress(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def state_text(ports: int, bans: int) -> str:
+def state_text(ports: int, bans: int, fmt: str = "yaml") -> str:
     names = [f"tap{i:05d}" for i in range(ports)]
     doc = {
         "policies": [POLICY],
@@ -62,6 +63,8 @@ def state_text(ports: int, bans: int) -> str:
         "bans": [{"ip_address": f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
                   "interface_name": names[i % ports], "seconds": 86_400} for i in range(bans)],
     }
+    if fmt == "json":  # JSON is YAML: a revision without the JSON fast path parses it as YAML
+        return json.dumps(doc, indent=1)
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     return yaml.dump(doc, Dumper=dumper, default_flow_style=False, sort_keys=False)
 
@@ -97,17 +100,18 @@ def kernel_ban4(netns: str) -> int:
     return len(elems)
 
 
-def run_one(src: Path, label: str, ports: int, bans: int, idle: float, settle: float, timeout: float) -> dict:
+def run_one(src: Path, label: str, ports: int, bans: int, idle: float, settle: float, timeout: float,
+            fmt: str) -> dict:
     netns = f"cgib{os.getpid()}"
     tmp = Path(tempfile.mkdtemp(prefix="cgib-"))
     subprocess.run(["ip", "netns", "add", netns], check=True)
     proc = None
     try:
         state = tmp / "state.yaml"
-        state.write_text(state_text(ports, bans))
+        state.write_text(state_text(ports, bans, fmt))
         work = tmp / "agent"
         env = {**os.environ, "PYTHONPATH": str(src)}
-        progress(f"{label}: {ports} ports, {bans} bans: starting the agent")
+        progress(f"{label}: {ports} ports, {bans} bans ({fmt}): starting the agent")
         log = open(tmp / "agent.log", "w")
         start = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-c", "from connguard.cli.main import main; main()", "agent",
@@ -128,14 +132,19 @@ def run_one(src: Path, label: str, ports: int, bans: int, idle: float, settle: f
         t0, c0 = time.monotonic(), cpu_ticks(proc.pid)
         time.sleep(idle)
         t1, c1 = time.monotonic(), cpu_ticks(proc.pid)
-        out = {"label": label, "ports": ports, "bans": bans, "first_start_s": round(first_start, 2),
+        out = {"label": label, "ports": ports, "bans": bans, "format": fmt, "first_start_s": round(first_start, 2),
                "idle_cpu_pct": round(100 * (c1 - c0) / TICK / (t1 - t0), 2),
                "rss_mb": round(status_kb(proc.pid, "VmRSS") / 1024, 1),
                "peak_rss_mb": round(status_kb(proc.pid, "VmHWM") / 1024, 1)}
         proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:  # an agent busy reading its ban sets every pass
+            proc.kill()
+            proc.wait()
         out["kernel_ban4"] = kernel_ban4(netns)
         progress(f"{label}: {out}")
+        print(json.dumps(out), flush=True)
         return out
     finally:
         if proc is not None and proc.poll() is None:
@@ -159,6 +168,7 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU measurement")
     ap.add_argument("--settle", type=float, default=10.0, help="seconds between the first pass and the idle window")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds allowed for the first pass")
+    ap.add_argument("--format", choices=("yaml", "json"), default="yaml", help="how the state file is written")
     ap.add_argument("--compare-rev", action="append", default=[], help="git revision to run side by side")
     a = ap.parse_args()
     counts = [int(x) for x in a.bans.split(",")]
@@ -171,8 +181,9 @@ def main() -> None:
             trees.append((rev, export(rev, d)))
         for label, src in trees:
             for n in counts:
-                results.append(run_one(src, label, a.ports, n, a.idle, a.settle, a.timeout))
-    print(f"\n{'revision':<12} {'ports':>6} {'bans':>8} {'first start s':>14} {'idle CPU % core':>16} "
+                results.append(run_one(src, label, a.ports, n, a.idle, a.settle, a.timeout, a.format))
+    print(f"\nstate file: {a.format}")
+    print(f"{'revision':<12} {'ports':>6} {'bans':>8} {'first start s':>14} {'idle CPU % core':>16} "
           f"{'RSS MB':>7} {'peak RSS MB':>12} {'ban4 in kernel':>15}")
     for r in results:
         print(f"{r['label']:<12} {r['ports']:>6} {r['bans']:>8} {r['first_start_s']:>14} {r['idle_cpu_pct']:>16} "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import gc
 import logging
 import os
 import threading
@@ -88,6 +89,7 @@ class Reconciler:
         self.book = BanBook(workdir / "bans.json")
         self.watch = BanWatch()  # when the ban sets are read whole (banwatch.py)
         self._state_bans_pending = False  # a new snapshot's state-file bans are still to place
+        self._freeze = False  # a new snapshot's objects are still to move out of the collector's reach
         self._server_seen: Desired | None = None  # the snapshot whose server bans were placed
         self.loaded: _Loaded | None = None
         self.last_error: str | None = None
@@ -125,6 +127,7 @@ class Reconciler:
             return False
         self.loaded = _Loaded(desired, ruleset)
         self._state_bans_pending = True
+        self._freeze = True
         for w in desired.warnings:
             log.warning("%s", w)
         log.info("loaded %s%s: %d policies, %d ports, %d server bans", desired.source,
@@ -165,6 +168,13 @@ class Reconciler:
             self.apply_ok = True
         # bans are kept and restored even while the ruleset cannot be applied
         self._bans(now)
+        if self._freeze and not self._state_bans_pending:
+            # a snapshot (10,000 ports, 100,000 bans) is millions of objects that live until the
+            # next one: out of the cyclic collector's reach, a full collection does not walk them
+            # all again (refcounting still frees them when the next snapshot replaces them)
+            self._freeze = False
+            gc.collect()
+            gc.freeze()
         self._write_status(now)
 
     def _apply_failed(self, exc: ApplyError, ruleset: Ruleset) -> None:
@@ -182,16 +192,17 @@ class Reconciler:
         else:
             self.port_errors = {p: message for p in ruleset.port_policy}
 
-    def _state_bans(self, now: float) -> tuple[list[dict], set[tuple]]:
+    def _state_bans(self, now: float) -> tuple[list[dict], set[tuple], dict[str, float | None]]:
         """The state file's bans, once per snapshot: put in the kernel once, with their lifetime
         counted from then, and recorded in the book (``seeded``, and as bans) so that neither a
         restart nor a drift repair puts an expired one back while the book restores the others."""
         if not self._state_bans_pending or self.applier.applied is None:
-            return [], set()  # nothing new, or no table yet to put them in
+            return [], set(), {}  # nothing new, or no table yet to put them in
         self._state_bans_pending = False
         state = self.loaded.state  # type: ignore[union-attr]
         current: dict[str, float | None] = {}
         fresh, keys = [], set()
+        sets: dict[str, float | None] = {}  # ban set -> the latest expiry placed in it
         for key, seconds in collapse_bans(state.bans):
             name = _book_key(key)
             if name in self.book.seeded:
@@ -202,20 +213,22 @@ class Reconciler:
             fresh.append((key[1], key[0], seconds))
             keys.add(key)
             self.book.bans[key] = BookBan(key[1], key[0], until, 1, "manual")
-            self.watch.placed(ban_set(key[1], key[0]), until)
+            target = ban_set(key[1], key[0])
+            if target not in sets or (sets[target] is not None and (until is None or until > sets[target])):
+                sets[target] = until
         # forgets bans taken out of the file: if they come back, they are new bans
         self.book.set_seeded(current)
         if fresh:
             self.book.dirty = True
             log.info("state file: %d ban(s) put in the kernel", len(fresh))
-        return add_bans(fresh), keys
+        return add_bans(fresh), keys, sets
 
     def _bans(self, now: float) -> None:
         """The one ban writer. The ban sets are read whole only when ``BanWatch`` says so (the
         kernel placed a ban, a set was flushed, a full sync, the audit interval): an idle pass
         costs one counter read and a probe, whatever the number of bans."""
         # first, so that a read finds the state file's bans in the book (``seeded``: manual)
-        state_cmds, fresh = self._state_bans(now)
+        state_cmds, fresh, fresh_sets = self._state_bans(now)
         counter = bans_placed(self.executor)
         flushed = empty_sets(self.executor, self.watch.expected(now))
         reason = self.watch.due(now, counter, bool(flushed))
@@ -259,6 +272,8 @@ class Reconciler:
                         restore[0][1] or "all ports")
             cmds += add_bans(restore)
         cmds += state_cmds
+        for name, until in fresh_sets.items():  # after the read: it replaced what the watch expects
+            self.watch.placed(name, until)
         if self._restore_memory and kernel is not None:
             # a full sync follows a restart or a drift (a flushed table, say): give the step sets
             # back what the book remembers; adding what is still there changes nothing
