@@ -14,7 +14,8 @@ revision, as a user would. It measures:
 
 - **first start**: from spawning the process until its ban book (``bans.json``) holds every
   ban, i.e. the first pass is done (state file parsed, ruleset applied, bans in the kernel);
-- **idle CPU**: after a settle time, the process's own CPU time (user + system, its waited-for
+- **idle CPU**: after a settle time and then until two seconds in a row cost it under a tenth
+  of a core (its second pass audits the bans the first one placed), the process's own CPU time (user + system, its waited-for
   children included) over ``--idle`` seconds, from ``/proc/PID/stat``, as a share of one core;
 - **RSS**: ``VmRSS`` at the end of the idle window and the peak ``VmHWM``, from
   ``/proc/PID/status``;
@@ -129,13 +130,23 @@ def run_one(src: Path, label: str, ports: int, bans: int, idle: float, settle: f
         first_start = time.monotonic() - start
         progress(f"{label}: first pass done in {first_start:.1f} s; settling {settle} s")
         time.sleep(settle)
+        # the second pass audits what the first one placed (a whole read of the ban sets, and a
+        # rewrite of the book): wait until two seconds in a row cost under a tenth of a core
+        quiet_from = time.monotonic()
+        while time.monotonic() - quiet_from < 120:
+            c, t = cpu_ticks(proc.pid), time.monotonic()
+            time.sleep(2)
+            if (cpu_ticks(proc.pid) - c) / TICK / (time.monotonic() - t) < 0.1:
+                break
+        quiet = time.monotonic() - quiet_from
         t0, c0 = time.monotonic(), cpu_ticks(proc.pid)
         time.sleep(idle)
         t1, c1 = time.monotonic(), cpu_ticks(proc.pid)
         out = {"label": label, "ports": ports, "bans": bans, "format": fmt, "first_start_s": round(first_start, 2),
                "idle_cpu_pct": round(100 * (c1 - c0) / TICK / (t1 - t0), 2),
                "rss_mb": round(status_kb(proc.pid, "VmRSS") / 1024, 1),
-               "peak_rss_mb": round(status_kb(proc.pid, "VmHWM") / 1024, 1)}
+               "peak_rss_mb": round(status_kb(proc.pid, "VmHWM") / 1024, 1),
+               "waited_quiet_s": round(quiet, 1)}
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(60)
