@@ -2,9 +2,11 @@
 
 Level-triggered: every tick (or at once when the source has a new snapshot) it (1) takes the
 source's new snapshot if there is one (a bad one is reported and the last good state stays
-enforced), (2) applies the compiled state (a no-op when nothing changed), (3) folds the
-kernel's bans into the ban book, restores bans and offender memory the kernel lost, and places,
-lengthens and lifts the bans the server's snapshot carries (the one ban writer), and (4) every
+enforced), (2) applies the compiled state (a no-op when nothing changed), (3) is the one ban
+writer: places the state file's bans, folds the kernel's bans into the ban book when
+``banwatch`` says the ban sets must be read (a signal or an audit, never every pass), restores
+bans and offender memory the kernel lost, and places, lengthens and lifts the bans the server's
+snapshot carries (serverbans.py), and (4) every
 ``drift_interval`` compares the kernel with what it applied and repairs by a full sync. It
 knows no source and writes nothing to the kernel before the first snapshot. See DESIGN.md.
 """
