@@ -35,7 +35,10 @@ TO_VM = "to_vm"       # oifname -> jump in_<policy>: flows towards the VM
 # --- named counters ---
 BANNED = "banned"     # packets dropped by bans
 SET_FULL = "set_full"  # packets that found a per-remote limiter's set full (fail-open)
-COUNTERS = (BANNED, SET_FULL)
+# packets that placed a ban (every ban rule counts here): the agent reads this one counter each
+# pass instead of the ban sets, and reads those only when it moved (agent/banwatch.py)
+BANS_PLACED = "bans_placed"
+COUNTERS = (BANNED, BANS_PLACED, SET_FULL)
 
 # --- base chains ---
 FORWARD = "forward"

@@ -31,7 +31,7 @@ LIFT_SECONDS = 10.0
 StepOf = Callable[[str, str, int], "tuple[int, str | None] | None"]
 
 
-@dataclass
+@dataclass(slots=True)  # 100,000 of them: no per-instance dict
 class BookBan:
     ip_address: str
     interface_name: str | None
@@ -102,6 +102,11 @@ class BanBook:
                 else:
                     path.unlink(missing_ok=True)
         return keys
+
+    def forget_lifted(self, now: float) -> None:
+        """Between whole reads of the kernel: forget the bans asked to be lifted (the requests
+        are retired by the next read that finds the kernel without them, or lapse)."""
+        self._lifts(now, seen_in_kernel=None)
 
     def apply_lifts(self, now: float) -> None:
         """Forget the requested bans while no agent runs (the CLI holds the agent's lock). The

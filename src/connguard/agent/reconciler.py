@@ -2,9 +2,11 @@
 
 Level-triggered: every tick (or at once when the source has a new snapshot) it (1) takes the
 source's new snapshot if there is one (a bad one is reported and the last good state stays
-enforced), (2) applies the compiled state (a no-op when nothing changed), (3) folds the
-kernel's bans into the ban book, restores bans and offender memory the kernel lost, and places,
-lengthens and lifts the bans the server's snapshot carries (the one ban writer), and (4) every
+enforced), (2) applies the compiled state (a no-op when nothing changed), (3) is the one ban
+writer: places the state file's bans, folds the kernel's bans into the ban book when
+``banwatch`` says the ban sets must be read (a signal or an audit, never every pass), restores
+bans and offender memory the kernel lost, and places, lengthens and lifts the bans the server's
+snapshot carries (serverbans.py), and (4) every
 ``drift_interval`` compares the kernel with what it applied and repairs by a full sync. It
 knows no source and writes nothing to the kernel before the first snapshot. See DESIGN.md.
 """
@@ -12,7 +14,8 @@ knows no source and writes nothing to the kernel before the first snapshot. See 
 from __future__ import annotations
 
 import collections
-import ipaddress
+import dataclasses
+import gc
 import logging
 import os
 import threading
@@ -20,21 +23,22 @@ import time
 from dataclasses import dataclass
 
 from connguard.agent.banbook import BanBook, BookBan
+from connguard.agent.banwatch import BanWatch
+from connguard.agent.serverbans import server_bans
 from connguard.agent.source import Desired, Source
 from connguard.agent.statusfile import write_status
 from connguard.agent.gcpause import gc_paused
 from connguard.compiler import compile_host
-from connguard.compiler import fragments as f
 from connguard.compiler.context import RuleContext
-from connguard.compiler.dispatch import ban_key
+from connguard.compiler.dispatch import collapse_bans
 from connguard.compiler.ruleset import Ruleset
 from connguard.exceptions import ApplyError, CompileError
 from connguard.model import BruteForceRule, HostState
-from connguard.names import FAMILY, ROLE_BF_TIER, TABLE, tier_set
+from connguard.names import ROLE_BF_TIER, tier_set
 from connguard.nft import Applier, observe
-from connguard.nft.bans import add_bans, add_memory, delete_ban
+from connguard.nft.bans import add_bans, add_memory, ban_set
 from connguard.nft.executor import Executor, NftFailure
-from connguard.nft.observe import KernelBan
+from connguard.nft.observe import KernelBan, bans_placed, empty_sets
 
 log = logging.getLogger("connguard.agent")
 
@@ -65,11 +69,14 @@ def _book_key(key: tuple[str | None, str]) -> str:
     return f"{key[0] or ''}|{key[1]}"
 
 
-def _later(a: float | None, b: float | None, slack: float = 1.0) -> bool:
-    """Expiry ``a`` is later than ``b`` (None: never expires)."""
-    if a is None:
-        return b is not None
-    return b is not None and a > b + slack
+class _Seeded:
+    """The state file's bans, as ``BanBook.sync`` asks: is this (interface, remote) one?"""
+
+    def __init__(self, seeded: dict) -> None:
+        self.seeded = seeded
+
+    def __contains__(self, key: tuple) -> bool:
+        return _book_key(key) in self.seeded
 
 
 class Reconciler:
@@ -83,6 +90,10 @@ class Reconciler:
         self.clock = clock
         self.applier = Applier(executor)
         self.book = BanBook(workdir / "bans.json")
+        self.watch = BanWatch()  # when the ban sets are read whole (banwatch.py)
+        self._state_bans_pending = False  # a new snapshot's state-file bans are still to place
+        self._freeze = False  # a new snapshot's objects are still to move out of the collector's reach
+        self._server_seen: Desired | None = None  # the snapshot whose server bans were placed
         self.loaded: _Loaded | None = None
         self.last_error: str | None = None
         self.last_apply: dict | None = None
@@ -113,14 +124,16 @@ class Reconciler:
         if desired is None:
             return False
         try:
-            # the state file's bans are put in the kernel once, with their lifetime from then
-            fresh = tuple(b for b in desired.state.bans if _book_key(ban_key(b)) not in self.book.seeded)
+            # bans are not the compiler's: the ban pass places them (_state_bans), whatever
+            # their origin, so the ruleset does not carry (and re-diff) 100,000 elements
             with gc_paused():  # a large state: agent/gcpause.py
-                ruleset = compile_host(desired.state.model_copy(update={"bans": fresh}))
+                ruleset = compile_host(desired.state.model_copy(update={"bans": ()}))
         except CompileError as exc:
             self._error(f"{desired.source} rejected, still enforcing the last good state: {exc}")
             return False
         self.loaded = _Loaded(desired, ruleset)
+        self._state_bans_pending = True
+        self._freeze = True
         for w in desired.warnings:
             log.warning("%s", w)
         log.info("loaded %s%s: %d policies, %d ports, %d server bans", desired.source,
@@ -149,14 +162,12 @@ class Reconciler:
         else:
             if result.mode == "full":
                 self._restore_memory = True
+                self.watch.force = True  # the table may have lost anything: read the ban sets
             if result.mode != "noop":
                 self.last_apply = {"mode": result.mode, "commands": result.commands,
                                    "seconds": round(result.seconds, 4), "at": now,
                                    "revision": self.loaded.desired.revision}
                 log.info("applied (%s): %d commands in %.0f ms", result.mode, result.commands, result.seconds * 1000)
-            for w in result.warnings:
-                log.warning("state ban not applied: %s", w)
-            self._record_seeds(now)
             # a rejected state file (or an unreachable server) stays the error in force until
             # the source recovers: a pass that applied the last good state must not clear it
             self.last_error = self.source.error
@@ -164,6 +175,13 @@ class Reconciler:
             self.apply_ok = True
         # bans are kept and restored even while the ruleset cannot be applied
         self._bans(now)
+        if self._freeze and not self._state_bans_pending:
+            # a snapshot (10,000 ports, 100,000 bans) is millions of objects that live until the
+            # next one: out of the cyclic collector's reach, a full collection does not walk them
+            # all again (refcounting still frees them when the next snapshot replaces them)
+            self._freeze = False
+            gc.collect()
+            gc.freeze()
         self._write_status(now)
 
     def _apply_failed(self, exc: ApplyError, ruleset: Ruleset) -> None:
@@ -181,50 +199,89 @@ class Reconciler:
         else:
             self.port_errors = {p: message for p in ruleset.port_policy}
 
-    def _record_seeds(self, now: float) -> None:
-        assert self.loaded is not None
-        current = {}
-        for b in self.loaded.state.bans:
-            key = _book_key(ban_key(b))
-            current[key] = self.book.seeded.get(key, None if b.seconds is None else now + b.seconds)
-        # forget bans taken out of the file: if they come back, they are new bans
-        recorded = set(current) - set(self.book.seeded)
+    def _state_bans(self, now: float) -> tuple[list[dict], set[tuple], dict[str, float | None]]:
+        """The state file's bans, once per snapshot: put in the kernel once, with their lifetime
+        counted from then, and recorded in the book (``seeded``, and as bans) so that neither a
+        restart nor a drift repair puts an expired one back while the book restores the others."""
+        if not self._state_bans_pending or self.applier.applied is None:
+            return [], set(), {}  # nothing new, or no table yet to put them in
+        self._state_bans_pending = False
+        state = self.loaded.state  # type: ignore[union-attr]
+        current: dict[str, float | None] = {}
+        fresh, keys = [], set()
+        sets: dict[str, float | None] = {}  # ban set -> the latest expiry placed in it
+        for key, seconds in collapse_bans(state.bans):
+            name = _book_key(key)
+            if name in self.book.seeded:
+                current[name] = self.book.seeded[name]
+                continue
+            until = None if seconds is None else now + seconds
+            current[name] = until
+            fresh.append((key[1], key[0], seconds))
+            keys.add(key)
+            self.book.bans[key] = BookBan(key[1], key[0], until, 1, "manual")
+            target = ban_set(key[1], key[0])
+            if target not in sets or (sets[target] is not None and (until is None or until > sets[target])):
+                sets[target] = until
+        # forgets bans taken out of the file: if they come back, they are new bans
         self.book.set_seeded(current)
-        if recorded and self.loaded.ruleset.seeds:
-            # from now on the book keeps (and restores) them; a later full sync must not put
-            # them back with their whole lifetime
-            self.loaded.ruleset = compile_host(self.loaded.state.model_copy(update={"bans": ()}))
+        if fresh:
+            self.book.dirty = True
+            log.info("state file: %d ban(s) put in the kernel", len(fresh))
+        return add_bans(fresh), keys, sets
 
     def _bans(self, now: float) -> None:
-        kernel = observe(self.executor, bans_only=True).bans
-        state = self.loaded.state  # type: ignore[union-attr]
-        manual = {ban_key(b) for b in state.bans}
-        by_key = {(kb.interface_name, kb.ip_address): kb for kb in kernel}
-        for ban in self.book.sync(kernel, now, manual=manual, step_of=self._step_of):
-            if ban.offence > 1:
-                log.warning("repeat offence by %s on %s: banned at escalation step %d for %d s",
-                            ban.ip_address, ban.interface_name, ban.offence, round(ban.remaining(now) or 0))
-            match = self._match(ban.interface_name or "", ban.ip_address, ban.remaining(now) or 0, exact=False)
-            kb = by_key.get(ban.key())
-            # when the kernel banned (its timeout less what is left), not when this pass saw it:
-            # the server's expiry, banned_at + the step's length, is then the kernel's own
-            banned_at = now - (kb.timeout - kb.expires) if kb and kb.timeout is not None and kb.expires is not None \
-                else now
-            self.detected.append(Detection(BookBan(**vars(ban)), banned_at, *(match[2:] if match else (None, None))))
-            if self.detect_hook is not None:
-                self.detect_hook()
-        cmds, placed = self._server_bans(now, kernel)
+        """The one ban writer. The ban sets are read whole only when ``BanWatch`` says so (the
+        kernel placed a ban, a set was flushed, a full sync, the audit interval): an idle pass
+        costs one counter read and a probe, whatever the number of bans."""
+        # first, so that a read finds the state file's bans in the book (``seeded``: manual)
+        state_cmds, fresh, fresh_sets = self._state_bans(now)
+        counter = bans_placed(self.executor)
+        flushed = empty_sets(self.executor, self.watch.expected(now))
+        reason = self.watch.due(now, counter, bool(flushed))
+        kernel: list[KernelBan] | None = None
+        if reason is not None:
+            if flushed:
+                log.warning("ban set(s) %s found empty; reading the ban sets", ", ".join(flushed))
+            # the read's cost is this thread's CPU time (user and kernel), not wall time: a busy
+            # machine must not stretch the gaps, and the share bounded is the agent's own work
+            started = time.thread_time()
+            kernel = observe(self.executor, bans_only=True).bans
+            self._fold(kernel, now)
+            expect: dict[str, float | None] = {}
+            for kb in kernel:
+                until = None if kb.expires is None else now + kb.expires
+                name = ban_set(kb.ip_address, kb.interface_name)
+                if name not in expect or (expect[name] is not None and (until is None or until > expect[name])):
+                    expect[name] = until
+            self.watch.read(self.clock(), counter, time.thread_time() - started, expect)
+            present = {(kb.interface_name, kb.ip_address) for kb in kernel}
+            held = present.__contains__
+        else:
+            self.book.forget_lifted(now)
+            held = self._held_by_book(now)
+        cmds: list[dict] = []
+        placed: set[tuple] = set()
+        if kernel is not None or self.loaded.desired is not self._server_seen:  # type: ignore[union-attr]
+            # a new snapshot, or the kernel re-read: not on idle passes (it walks the book)
+            self._server_seen = self.loaded.desired  # type: ignore[union-attr]
+            cmds, placed = server_bans(self._server_seen, self.book, self.watch, now, held)
         restore = []
-        for ban in self.book.missing_from(kernel, now):
-            if ban.key() in placed:
-                continue
-            remaining = ban.remaining(now)
-            restore.append((ban.ip_address, ban.interface_name, None if remaining is None else int(remaining)))
+        if kernel is not None:
+            for ban in self.book.missing_from(kernel, now):
+                if ban.key() in placed or ban.key() in fresh:
+                    continue
+                remaining = ban.remaining(now)
+                restore.append((ban.ip_address, ban.interface_name, None if remaining is None else int(remaining)))
+                self.watch.placed(ban_set(ban.ip_address, ban.interface_name), ban.expires_at)
         if restore:
             log.warning("restoring %d ban(s) the kernel lost, e.g. %s on %s", len(restore), restore[0][0],
                         restore[0][1] or "all ports")
             cmds += add_bans(restore)
-        if self._restore_memory:
+        cmds += state_cmds
+        for name, until in fresh_sets.items():  # after the read: it replaced what the watch expects
+            self.watch.placed(name, until)
+        if self._restore_memory and kernel is not None:
             # a full sync follows a restart or a drift (a flushed table, say): give the step sets
             # back what the book remembers; adding what is still there changes nothing
             self._restore_memory = False
@@ -236,81 +293,36 @@ class Reconciler:
         self._run_each(cmds)
         self.book.save()
 
-    def _server_bans(self, now: float, kernel: list[KernelBan]) -> tuple[list[dict], set[tuple]]:
-        """Place the snapshot's bans with their remaining time, lengthen kernel bans the server
-        escalated (another host's offence counts), lift bans the snapshot no longer carries.
-        Only bans the server knows are lifted: a local detection the server has not answered
-        yet stays. Bans placed here go in the book, so a flushed table gets them back."""
-        desired = self.loaded.desired  # type: ignore[union-attr]
-        if desired.revision is None:
-            return [], set()  # not a server snapshot
-        present = {(kb.interface_name, kb.ip_address) for kb in kernel}
-        wanted: dict[tuple, tuple] = {}
-        ending: set[tuple] = set()  # still in the snapshot, but the kernel's timeout ends them now
-        for sb in desired.server_bans:
-            if sb.expires_at is not None and sb.expires_at - now < 1:
-                ending.update(sb.targets)
-                continue
-            for key in sb.targets:
-                if key not in wanted or _later(sb.expires_at, wanted[key][0], 0):
-                    wanted[key] = (sb.expires_at, sb)
-        cmds: list[dict] = []
-        placed: set[tuple] = set()
-        for key, (expires_at, sb) in wanted.items():
-            ifname, ip = key
-            known = self.book.bans.get(key)
-            if known is not None and not _later(expires_at, known.expires_at) and (key in present or known.server):
-                if not known.server:
-                    known.server = True
-                    self.book.dirty = True
-                continue  # the kernel holds it at least as long (or restore puts it back)
-            if known is None:
-                known = BookBan(ip, ifname, expires_at, sb.offence_count, "server", server=True)
-                self.book.bans[key] = known
-            else:
-                if expires_at != known.expires_at:
-                    log.info("ban of %s on %s lengthened by the server to %s s (offence %d)", ip,
-                             ifname or "all ports", "∞" if expires_at is None else int(expires_at - now),
-                             sb.offence_count)
-                known.expires_at, known.server = expires_at, True
-                known.offence = max(known.offence, sb.offence_count)
-            self.book.dirty = True
-            if key in present:
-                cmds.append(delete_ban(ip, ifname))  # an element's timeout is set when added
-            cmds += add_bans([(ip, ifname, None if expires_at is None else int(expires_at - now))])
-            placed.add(key)
-        lifted = 0
-        for key, ban in list(self.book.bans.items()):
-            if ban.server and key not in wanted:
-                if key in ending and key in present:
-                    continue  # expiring by itself: a delete would end it early, or race the timeout
-                if key in present:
-                    cmds.append(delete_ban(ban.ip_address, ban.interface_name))
-                cmds += self._forget_memory(ban)
-                del self.book.bans[key]
-                self.book.dirty = True
-                lifted += 1
-        if placed or lifted:
-            log.info("server bans: %d placed or lengthened, %d lifted (revision %s)", len(placed), lifted,
-                     desired.revision)
-        return cmds, placed
+    def _fold(self, kernel: list[KernelBan], now: float) -> None:
+        """Fold a whole read into the book and queue the detections for the reporter."""
+        by_key = {(kb.interface_name, kb.ip_address): kb for kb in kernel}
+        manual = _Seeded(self.book.seeded)
+        for ban in self.book.sync(kernel, now, manual=manual, step_of=self._step_of):
+            if ban.offence > 1:
+                log.warning("repeat offence by %s on %s: banned at escalation step %d for %d s",
+                            ban.ip_address, ban.interface_name, ban.offence, round(ban.remaining(now) or 0))
+            match = self._match(ban.interface_name or "", ban.ip_address, ban.remaining(now) or 0, exact=False)
+            kb = by_key.get(ban.key())
+            # when the kernel banned (its timeout less what is left), not when this pass saw it:
+            # the server's expiry, banned_at + the step's length, is then the kernel's own
+            banned_at = now - (kb.timeout - kb.expires) if kb and kb.timeout is not None and kb.expires is not None \
+                else now
+            self.detected.append(Detection(dataclasses.replace(ban), banned_at, *(match[2:] if match else (None, None))))
+            if self.detect_hook is not None:
+                self.detect_hook()
 
-    def _forget_memory(self, ban: BookBan) -> list[dict]:
-        """A ban the operator deleted forgets that offence here too (the server does)."""
-        if ban.interface_name is None:
-            return []
-        tail = f"|{ban.interface_name}|{ban.ip_address}"
-        cmds = []
-        for mkey in [k for k in self.book.memory if k.endswith(tail)]:
-            name = mkey.split("|")[0]
-            key = f.concat(ban.interface_name, str(ipaddress.ip_network(ban.ip_address).network_address))
-            cmds.append({"delete": {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": [key]}}})
-            del self.book.memory[mkey]
-        return cmds
+    def _held_by_book(self, now: float):
+        """Between whole reads the kernel holds what the book holds, less what has expired."""
+        def held(key: tuple) -> bool:
+            ban = self.book.bans.get(key)
+            return ban is not None and (ban.expires_at is None or ban.expires_at > now)
+        return held
 
     def _run_each(self, cmds: list[dict]) -> None:
         """One batch; if the kernel refuses it (a ban expired between observing and replacing
-        it, say), command by command, so one failure does not hold back the others."""
+        it, a state-file prefix overlapping a ban already there), command by command, and a
+        refused command of many elements by halves: k refused elements of n cost about
+        k log n batches, not n, and never hold back the others."""
         if not cmds:
             return
         try:
@@ -319,10 +331,21 @@ class Reconciler:
         except NftFailure:
             pass
         for cmd in cmds:
-            try:
-                self.executor.batch({"nftables": [cmd]})
-            except NftFailure as exc:
+            self._bisect(cmd)
+
+    def _bisect(self, cmd: dict) -> None:
+        try:
+            self.executor.batch({"nftables": [cmd]})
+            return
+        except NftFailure as exc:
+            verb = next(iter(cmd))
+            el = cmd[verb].get("element") if isinstance(cmd[verb], dict) else None
+            if not el or len(el["elem"]) < 2:
                 log.warning("ban update not applied: %s", exc.message.strip().splitlines()[0])
+                return
+        half = len(el["elem"]) // 2
+        for part in (el["elem"][:half], el["elem"][half:]):
+            self._bisect({verb: {"element": {**el, "elem": part}}})
 
     def _step_of(self, ifname: str, ip: str, seconds: int) -> tuple[int, str | None] | None:
         found = self._match(ifname, ip, seconds)

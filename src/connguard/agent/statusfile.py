@@ -36,6 +36,18 @@ def writer_running(status: dict) -> bool | None:
     return start is not None and start == status.get("pid_start", start)
 
 
+# The file is rewritten every few seconds as a heartbeat, its bans (100,000 in a state file)
+# change only with the state: they are serialised once per state, and spliced into the text.
+_BANS_MARK = "\0bans\0"  # NUL: in no name, path or message of the file (all are validated text)
+_bans_cache: list = [None, "[]"]  # [the state's bans tuple (kept: its id cannot be reused), JSON]
+
+
+def _bans_json(bans) -> str:
+    if _bans_cache[0] is not bans:
+        _bans_cache[:] = [bans, json.dumps(sorted([b.interface_name or "", b.ip_address] for b in bans))]
+    return _bans_cache[1]
+
+
 def write_status(workdir: Path, *, state: HostState, ruleset: Ruleset, source: str, netns: str | None,
                  now: float, last_apply: dict | None, last_error: str | None, pid: int | None,
                  warnings: list[str] | None = None) -> None:
@@ -44,12 +56,12 @@ def write_status(workdir: Path, *, state: HostState, ruleset: Ruleset, source: s
         "state_file": source, "netns": netns, "updated_at": now,
         "last_apply": last_apply, "last_error": last_error, "warnings": list(warnings or ()),
         "ports": ruleset.port_policy, "hit_sets": ruleset.hit_sets,
-        "bans": sorted([b.interface_name or "", b.ip_address] for b in state.bans),  # the state file's
+        "bans": _BANS_MARK,  # the state file's (spliced in below)
         "policies": {p.name: {"enforcement": p.enforcement,
                               "rules": [r.model_dump(exclude_none=True) for r in p.rules]}
                      for p in state.policies},
     }
     workdir.mkdir(parents=True, exist_ok=True)
     tmp = workdir / ".status.json.tmp"
-    tmp.write_text(json.dumps(status, indent=1))
+    tmp.write_text(json.dumps(status, indent=1).replace(json.dumps(_BANS_MARK), _bans_json(state.bans), 1))
     os.replace(tmp, workdir / "status.json")

@@ -14,6 +14,7 @@ from connguard.model.rules import MatchFields
 from connguard.names import (  # noqa: E402,F401
     ALLOW,
     BAN,
+    BANS_PLACED,
     CT_BITS,
     CT_PENDING,
     CT_PENDING_BITS,

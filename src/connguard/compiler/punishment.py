@@ -4,7 +4,7 @@ Escalation is decided in the kernel, per rule and family, by an offender memory 
 escalation step: ``t<rid><v>_<k>`` holds ``port . remote`` whose last ban was the rule's k-th
 length, until a day (``OFFENCE_MEMORY``) after that ban ended. The next offence within that
 time is banned for the (k+1)-th length and moves the remote to set k+1; the last step repeats.
-The agent samples bans once a second, far too coarse for an attacker that retries the moment
+The agent samples bans at most once a pass, far too coarse for an attacker that retries the moment
 a ban expires (the kernel re-bans it within milliseconds: the agent saw one long ban, and six
 bans in a row all had the base length); here there is no sampling to outrun.
 
@@ -23,8 +23,9 @@ Layout, for a rule with n > 1 steps (``ban_tiers``)::
                 add @ban {key timeout L_1} delete @meter {key} update @t.._1 {..}
                 key != @t.._1  counter set_full return
 
-Ban and drop stay in separate rules: when the ban set is full the kernel skips the rest of the
-rule that failed to add (memory, meter, ``return``); the canary below it counts that in
+Every ``add @ban`` is followed by ``counter bans_placed``: the agent's cheap signal that the
+kernel placed a ban (agent/banwatch.py). Ban and drop stay in separate rules: when the ban set
+is full the kernel skips the rest of the rule that failed to add (memory, meter, ``return``); the canary below it counts that in
 ``set_full`` and returns, and the reset in ``x`` still refuses the packet: a full ban set costs
 the ban and the escalation, never the refusal. The memory of the next step is written before the
 current step's is deleted, so a full memory set (counted the same way) holds a remote at its
@@ -43,7 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from connguard.compiler import fragments as f
-from connguard.compiler.common import BAN, bypassed
+from connguard.compiler.common import BAN, BANS_PLACED, bypassed
 from connguard.compiler.context import BAN_SET_SIZE, OFFENCE_MEMORY, RuleContext
 from connguard.compiler.rate_limit import ADDR_TYPE
 from connguard.compiler.ruleset import Chain, Json, NftSet, Rule
@@ -79,7 +80,10 @@ def punishment(ctx: RuleContext, d: str, v: int, key: Json, *, resets: tuple[tup
     )
 
     def ban(seconds: int) -> list[Json]:
-        return [f.dynset("add", BAN[v], key, timeout=seconds)] + [f.dynset("delete", m, k) for m, k in resets]
+        # the counter right after the add: reached only when the ban went in (a full set stops
+        # the rule there), so the agent's change signal never moves for a ban that was not placed
+        return [f.dynset("add", BAN[v], key, timeout=seconds), f.counter(BANS_PLACED)] + \
+            [f.dynset("delete", m, k) for m, k in resets]
 
     def canary(*match: Json) -> Rule:
         # reached only when the rule above matched and a set it writes was full

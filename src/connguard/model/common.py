@@ -43,6 +43,12 @@ def _no_scope(value: str) -> None:
 
 
 def _check_prefix(value: str) -> str:
+    addr, slash, plen = value.partition("/")
+    if plen in ("", "32"):  # one IPv4 address, the common case (100,000 bans), in C
+        try:
+            return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, addr)) + "/32"
+        except (OSError, TypeError):
+            pass
     _no_scope(value)
     try:
         net = ipaddress.ip_network(value, strict=False)

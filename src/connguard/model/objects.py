@@ -84,7 +84,8 @@ class Ban(Frozen):
     @model_validator(mode="after")
     def _port_ban_is_one_remote(self) -> "Ban":
         # Port bans live in a set keyed ifname . address (IPv6 per /64): no prefixes there.
-        if self.interface_name is not None:
+        one_ipv4 = ":" not in self.ip_address and self.ip_address.endswith("/32")  # without ipaddress's cost
+        if self.interface_name is not None and not one_ipv4:
             net = ipaddress.ip_network(self.ip_address)
             if net.prefixlen < (32 if net.version == 4 else 64):
                 raise ValueError("a ban on one port takes one address (IPv6: at most a /64); "

@@ -10,10 +10,18 @@ from connguard.names import BAN, FAMILY, HOST_BAN, TABLE
 
 
 def _target(ip: str, ifname: str | None):
+    if ":" not in ip and (ip.endswith("/32") or "/" not in ip):  # one IPv4 address: no ipaddress
+        addr = ip.partition("/")[0]
+        return (HOST_BAN[4], addr) if ifname is None else (BAN[4], f.concat(ifname, addr))
     net = ipaddress.ip_network(ip)
     if ifname is None:
         return HOST_BAN[net.version], f.prefix(str(net))
     return BAN[net.version], f.concat(ifname, str(net.network_address))
+
+
+def ban_set(ip: str, ifname: str | None) -> str:
+    """The kernel set a ban of ``ip`` on ``ifname`` (None: host-wide) lives in."""
+    return (BAN if ifname is not None else HOST_BAN)[6 if ":" in ip else 4]
 
 
 def add_ban(ip: str, ifname: str | None, seconds: int | None) -> dict:

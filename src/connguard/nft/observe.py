@@ -11,9 +11,11 @@ a policy chain) is reported in ``problems``, never raised.
 from __future__ import annotations
 
 import ipaddress
+import socket
+import struct
 from dataclasses import dataclass, field
 
-from connguard.names import BAN, COUNTERS, FAMILY, HOST_BAN, OFFENDERS, TABLE, TO_VM
+from connguard.names import BAN, BANNED, BANS_PLACED, COUNTERS, FAMILY, HOST_BAN, OFFENDERS, SET_FULL, TABLE, TO_VM
 from connguard.nft import netlink as nl
 from connguard.nft import readback as rb
 from connguard.nft.executor import Executor, NftFailure
@@ -82,12 +84,28 @@ def verdict(elem: nl.Attrs) -> str:
 
 
 def port_bans(elems: list[bytes], version: int) -> list[KernelBan]:
+    """``ifname . remote`` ban elements. The agent reads 100,000 of them at its audits, so the
+    attributes are walked in place rather than through ``netlink.parse`` (a third of the time)."""
     out = []
+    unpack = struct.unpack_from
+    size = 4 if version == 4 else 16
     for raw in elems:
-        e = nl.parse(raw)
-        key = _value(e, nl.ELEM_KEY)
-        out.append(KernelBan(str(_addr(key[IFNAMSIZ:], version)), _ifname(key),
-                             _seconds(e, nl.ELEM_EXPIRATION), _seconds(e, nl.ELEM_TIMEOUT)))
+        key, timeout, expires, off, end = b"", None, None, 0, len(raw)
+        while off + 4 <= end:
+            length, kind = unpack("=HH", raw, off)
+            if length < 4:
+                break
+            kind &= 0x7FFF
+            if kind == nl.ELEM_KEY:  # nested: its first attribute is the value
+                key = raw[off + 8:off + 4 + unpack("=H", raw, off + 4)[0]]
+            elif kind == nl.ELEM_TIMEOUT:
+                timeout = unpack(">Q", raw, off + 4)[0] // 1000  # as nft prints them: whole seconds
+            elif kind == nl.ELEM_EXPIRATION:
+                expires = unpack(">Q", raw, off + 4)[0] // 1000
+            off += (length + 3) & ~3
+        addr = key[IFNAMSIZ:IFNAMSIZ + size]
+        text = socket.inet_ntop(socket.AF_INET, addr) if version == 4 and len(addr) == 4 else str(_addr(addr, version))
+        out.append(KernelBan(text, _ifname(key), expires, timeout))
     return out
 
 
@@ -175,6 +193,30 @@ def observe(executor: Executor, *, bans_only: bool = False, limit: int | None = 
             obs.problems.append(f"map {TO_VM}: port {port} is sent to '{target}', not to a policy chain")
     obs.hits = read_hits(executor, hit_sets, obs)
     return obs
+
+
+def bans_placed(executor: Executor) -> int | None:
+    """The ``bans_placed`` counter: how many bans the packet path placed (None: no such counter,
+    or no table). One dump of the table's few named objects, whatever the number of bans."""
+    try:
+        found = rb.objects(executor).get(BANS_PLACED)
+    except NftFailure:
+        return None
+    return None if found is None else found[1]
+
+
+def empty_sets(executor: Executor, names) -> list[str]:
+    """Of ``names``, the sets that hold no element (or are missing): one buffer of each is read,
+    never the set whole."""
+    out = []
+    for name in names:
+        try:
+            elems, _ = rb.elements(executor, name, limit=1)
+        except NftFailure:
+            elems = []
+        if not elems:
+            out.append(name)
+    return out
 
 
 def read_offenders(executor: Executor, limit: int) -> tuple[list[tuple[str, str, int]], bool]:
