@@ -139,7 +139,7 @@ def test_observe_reads_bans_bounded_and_decodes_ranges():
     assert [(b.ip_address, b.interface_name, b.timeout, b.expires) for b in obs.bans] == [
         ("10.0.0.0", "tapa", 600, 500), ("10.0.0.1", "tapa", 600, 500), ("10.0.0.2", "tapa", 600, 500),
         ("198.51.100.0/24", None, None, None), ("203.0.113.9", None, None, None)]
-    assert obs.counters == {"banned": 0, "set_full": 0} and obs.problems == []
+    assert obs.counters == {"banned": 0, "bans_placed": 0, "set_full": 0} and obs.problems == []
 
 
 def test_a_table_we_did_not_write_is_reported_not_raised():
