@@ -112,6 +112,10 @@ def _handshake_chain(bridged: bool = False) -> Chain:
         Rule((f.vmap(f.meta("iifname"), FROM_VM),), "count from VM"),
         Rule((f.vmap(f.meta("oifname"), TO_VM),), "count to VM"),
         *(_bridged_dispatch() if bridged else ()),
+        # with bridged ports a packet can cross the forward hook twice (routed by the host, then
+        # bridged to the tap: the hybrid layout); only the pass that reached a port counts
+        *((Rule((f.in_set(f.meta("iifname"), PORTS, negate=True), f.in_set(f.meta("oifname"), PORTS, negate=True),
+                 f.ret()), "not at a port yet"),) if bridged else ()),
         Rule((f.ct_mark_clear(CT_PENDING_BITS),), "counted"),
     ))
 
