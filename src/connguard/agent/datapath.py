@@ -75,3 +75,18 @@ def unprotectable(paths: Mapping[str, PortPath]) -> set[str]:
     """Taps that must be left out of the compiled state (their packets never show their tap)."""
     return {t for t, p in paths.items() if p.mode in ("netdev", "unknown") or
             (p.mode == "bridged" and p.master is not None and p.problem is not None and "shared" in p.problem)}
+
+
+def port_bridges(executor: object, state: object) -> dict[str, str]:
+    """tap -> bridge for the reconciler: read from the kernel when the executor is the real one
+    (a test's fake executor has no links, so every port stays routed). A tap moved to another
+    master changes the compiled ruleset, which the next reconcile applies like any change."""
+    from connguard.nft.executor import NftCli
+
+    if not isinstance(executor, NftCli):
+        return {}
+    try:
+        found = masters(executor.netns)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return {}
+    return bridges(classify([p.interface_name for p in state.ports], found))  # type: ignore[attr-defined]

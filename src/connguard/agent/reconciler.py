@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from connguard.agent.banbook import BanBook, BookBan
 from connguard.agent.source import Desired, Source
 from connguard.agent.statusfile import write_status
+from connguard.agent.datapath import port_bridges
 from connguard.compiler import compile_host
 from connguard.compiler import fragments as f
 from connguard.compiler.context import RuleContext
@@ -112,7 +113,8 @@ class Reconciler:
         try:
             # the state file's bans are put in the kernel once, with their lifetime from then
             fresh = tuple(b for b in desired.state.bans if _book_key(ban_key(b)) not in self.book.seeded)
-            ruleset = compile_host(desired.state.model_copy(update={"bans": fresh}))
+            ruleset = compile_host(desired.state.model_copy(update={"bans": fresh}),
+                                   bridges=port_bridges(self.executor, desired.state))
         except CompileError as exc:
             self._error(f"{desired.source} rejected, still enforcing the last good state: {exc}")
             return False
@@ -188,7 +190,8 @@ class Reconciler:
         if recorded and self.loaded.ruleset.seeds:
             # from now on the book keeps (and restores) them; a later full sync must not put
             # them back with their whole lifetime
-            self.loaded.ruleset = compile_host(self.loaded.state.model_copy(update={"bans": ()}))
+            self.loaded.ruleset = compile_host(self.loaded.state.model_copy(update={"bans": ()}),
+                                               bridges=port_bridges(self.executor, self.loaded.state))
 
     def _bans(self, now: float) -> None:
         kernel = observe(self.executor, bans_only=True).bans

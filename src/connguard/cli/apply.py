@@ -32,6 +32,7 @@ from connguard.names import FAMILY, TABLE
 def apply_cmd(state_file: str, netns: str | None, dry_run: bool, fmt: str, check: bool) -> None:
     """Compile STATE_FILE and apply it to the kernel in one atomic batch."""
     # imported here, not at the top: `apply --help` must not load the compiler (cli/main.py)
+    from connguard.agent.datapath import bridges as bridges_of
     from connguard.agent.statusfile import write_status
     from connguard.cli import changes, netns_info
     from connguard.compiler import compile_host
@@ -41,7 +42,13 @@ def apply_cmd(state_file: str, netns: str | None, dry_run: bool, fmt: str, check
     where = f" in netns {netns}" if netns else ""
     try:
         state = load_state_file(state_file)
-        ruleset = compile_host(state)
+        paths = _datapaths(state, netns)
+        ruleset = compile_host(state, bridges=bridges_of(paths))
+        for p in paths.values():
+            if p.problem:
+                click.echo(f"warning: port {p.tap}: {p.problem}", err=True)
+            elif p.mode == "bridged":
+                click.echo(f"note: port {p.tap}: bridged (master {p.master}), dispatched by its bridge", err=True)
         if dry_run:
             # Planned against an empty kernel: the whole ruleset, as it would be loaded.
             _, cmds = Applier(FakeExecutor()).plan(ruleset)
@@ -105,3 +112,15 @@ def nft_text(batch: dict) -> str:
         raise KernelUnavailable(f"cannot render nft text (needs root for a scratch network namespace): "
                                 f"{out.stderr.strip()[:500]}")
     return out.stdout
+
+
+def _datapaths(state, netns):  # noqa: ANN001, ANN202
+    """Each port's datapath from its tap's master (agent/datapath.py); none when the namespace's
+    links cannot be read (a dry run for another host): every port is then compiled as routed."""
+    from connguard.agent.datapath import classify, masters
+
+    try:
+        found = masters(netns)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return {}
+    return classify([p.interface_name for p in state.ports], found)
