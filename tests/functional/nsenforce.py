@@ -22,9 +22,11 @@ def module_lab(*, vms=1, clients=1, sources=2, vm_tcp=(80,), client_tcp=(), logi
 
     # ``datapaths``: build the lab once per layout (routed, bridged, hybrid: lab/datapath.py),
     # the module's tests then run on each
-    @pytest.fixture(scope="module", params=datapaths or ["routed"])
+    # (without it the fixture is not parametrised, so the other modules' test ids stay as they were)
+    @pytest.fixture(scope="module", **({"params": datapaths} if datapaths else {}))
     def lab(request):
-        built = Lab.up(vms=vms, clients=clients, sources=sources, datapath=request.param)
+        datapath = getattr(request, "param", "routed")
+        built = Lab.up(vms=vms, clients=clients, sources=sources, datapath=datapath)
         try:
             with contextlib.ExitStack() as stack:
                 for node, ports in [(v, vm_tcp) for v in built.vms] + [(c, client_tcp) for c in built.clients]:
