@@ -77,10 +77,21 @@ def unprotectable(paths: Mapping[str, PortPath]) -> set[str]:
             (p.mode == "bridged" and p.master is not None and p.problem is not None and "shared" in p.problem)}
 
 
-def port_bridges(executor: object, state: object) -> dict[str, str]:
-    """tap -> bridge for the reconciler: read from the kernel when the executor is the real one
-    (a test's fake executor has no links, so every port stays routed). A tap moved to another
-    master changes the compiled ruleset, which the next reconcile applies like any change."""
+def plan(state, paths: Mapping[str, PortPath]):  # noqa: ANN001, ANN201 - HostState in and out
+    """(state to compile, tap -> bridge, problems): ports whose packets never show their tap
+    (Open vSwitch, a shared bridge) are left out, each with its reason, rather than compiled
+    into rules that would match nothing while status called them protected."""
+    drop = unprotectable(paths)
+    problems = [f"port {t}: {p.problem}" for t, p in sorted(paths.items()) if p.problem]
+    if drop:
+        state = state.model_copy(update={"ports": tuple(p for p in state.ports if p.interface_name not in drop)})
+    return state, bridges(paths), problems
+
+
+def detect(executor: object, state) -> dict[str, PortPath]:  # noqa: ANN001
+    """Each port's datapath, read from the kernel when the executor is the real one (a test's
+    fake executor has no links: every port is then routed). A tap moved to another master
+    changes the compiled ruleset, which the next reconcile applies like any change."""
     from connguard.nft.executor import NftCli
 
     if not isinstance(executor, NftCli):
@@ -89,4 +100,4 @@ def port_bridges(executor: object, state: object) -> dict[str, str]:
         found = masters(executor.netns)
     except (OSError, ValueError, subprocess.SubprocessError):
         return {}
-    return bridges(classify([p.interface_name for p in state.ports], found))  # type: ignore[attr-defined]
+    return classify([p.interface_name for p in state.ports], found)

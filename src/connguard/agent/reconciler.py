@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from connguard.agent.banbook import BanBook, BookBan
 from connguard.agent.source import Desired, Source
 from connguard.agent.statusfile import write_status
-from connguard.agent.datapath import port_bridges
+from connguard.agent import datapath
 from connguard.compiler import compile_host
 from connguard.compiler import fragments as f
 from connguard.compiler.context import RuleContext
@@ -113,8 +113,10 @@ class Reconciler:
         try:
             # the state file's bans are put in the kernel once, with their lifetime from then
             fresh = tuple(b for b in desired.state.bans if _book_key(ban_key(b)) not in self.book.seeded)
-            ruleset = compile_host(desired.state.model_copy(update={"bans": fresh}),
-                                   bridges=port_bridges(self.executor, desired.state))
+            wanted, bridges, problems = datapath.plan(desired.state, datapath.detect(self.executor, desired.state))
+            for problem in problems:
+                log.warning("%s", problem)
+            ruleset = compile_host(wanted.model_copy(update={"bans": fresh}), bridges=bridges)
         except CompileError as exc:
             self._error(f"{desired.source} rejected, still enforcing the last good state: {exc}")
             return False
@@ -190,8 +192,8 @@ class Reconciler:
         if recorded and self.loaded.ruleset.seeds:
             # from now on the book keeps (and restores) them; a later full sync must not put
             # them back with their whole lifetime
-            self.loaded.ruleset = compile_host(self.loaded.state.model_copy(update={"bans": ()}),
-                                               bridges=port_bridges(self.executor, self.loaded.state))
+            wanted, bridges, _ = datapath.plan(self.loaded.state, datapath.detect(self.executor, self.loaded.state))
+            self.loaded.ruleset = compile_host(wanted.model_copy(update={"bans": ()}), bridges=bridges)
 
     def _bans(self, now: float) -> None:
         kernel = observe(self.executor, bans_only=True).bans

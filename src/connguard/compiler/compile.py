@@ -171,6 +171,7 @@ def compile_host(state: HostState, bridges: Mapping[str, str] | None = None) -> 
         chains=tuple(sorted(chains, key=lambda c: c.name)),
         seeds=seeds,
         bridge_taps=tuple(sorted(bridged)),
+        bridged={bridges[t]: t for t in sorted(bridged)},
         port_policy=port_policy,
         hit_sets=hit_sets,
     )

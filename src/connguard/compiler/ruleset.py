@@ -93,6 +93,8 @@ class Ruleset:
     port_policy: dict[str, str] = field(default_factory=dict, compare=False)
     # per-port hit counter set -> the rule it counts for ("policy web rule 0 brute_force")
     hit_sets: dict[str, str] = field(default_factory=dict, compare=False)
+    # bridged ports: the bridge they are keyed by -> their tap, for status (bridge_taps decides)
+    bridged: dict[str, str] = field(default_factory=dict, compare=False)
 
     def set(self, name: str) -> NftSet:
         return next(s for s in self.sets if s.name == name)
