@@ -84,3 +84,71 @@ def test_brute_force_ban_after_exactly_max_attempts_cuts_established_flow(lab):
         assert not conn.passes_data(timeout=1.0), "the ban did not cut the established flow"
     # a neighbour source is untouched
     assert cl.bruteforce(vm, 22, attempts=1, timeout=0.8, source=cl.extra_ipv4[1]).attempts[0].banner
+
+
+BUDGET = 200
+
+COUNT_SYNS = """table inet probe {
+  chain in {
+    type filter hook input priority 0;
+    tcp dport 80 tcp flags & (syn|ack) == syn counter
+  }
+}
+"""
+
+
+def syns_at(lab, vm) -> int:
+    import json
+
+    out = lab.exec(vm.netns, ["nft", "-j", "list", "table", "inet", "probe"], capture_output=True, text=True).stdout
+    return next(i["rule"]["expr"][-1]["counter"]["packets"] for i in json.loads(out)["nftables"] if "rule" in i)
+
+
+def test_syn_budget_holds_a_spoofed_flood(lab):
+    import threading
+    import time
+
+    enforce(lab, [{"type": "syn_flood", "port_range_min": 80, "max_syn_rate": BUDGET, "synproxy": False}])
+    vm, cl = lab.vms[0], lab.clients[0]
+    lab.exec(vm.netns, ["nft", "-f", "-"], input=COUNT_SYNS, text=True, check=True)
+    try:
+        flood = threading.Thread(target=cl.syn_flood, args=(vm, 80), kwargs={"duration": 5, "rate_pps": 5 * BUDGET})
+        flood.start()
+        time.sleep(1.5)  # past the burst
+        t0, c0 = time.monotonic(), syns_at(lab, vm)
+        time.sleep(3)
+        t1, c1 = time.monotonic(), syns_at(lab, vm)
+        flood.join(20)
+        rate = (c1 - c0) / (t1 - t0)
+        assert within(rate, BUDGET), f"{rate:.0f} spoofed SYNs/s reached the VM, budget {BUDGET}/s"
+        hits = {port: n for (_, port), n in kernel(lab).hits.items()}
+        assert hits.get(port_key(lab, vm), 0) > 0, hits
+    finally:
+        lab.exec(vm.netns, ["nft", "delete", "table", "inet", "probe"], capture_output=True)
+
+
+def test_bridge_table_drift_is_found_and_repaired(lab):
+    rules = [{"type": "connection_rate_limit", "direction": "ingress", "max_cps": RATE}]
+    applier = enforce(lab, rules)
+    assert applier.drift() == [], applier.drift()
+    listed = lab.exec(lab.host, ["nft", "list", "tables"], capture_output=True, text=True).stdout
+    if lab.datapath == "routed":
+        assert "bridge connguard" not in listed, listed  # a routed-only host gets no bridge table
+        return
+    assert "table bridge connguard" in listed, listed
+    lab.exec(lab.host, ["nft", "delete", "table", "bridge", "connguard"], check=True)
+    assert applier.drift() == ["table bridge connguard is missing"], applier.drift()
+    applier.invalidate()  # what the agent does on drift: a full sync
+    enforce(lab, rules, applier=applier)
+    assert applier.drift() == [], applier.drift()
+    lab.exec(lab.host, ["nft", "delete", "rule", "bridge", "connguard", "ports", "handle",
+                        _first_handle(lab)], check=True)
+    assert any("other rules" in p for p in applier.drift()), applier.drift()
+
+
+def _first_handle(lab) -> str:
+    import json
+
+    out = lab.exec(lab.host, ["nft", "-j", "-a", "list", "chain", "bridge", "connguard", "ports"],
+                   capture_output=True, text=True, check=True).stdout
+    return str(next(i["rule"]["handle"] for i in json.loads(out)["nftables"] if "rule" in i))

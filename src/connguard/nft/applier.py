@@ -128,6 +128,10 @@ class Applier:
             return []
         if not readback.table_exists(self.executor):
             return [f"table {FAMILY} {TABLE} is missing"]
+        if applied.bridge_taps:  # bridged ports are dispatched by the bridge table's mark
+            broken = bridge.drift(self.executor, applied.bridge_taps)
+            if broken:
+                return broken
         now = self._snapshot(applied)
         if self.baseline is None:  # the read-back after the apply failed: adopt this one
             self.baseline = now

@@ -46,3 +46,25 @@ def commands(taps: tuple[str, ...]) -> list[Cmd]:
             {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": f"@{BRIDGE_TAPS}"}},
             {"mangle": {"key": _MARK, "value": {"|": [_MARK, META_FROM_PORT]}}}]}}}, "bridge chain"),
     ]
+
+
+def drift(executor, taps: tuple[str, ...]) -> list[str]:  # noqa: ANN001 - an Executor
+    """What differs between the kernel's bridge table and the one ``commands(taps)`` makes
+    (read with nft: the table has one chain of two rules and one small set)."""
+    from connguard.nft.executor import NftFailure
+
+    try:
+        items = executor.query("list", "table", BRIDGE_FAMILY, TABLE).get("nftables", [])
+    except NftFailure:
+        return [f"table {BRIDGE_FAMILY} {TABLE} is missing"]
+    rules = [i["rule"] for i in items if "rule" in i and i["rule"].get("chain") == BRIDGE_CHAIN]
+    hooked = [i["chain"] for i in items if "chain" in i and i["chain"].get("name") == BRIDGE_CHAIN]
+    elems = next((i["set"].get("elem", []) for i in items if "set" in i and i["set"].get("name") == BRIDGE_TAPS), None)
+    problems = []
+    if not hooked or hooked[0].get("hook") != "prerouting" or hooked[0].get("prio") != PRIORITY:
+        problems.append(f"chain {BRIDGE_FAMILY} {TABLE} {BRIDGE_CHAIN} is missing or re-hooked")
+    if [r.get("comment") for r in rules] != ["entered from another port", "entered from a protected tap"]:
+        problems.append(f"chain {BRIDGE_FAMILY} {TABLE} {BRIDGE_CHAIN} has other rules than applied")
+    if elems is None or sorted(elems) != sorted(taps):
+        problems.append(f"set {BRIDGE_FAMILY} {TABLE} {BRIDGE_TAPS} holds other taps than applied")
+    return problems
