@@ -101,3 +101,17 @@ def detect(executor: object, state) -> dict[str, PortPath]:  # noqa: ANN001
     except (OSError, ValueError, subprocess.SubprocessError):
         return {}
     return classify([p.interface_name for p in state.ports], found)
+
+
+def compile_detected(executor: object, state):  # noqa: ANN001, ANN201 - HostState -> (Ruleset, key, problems)
+    """Compile ``state`` with each port's datapath as the kernel has it now; ``key`` changes
+    when a tap moves to another master (the reconciler compares it at each drift check)."""
+    from connguard.compiler import compile_host
+
+    wanted, found, problems = plan(state, detect(executor, state))
+    return compile_host(wanted, bridges=found), detected_key(executor, state, (wanted, found)), problems
+
+
+def detected_key(executor: object, state, planned=None) -> tuple:  # noqa: ANN001
+    wanted, found, _ = planned + (None,) if planned else plan(state, detect(executor, state))
+    return tuple(sorted(found.items())), tuple(p.interface_name for p in wanted.ports)

@@ -23,7 +23,6 @@ from connguard.agent.banbook import BanBook, BookBan
 from connguard.agent.source import Desired, Source
 from connguard.agent.statusfile import write_status
 from connguard.agent import datapath
-from connguard.compiler import compile_host
 from connguard.compiler import fragments as f
 from connguard.compiler.context import RuleContext
 from connguard.compiler.dispatch import ban_key
@@ -100,6 +99,7 @@ class Reconciler:
         self._ports: tuple | None = None  # (state, interface name -> port), for _match
         self._restore_memory = False  # after a full sync: the table may have lost its memory sets
         self._source_error: str | None = None
+        self._datapaths: tuple = ((), ())  # (tap -> bridge, ports compiled) of the last compile
 
     # ---- desired state --------------------------------------------------------------------
     def reload(self) -> bool:
@@ -113,10 +113,7 @@ class Reconciler:
         try:
             # the state file's bans are put in the kernel once, with their lifetime from then
             fresh = tuple(b for b in desired.state.bans if _book_key(ban_key(b)) not in self.book.seeded)
-            wanted, bridges, problems = datapath.plan(desired.state, datapath.detect(self.executor, desired.state))
-            for problem in problems:
-                log.warning("%s", problem)
-            ruleset = compile_host(wanted.model_copy(update={"bans": fresh}), bridges=bridges)
+            ruleset = self._compile(desired.state.model_copy(update={"bans": fresh}))
         except CompileError as exc:
             self._error(f"{desired.source} rejected, still enforcing the last good state: {exc}")
             return False
@@ -128,6 +125,13 @@ class Reconciler:
                  len(desired.state.policies), len(desired.state.ports), len(desired.server_bans))
         return True
 
+    def _compile(self, state):  # noqa: ANN001, ANN202 - HostState -> Ruleset
+        """Compile with each port's datapath as the kernel has it now (agent/datapath.py)."""
+        ruleset, self._datapaths, problems = datapath.compile_detected(self.executor, state)
+        for problem in problems:
+            log.warning("%s", problem)
+        return ruleset
+
     # ---- one reconciliation pass --------------------------------------------------------
     def tick(self) -> None:
         self.reload()
@@ -136,6 +140,14 @@ class Reconciler:
         now = self.clock()
         if now >= self._next_drift and self.applier.applied is not None:
             self._next_drift = now + self.drift_interval
+            state = self.loaded.state
+            if datapath.detected_key(self.executor, state) != self._datapaths:  # a tap changed master
+                log.warning("a port's tap moved to another master: recompiling")
+                fresh = tuple(b for b in state.bans if _book_key(ban_key(b)) not in self.book.seeded)
+                try:
+                    self.loaded.ruleset = self._compile(state.model_copy(update={"bans": fresh}))
+                except CompileError as exc:
+                    self._error(f"after a tap moved, still enforcing the last good ruleset: {exc}")
             problems = self.applier.drift()
             if problems:
                 log.warning("drift: %s; repairing with a full sync", "; ".join(problems[:5]))
@@ -192,8 +204,7 @@ class Reconciler:
         if recorded and self.loaded.ruleset.seeds:
             # from now on the book keeps (and restores) them; a later full sync must not put
             # them back with their whole lifetime
-            wanted, bridges, _ = datapath.plan(self.loaded.state, datapath.detect(self.executor, self.loaded.state))
-            self.loaded.ruleset = compile_host(wanted.model_copy(update={"bans": ()}), bridges=bridges)
+            self.loaded.ruleset = self._compile(self.loaded.state.model_copy(update={"bans": ()}))
 
     def _bans(self, now: float) -> None:
         kernel = observe(self.executor, bans_only=True).bans
