@@ -218,3 +218,19 @@ def remove_vm(lab: Lab, vm: VM) -> None:
     if lab.edge:
         for cmd in _edge_routes(lab, vm, "del"):
             nsx.run(["ip", "-n", lab.edge, *cmd.split()], check=False)
+
+
+def replug_hybrid(lab: Lab, vm: VM) -> None:
+    """Move a routed VM's tap into the hybrid layout while the lab runs (a port changing
+    datapath: the agent must notice its new master): the tap loses its addresses to the shared
+    bridge ``brint`` and gets a ``qbr`` bridge and a ``qvb``/``qvo`` pair of its own."""
+    host = lab.hosts[vm.host]
+    bmac = _bridge_mac(vm.host)
+    have = nsx.run(["ip", "-n", host.netns, "link", "show", "brint"], check=False).returncode == 0
+    plug, gw_dev = dp.attach("hybrid", vm.index, vm.tap)
+    vmac = _mac(0x77, vm.index, 2)
+    nsx.ip_batch(host.netns, [*([] if have else dp.host_setup("hybrid", bmac)),
+                              f"addr flush dev {vm.tap}", *plug,
+                              f"addr add {vm.gateway4}/24 dev {gw_dev}", f"addr add {vm.gateway6}/64 dev {gw_dev} nodad",
+                              *_neigh([vm.ipv4, vm.ipv6], vmac, gw_dev)])
+    nsx.ip_batch(vm.netns, _neigh([vm.gateway4, vm.gateway6], bmac, "eth0"))
