@@ -31,6 +31,17 @@ BAN_SETS = frozenset(BAN.values()) | frozenset(HOST_BAN.values())
 PORTS = "ports"
 FROM_VM = "from_vm"   # iifname -> jump out_<policy>: flows the VM starts
 TO_VM = "to_vm"       # oifname -> jump in_<policy>: flows towards the VM
+# Bridged ports (docs/dataplane.md, "Bridged ports"): with br_netfilter the inet hooks see the
+# port's bridge, not its tap, so a bridged port is keyed by its (per-port) bridge, and the
+# direction comes from a meta mark bit set in the bridge family, where the tap is visible.
+FROM_BR = "from_br"   # bridge -> jump out_<policy>, for packets carrying META_FROM_PORT
+TO_BR = "to_br"       # bridge -> jump in_<policy>, for packets without it
+BRIDGE_FAMILY = "bridge"
+BRIDGE_CHAIN = "ports"  # bridge prerouting: marks packets that enter a bridge from a protected tap
+BRIDGE_TAPS = "taps"    # the protected taps enslaved to bridges
+# One bit of the packet's meta mark (not the ct mark): set when the packet entered its bridge
+# from a protected tap, cleared when it enters any bridge from another port.
+META_FROM_PORT = 0x08000000
 
 # --- named counters ---
 BANNED = "banned"     # packets dropped by bans

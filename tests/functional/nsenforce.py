@@ -10,7 +10,7 @@ from connguard.model import parse_state
 from connguard.nft import Applier, NftCli, observe
 
 
-def module_lab(*, vms=1, clients=1, sources=2, vm_tcp=(80,), client_tcp=(), login=False):
+def module_lab(*, vms=1, clients=1, sources=2, vm_tcp=(80,), client_tcp=(), login=False, datapaths=None):
     """A module-scoped ``lab`` fixture: a lab with echo servers (and sshd on VM 0 when
     ``login``), always removed. Modules using it also set ``FRESH_CONNGUARD = True`` so that
     every test starts and ends without connguard state (tests/functional/conftest.py)."""
@@ -20,9 +20,13 @@ def module_lab(*, vms=1, clients=1, sources=2, vm_tcp=(80,), client_tcp=(), logi
 
     from connguard.lab import Lab
 
-    @pytest.fixture(scope="module")
-    def lab():
-        built = Lab.up(vms=vms, clients=clients, sources=sources)
+    # ``datapaths``: build the lab once per layout (routed, bridged, hybrid: lab/datapath.py),
+    # the module's tests then run on each
+    # (without it the fixture is not parametrised, so the other modules' test ids stay as they were)
+    @pytest.fixture(scope="module", **({"params": datapaths} if datapaths else {}))
+    def lab(request):
+        datapath = getattr(request, "param", "routed")
+        built = Lab.up(vms=vms, clients=clients, sources=sources, datapath=datapath)
         try:
             with contextlib.ExitStack() as stack:
                 for node, ports in [(v, vm_tcp) for v in built.vms] + [(c, client_tcp) for c in built.clients]:
@@ -53,9 +57,21 @@ def state_for(lab, rules, *, enforcement="enforce", vms=(0,), **extra):
     })
 
 
+def host_bridges(lab) -> dict[str, str]:
+    """tap -> bridge for the lab host's bridged ports, as the agent detects them."""
+    from connguard.agent.datapath import bridges, classify, masters
+
+    return bridges(classify([v.tap for v in lab.vms], masters(lab.host)))
+
+
+def port_key(lab, vm) -> str:
+    """The interface a port is keyed by in the kernel: its tap, or its bridge when bridged."""
+    return host_bridges(lab).get(vm.tap, vm.tap)
+
+
 def enforce(lab, rules, *, applier=None, **kw) -> Applier:
     applier = applier or Applier(NftCli(lab.host))
-    applier.apply(compile_host(state_for(lab, rules, **kw)))
+    applier.apply(compile_host(state_for(lab, rules, **kw), bridges=host_bridges(lab)))
     return applier
 
 

@@ -27,8 +27,8 @@ from connguard.agent.banwatch import BanWatch
 from connguard.agent.serverbans import server_bans
 from connguard.agent.source import Desired, Source
 from connguard.agent.statusfile import write_status
+from connguard.agent import datapath
 from connguard.agent.gcpause import gc_paused
-from connguard.compiler import compile_host
 from connguard.compiler.context import RuleContext
 from connguard.compiler.dispatch import collapse_bans
 from connguard.compiler.ruleset import Ruleset
@@ -113,6 +113,7 @@ class Reconciler:
         self._ports: tuple | None = None  # (state, interface name -> port), for _match
         self._restore_memory = False  # after a full sync: the table may have lost its memory sets
         self._source_error: str | None = None
+        self._datapaths: tuple = ((), ())  # (tap -> bridge, ports compiled) of the last compile
 
     # ---- desired state --------------------------------------------------------------------
     def reload(self) -> bool:
@@ -127,7 +128,7 @@ class Reconciler:
             # bans are not the compiler's: the ban pass places them (_state_bans), whatever
             # their origin, so the ruleset does not carry (and re-diff) 100,000 elements
             with gc_paused():  # a large state: agent/gcpause.py
-                ruleset = compile_host(desired.state.model_copy(update={"bans": ()}))
+                ruleset = self._compile(desired.state.model_copy(update={"bans": ()}))
         except CompileError as exc:
             self._error(f"{desired.source} rejected, still enforcing the last good state: {exc}")
             return False
@@ -141,6 +142,13 @@ class Reconciler:
                  len(desired.state.policies), len(desired.state.ports), len(desired.server_bans))
         return True
 
+    def _compile(self, state):  # noqa: ANN001, ANN202 - HostState -> Ruleset
+        """Compile with each port's datapath as the kernel has it now (agent/datapath.py)."""
+        ruleset, self._datapaths, problems = datapath.compile_detected(self.executor, state)
+        for problem in problems:
+            log.warning("%s", problem)
+        return ruleset
+
     # ---- one reconciliation pass --------------------------------------------------------
     def tick(self) -> None:
         self.reload()
@@ -149,6 +157,13 @@ class Reconciler:
         now = self.clock()
         if now >= self._next_drift and self.applier.applied is not None:
             self._next_drift = now + self.drift_interval
+            state = self.loaded.state
+            if datapath.detected_key(self.executor, state) != self._datapaths:  # a tap changed master
+                log.warning("a port's tap moved to another master: recompiling")
+                try:  # bans are the ban pass's, never the compiler's
+                    self.loaded.ruleset = self._compile(state.model_copy(update={"bans": ()}))
+                except CompileError as exc:
+                    self._error(f"after a tap moved, still enforcing the last good ruleset: {exc}")
             problems = self.applier.drift()
             if problems:
                 log.warning("drift: %s; repairing with a full sync", "; ".join(problems[:5]))

@@ -56,6 +56,7 @@ def write_status(workdir: Path, *, state: HostState, ruleset: Ruleset, source: s
         "state_file": source, "netns": netns, "updated_at": now,
         "last_apply": last_apply, "last_error": last_error, "warnings": list(warnings or ()),
         "ports": ruleset.port_policy, "hit_sets": ruleset.hit_sets,
+        "bridged": ruleset.bridged,  # bridge a port is keyed by -> its tap (docs/dataplane.md)
         "bans": _BANS_MARK,  # the state file's (spliced in below)
         "policies": {p.name: {"enforcement": p.enforcement,
                               "rules": [r.model_dump(exclude_none=True) for r in p.rules]}

@@ -32,6 +32,7 @@ from connguard.names import FAMILY, TABLE
 def apply_cmd(state_file: str, netns: str | None, dry_run: bool, fmt: str, check: bool) -> None:
     """Compile STATE_FILE and apply it to the kernel in one atomic batch."""
     # imported here, not at the top: `apply --help` must not load the compiler (cli/main.py)
+    from connguard.agent.datapath import plan as plan_datapaths
     from connguard.agent.statusfile import write_status
     from connguard.cli import changes, netns_info
     from connguard.compiler import compile_host
@@ -41,7 +42,13 @@ def apply_cmd(state_file: str, netns: str | None, dry_run: bool, fmt: str, check
     where = f" in netns {netns}" if netns else ""
     try:
         state = load_state_file(state_file)
-        ruleset = compile_host(state)
+        paths = _datapaths(state, netns)
+        wanted, bridges, dp_problems = plan_datapaths(state, paths)
+        ruleset = compile_host(wanted, bridges=bridges)
+        for problem in dp_problems if (dry_run or check) else ():  # an apply lists them with its warnings
+            click.echo(f"warning: {problem}", err=True)
+        for tap, bridge in sorted(bridges.items()):
+            click.echo(f"note: port {tap}: bridged (master {bridge}), dispatched by its bridge", err=True)
         if dry_run:
             # Planned against an empty kernel: the whole ruleset, as it would be loaded.
             _, cmds = Applier(FakeExecutor()).plan(ruleset)
@@ -55,10 +62,10 @@ def apply_cmd(state_file: str, netns: str | None, dry_run: bool, fmt: str, check
         previous = _previous(agent_dir(netns) / "status.json")
         before = {k: netns_info.sysctl(netns, k) for k in netns_info.SYSCTLS}
         result = Applier(make_executor(netns)).apply(ruleset)
-        warnings = list(result.warnings)  # kept in the status file; missing interfaces status sees live
+        warnings = list(result.warnings) + dp_problems  # kept in the status file; missing interfaces status sees live
         missing = netns_info.missing_ports(netns, sorted(ruleset.port_policy))
         for ifname in missing or ():
-            i = next(i for i, p in enumerate(state.ports) if p.interface_name == ifname)
+            i = next((i for i, p in enumerate(state.ports) if p.interface_name == ifname), "?")
             click.echo(f"warning: ports[{i}]: {netns_info.no_interface(ifname, netns)}", err=True)
         for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
@@ -105,3 +112,15 @@ def nft_text(batch: dict) -> str:
         raise KernelUnavailable(f"cannot render nft text (needs root for a scratch network namespace): "
                                 f"{out.stderr.strip()[:500]}")
     return out.stdout
+
+
+def _datapaths(state, netns):  # noqa: ANN001, ANN202
+    """Each port's datapath from its tap's master (agent/datapath.py); none when the namespace's
+    links cannot be read (a dry run for another host): every port is then compiled as routed."""
+    from connguard.agent.datapath import classify, masters
+
+    try:
+        found = masters(netns)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return {}
+    return classify([p.interface_name for p in state.ports], found)

@@ -95,19 +95,24 @@ def _terminated(signum: int, frame: Any) -> None:
 @click.option("--agent-outside", is_flag=True,
               help="run --agent CMD in this namespace instead of the host's (give it --netns {netns}; "
                    "for an agent that talks to a server on this machine's loopback)")
+@click.option("--datapath", type=click.Choice(["routed", "bridged", "hybrid"]), default="routed", show_default=True,
+              help="how hosts plug VMs in: routed taps, taps in one shared bridge, or a qbr bridge per tap "
+                   "joined by a qvb/qvo veth pair to a shared bridge standing in for br-int")
 @click.option("--prefix", default=None, help="cglab + 6 hex digits (default: random)")
 @click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="Output format.")
 def up_cmd(hosts: int, vms: int, clients: int, sources: int, agent_cmd: str | None,
-           agent_outside: bool, prefix: str | None, fmt: str) -> None:
+           agent_outside: bool, prefix: str | None, fmt: str, **how: str) -> None:
     """Build a lab and print its namespaces, interfaces and addresses."""
+    datapath = how["datapath"]
     from connguard.lab import Lab
 
     if agent_outside and not agent_cmd:
         raise click.UsageError("--agent-outside needs --agent CMD")
     argv = _agent_argv(agent_cmd) if agent_cmd else None
     try:
-        the_lab = Lab.up(vms=vms, clients=clients, sources=sources, prefix=prefix, hosts=hosts)
+        the_lab = Lab.up(vms=vms, clients=clients, sources=sources, prefix=prefix, hosts=hosts,
+                         datapath=datapath)
     except LabError as exc:
         raise _fail(exc) from None
     if argv:

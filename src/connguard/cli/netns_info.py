@@ -11,6 +11,11 @@ SYSCTLS = {
     "net.netfilter.nf_conntrack_tcp_loose": (
         "synproxy needs a handshake's ACK to reach it as 'invalid'; with 0, conntrack in the whole "
         "namespace no longer adopts TCP connections it did not see start (e.g. after a conntrack flush)"),
+    # set only when a port is bridged (nft/bridge.py); per namespace on this kernel
+    "net.bridge.bridge-nf-call-iptables": (
+        "bridged ports: IPv4 frames crossing any bridge of the namespace now pass the inet hooks and conntrack"),
+    "net.bridge.bridge-nf-call-ip6tables": (
+        "bridged ports: IPv6 frames crossing any bridge of the namespace now pass the inet hooks and conntrack"),
 }
 
 

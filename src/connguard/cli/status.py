@@ -133,7 +133,8 @@ def status_cmd(netns: str | None, only: tuple[str, ...], fmt: str, read_all: boo
             "pid": agent.get("pid"), "running": running, "state_file": agent.get("state_file"),
             "updated_at": iso(agent.get("updated_at")), "last_apply": agent.get("last_apply"),
             "last_error": agent.get("last_error"), "warnings": agent.get("warnings", [])},
-        "ports": [{"interface_name": p, "policy": pol, "hits": hits.get(p, [])} for p, pol in sorted(ports.items())],
+        "ports": [{"interface_name": p, "policy": pol, "hits": hits.get(p, []),
+                   **_datapath(p, agent.get("bridged") or {})} for p, pol in sorted(ports.items())],
         "counters": obs.counters,
         "bans": [{"ip_address": b.ip_address, "interface_name": b.interface_name, "expires_in": b.expires,
                   "expires_at": iso(now + b.expires) if b.expires is not None else None,
@@ -152,6 +153,14 @@ def status_cmd(netns: str | None, only: tuple[str, ...], fmt: str, read_all: boo
         _print(data, agent, policies, obs, netns)
     if code:
         raise SystemExit(code)
+
+
+def _datapath(key: str, bridged: dict) -> dict:
+    """A port's datapath: a bridged port is keyed in the kernel by its bridge, and its tap is
+    what the operator knows it by."""
+    if key in bridged:
+        return {"datapath": "bridged", "tap": bridged[key]}
+    return {"datapath": "routed", "tap": key}
 
 
 def _print(data: dict, agent: dict, policies: dict, obs, netns: str | None) -> None:  # noqa: ANN001
@@ -179,7 +188,8 @@ def _print(data: dict, agent: dict, policies: dict, obs, netns: str | None) -> N
     click.echo(f"\nPORTS ({len(data['ports'])})")
     for p in data["ports"]:
         mode = policies.get(p["policy"], {}).get("enforcement", "")
-        click.echo(f"  {p['interface_name']:<16} policy {p['policy']} ({mode or '?'})")
+        via = f"  bridged: tap {p['tap']}" if p["datapath"] == "bridged" else ""
+        click.echo(f"  {p['interface_name']:<16} policy {p['policy']} ({mode or '?'}){via}")
         for h in p["hits"]:
             click.echo(f"      {h['packets']:>10} hits  {h['rule']}")
     click.echo(f"\nCOUNTERS  banned packets {obs.counters.get(BANNED, 0)}, "

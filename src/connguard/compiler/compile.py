@@ -13,7 +13,7 @@ Layout (one table, ``inet connguard``):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from connguard.compiler import fragments as f
 from connguard.compiler.brute_force import compile_brute_force
@@ -106,12 +106,21 @@ def compile_policy(policy: Policy, allow_versions: tuple[int, ...] = (4, 6)) -> 
     return chains, sets, services
 
 
-def compile_host(state: HostState) -> Ruleset:
+def compile_host(state: HostState, bridges: Mapping[str, str] | None = None) -> Ruleset:
+    """``bridges``: tap -> its bridge, for the ports whose tap is enslaved to a Linux bridge of
+    its own (datapath "bridged", agent/datapath.py). Such a port is keyed by its bridge in
+    every per-port structure (that is the interface the inet hooks see with br_netfilter) and
+    dispatched through ``to_br``/``from_br``; synproxy is not applied to it (docs/dataplane.md,
+    "Bridged ports")."""
+    bridges = dict(bridges or {})
     allow_versions = tuple(sorted({prefix_version(e.remote_ip_prefix) for e in state.allowlist}))
-    chains = base_chains() + refuse_chains()
+    bridged = {p.interface_name for p in state.ports if p.interface_name in bridges}
+    chains = base_chains(bool(bridged)) + refuse_chains()
     sets: dict[str, NftSet] = {}
     to_vm: dict[str, str] = {}
     from_vm: dict[str, str] = {}
+    to_br: dict[str, str] = {}
+    from_br: dict[str, str] = {}
     synproxy: dict[int, list[tuple[str, int, int]]] = {}
     port_policy: dict[str, str] = {}
 
@@ -132,15 +141,25 @@ def compile_host(state: HostState) -> Ruleset:
         if name is None:
             continue
         ifname = port.interface_name
+        chains_of = policy_chain_name("ingress", pids[name]), policy_chain_name("egress", pids[name])
+        if ifname in bridged:
+            key = bridges[ifname]
+            port_policy[key] = name
+            to_br[key], from_br[key] = chains_of
+            continue  # no synproxy on bridged ports (not tested through br_netfilter)
         port_policy[ifname] = name
-        to_vm[ifname], from_vm[ifname] = policy_chain_name("ingress", pids[name]), policy_chain_name("egress", pids[name])
+        to_vm[ifname], from_vm[ifname] = chains_of
         for v, lo, hi in compiled[name][2]:
             for ip in port.fixed_ips:
                 if (":" in ip) == (v == 6):
                     synproxy.setdefault(v, []).append((ip, lo, hi))
 
-    for s in host_sets(allowlist=state.allowlist, ports=[p.interface_name for p in state.ports],
-                       synproxy=synproxy, to_vm=to_vm, from_vm=from_vm):
+    keys = [bridges[p.interface_name] if p.interface_name in bridged else p.interface_name for p in state.ports]
+    if len(set(keys)) != len(keys):
+        raise CompileError("two ports share one bridge: a bridged port needs a bridge of its own "
+                           "(shared bridges are not supported yet, docs/dataplane.md)")
+    for s in host_sets(allowlist=state.allowlist, ports=keys,
+                       synproxy=synproxy, to_vm=to_vm, from_vm=from_vm, to_br=to_br, from_br=from_br):
         sets[s.name] = s
     seeds = tuple((name, e) for name, elems in sorted(ban_elements(state.bans).items()) for e in elems)
     names = [c.name for c in chains]
@@ -151,6 +170,8 @@ def compile_host(state: HostState) -> Ruleset:
         counters=COUNTERS,
         chains=tuple(sorted(chains, key=lambda c: c.name)),
         seeds=seeds,
+        bridge_taps=tuple(sorted(bridged)),
+        bridged={bridges[t]: t for t in sorted(bridged)},
         port_policy=port_policy,
         hit_sets=hit_sets,
     )

@@ -31,12 +31,15 @@ from connguard.names import (  # noqa: F401  (BANNED, FROM_VM, PORTS, TO_VM re-e
     BAN_HIT,
     BANNED,
     FORWARD,
+    FROM_BR,
     FROM_VM,
+    META_FROM_PORT,
     HANDSHAKE,
     HOST_IN,
     HOST_OUT,
     PORTS,
     RAW_PRE,
+    TO_BR,
     TO_VM,
     bans_chain,
 )
@@ -75,7 +78,19 @@ def _ban_hit_chain() -> Chain:
     ))
 
 
-def _handshake_chain() -> Chain:
+def _bridged_dispatch() -> list[Rule]:
+    """Bridged ports are keyed by their bridge, which the inet hooks see as both the input and
+    the output interface; the bridge-family chain (nft/bridge.py) tells the direction by a
+    meta mark bit set when the packet entered the bridge from the port's tap (a VM cannot
+    forge the port it arrives on). Emitted only when the host has bridged ports: a routed-only
+    host pays nothing."""
+    from_port = f.match({"&": [f.meta("mark"), META_FROM_PORT]}, 0, "!=")
+    to_port = f.match({"&": [f.meta("mark"), META_FROM_PORT]}, 0, "==")
+    return [Rule((from_port, f.vmap(f.meta("iifname"), FROM_BR)), "dispatch from bridged VM"),
+            Rule((to_port, f.vmap(f.meta("oifname"), TO_BR)), "dispatch to bridged VM")]
+
+
+def _handshake_chain(bridged: bool = False) -> Chain:
     """Packets of connections a brute-force rule marked pending (or refused). Until the source
     has proven its address they go back to the fast path; the first packet after the proof is
     dispatched to the port's policy chains, whose brute-force rules meter it (they match only
@@ -97,6 +112,11 @@ def _handshake_chain() -> Chain:
         Rule((f.ct_status_lacks("assured"), f.ret()), "not yet proven"),
         Rule((f.vmap(f.meta("iifname"), FROM_VM),), "count from VM"),
         Rule((f.vmap(f.meta("oifname"), TO_VM),), "count to VM"),
+        *(_bridged_dispatch() if bridged else ()),
+        # with bridged ports a packet can cross the forward hook twice (routed by the host, then
+        # bridged to the tap: the hybrid layout); only the pass that reached a port counts
+        *((Rule((f.in_set(f.meta("iifname"), PORTS, negate=True), f.in_set(f.meta("oifname"), PORTS, negate=True),
+                 f.ret()), "not at a port yet"),) if bridged else ()),
         Rule((f.ct_mark_clear(CT_PENDING_BITS),), "counted"),
     ))
 
@@ -113,7 +133,7 @@ def _host_out_chain() -> Chain:
         for v in (4, 6)), Hook("output", FILTER_PRIORITY))
 
 
-def base_chains() -> list[Chain]:
+def base_chains(bridged: bool = False) -> list[Chain]:
     established = Rule((f.ct_state("established", "related"), f.accept()), "established")
     # the fast path pays one ct mark load for this: only connections a brute-force rule is
     # waiting on (pending) or turned away (refused) carry these bits
@@ -127,11 +147,12 @@ def base_chains() -> list[Chain]:
         established,
         Rule((f.vmap(f.meta("iifname"), FROM_VM),), "dispatch from VM"),
         Rule((f.vmap(f.meta("oifname"), TO_VM),), "dispatch to VM"),
+        *(_bridged_dispatch() if bridged else ()),
     ]), Hook("forward", FILTER_PRIORITY))
     # VM -> host services (DHCP, DNS, metadata) traverse input, not forward.
     host_in = Chain(HOST_IN, (handshake, established, Rule((f.vmap(f.meta("iifname"), FROM_VM),), "dispatch from VM")),
                     Hook("input", FILTER_PRIORITY))
-    return [raw, forward, host_in, _handshake_chain(), _host_out_chain(), _ban_chain(4), _ban_chain(6),
+    return [raw, forward, host_in, _handshake_chain(bridged), _host_out_chain(), _ban_chain(4), _ban_chain(6),
             _ban_hit_chain()]
 
 
@@ -171,7 +192,8 @@ def _merge_ranges(services: list[tuple[str, int, int]]) -> list[tuple[str, int, 
 
 def host_sets(*, allowlist: tuple[AllowlistEntry, ...], ports: list[str],
               synproxy: dict[int, list[tuple[str, int, int]]],
-              to_vm: dict[str, str], from_vm: dict[str, str]) -> list[NftSet]:
+              to_vm: dict[str, str], from_vm: dict[str, str],
+              to_br: dict[str, str] | None = None, from_br: dict[str, str] | None = None) -> list[NftSet]:
     sets: list[NftSet] = []
     for v in (4, 6):
         remote = ("ifname", ADDR[v])
@@ -187,7 +209,10 @@ def host_sets(*, allowlist: tuple[AllowlistEntry, ...], ports: list[str],
         sets.append(NftSet(SYNPROXY[v], (ADDR[v], "inet_service"), flags=("interval",), elements=tuple(
             Element(f.concat(ip, lo if lo == hi else {"range": [lo, hi]})) for ip, lo, hi in proxied)))
     sets.append(NftSet(PORTS, ("ifname",), size=PORT_SET_SIZE, elements=tuple(Element(p) for p in sorted(ports))))
-    for name, targets in ((TO_VM, to_vm), (FROM_VM, from_vm)):
+    maps = [(TO_VM, to_vm), (FROM_VM, from_vm)]
+    if to_br or from_br:  # only hosts with bridged ports have these maps
+        maps += [(TO_BR, to_br or {}), (FROM_BR, from_br or {})]
+    for name, targets in maps:
         verdicts = {chain: f.jump(chain) for chain in set(targets.values())}  # shared, never mutated
         sets.append(NftSet(name, ("ifname",), map="verdict", size=PORT_SET_SIZE, elements=tuple(
             Element(port, verdicts[chain]) for port, chain in sorted(targets.items()))))

@@ -86,10 +86,15 @@ class Ruleset:
     chains: tuple[Chain, ...] = ()
     # elements added to long-lived sets if missing (state-file bans); never removed by an apply
     seeds: tuple[tuple[str, Element], ...] = ()
+    # taps of bridged ports (keyed in this table by their bridge): the bridge-family marking
+    # table lists them (nft/bridge.py)
+    bridge_taps: tuple[str, ...] = ()
     # where each port's objects come from, for error messages: interface -> policy name
     port_policy: dict[str, str] = field(default_factory=dict, compare=False)
     # per-port hit counter set -> the rule it counts for ("policy web rule 0 brute_force")
     hit_sets: dict[str, str] = field(default_factory=dict, compare=False)
+    # bridged ports: the bridge they are keyed by -> their tap, for status (bridge_taps decides)
+    bridged: dict[str, str] = field(default_factory=dict, compare=False)
 
     def set(self, name: str) -> NftSet:
         return next(s for s in self.sets if s.name == name)

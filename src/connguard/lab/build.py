@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from connguard.exceptions import LabError
+from connguard.lab import datapath as dp
 from connguard.lab import netns as nsx
 
 from connguard.lab.machines import VM, Client, Host
@@ -81,14 +82,21 @@ def _neigh(addresses: list[str], mac: str, dev: str) -> list[str]:
     return [f"neigh replace {a} lladdr {mac} dev {dev} nud permanent" for a in addresses]
 
 
-def _attach_vm(router: str, vm: VM, router_cmds: list[str]) -> None:
+def _bridge_mac(host: int) -> str:
+    return _mac(0x76, host, 1)
+
+
+def _attach_vm(router: str, vm: VM, router_cmds: list[str], datapath: str = "routed") -> None:
     hmac, vmac = _mac(0x77, vm.index, 1), _mac(0x77, vm.index, 2)
     nsx.run(["ip", "link", "add", vm.tap, "netns", router, "address", hmac,
              "type", "veth", "peer", "name", "eth0", "netns", vm.netns, "address", vmac])
-    router_cmds += [f"addr add {vm.gateway4}/24 dev {vm.tap}",
-                    f"addr add {vm.gateway6}/64 dev {vm.tap} nodad",
-                    f"link set {vm.tap} up",
-                    *_neigh([vm.ipv4, vm.ipv6], vmac, vm.tap)]
+    plug, gw_dev = dp.attach(datapath, vm.index, vm.tap)
+    if gw_dev != vm.tap:  # the VM's gateway is the host bridge's address and MAC
+        hmac = _bridge_mac(vm.host)
+    router_cmds += [*plug,
+                    f"addr add {vm.gateway4}/24 dev {gw_dev}",
+                    f"addr add {vm.gateway6}/64 dev {gw_dev} nodad",
+                    *_neigh([vm.ipv4, vm.ipv6], vmac, gw_dev)]
     nsx.ip_batch(vm.netns, [
         "link set lo up",
         f"addr add {vm.ipv4}/24 dev eth0",
@@ -148,8 +156,11 @@ def build(lab: Lab) -> None:
         nsx.add_netns(node.netns)
         nsx.sysctl(node.netns, LEAF_SYSCTL)
     cmds: dict[str, list[str]] = {ns: ["link set lo up"] for ns in routers}
+    for host in lab.hosts:
+        if dp.shared_bridge(lab.datapath):
+            nsx.ip_batch(host.netns, dp.host_setup(lab.datapath, _bridge_mac(host.index)))
     for vm in lab.vms:
-        _attach_vm(lab.hosts[vm.host].netns, vm, cmds[lab.hosts[vm.host].netns])
+        _attach_vm(lab.hosts[vm.host].netns, vm, cmds[lab.hosts[vm.host].netns], lab.datapath)
     # One host: the clients hang off it. Several: off the edge, which routes each VM's
     # subnets to the host holding the VM, so only that host forwards the VM's traffic.
     client_side = lab.edge or lab.host
@@ -190,7 +201,7 @@ def add_vm(lab: Lab, vm: VM) -> None:
         nsx.add_netns(vm.netns)
         nsx.sysctl(vm.netns, LEAF_SYSCTL)
         cmds: list[str] = []
-        _attach_vm(router, vm, cmds)
+        _attach_vm(router, vm, cmds, lab.datapath)
         nsx.ip_batch(router, cmds)
         if lab.edge:
             nsx.ip_batch(lab.edge, _edge_routes(lab, vm, "add"))
@@ -202,6 +213,24 @@ def add_vm(lab: Lab, vm: VM) -> None:
 def remove_vm(lab: Lab, vm: VM) -> None:
     """Delete ``vm``'s namespace (its veth pair, so its tap, goes with it) and the edge's routes."""
     nsx.delete_netns(vm.netns)
+    for cmd in dp.detach(lab.datapath, vm.index):
+        nsx.run(["ip", "-n", lab.hosts[vm.host].netns, *cmd.split()], check=False)
     if lab.edge:
         for cmd in _edge_routes(lab, vm, "del"):
             nsx.run(["ip", "-n", lab.edge, *cmd.split()], check=False)
+
+
+def replug_hybrid(lab: Lab, vm: VM) -> None:
+    """Move a routed VM's tap into the hybrid layout while the lab runs (a port changing
+    datapath: the agent must notice its new master): the tap loses its addresses to the shared
+    bridge ``brint`` and gets a ``qbr`` bridge and a ``qvb``/``qvo`` pair of its own."""
+    host = lab.hosts[vm.host]
+    bmac = _bridge_mac(vm.host)
+    have = nsx.run(["ip", "-n", host.netns, "link", "show", "brint"], check=False).returncode == 0
+    plug, gw_dev = dp.attach("hybrid", vm.index, vm.tap)
+    vmac = _mac(0x77, vm.index, 2)
+    nsx.ip_batch(host.netns, [*([] if have else dp.host_setup("hybrid", bmac)),
+                              f"addr flush dev {vm.tap}", *plug,
+                              f"addr add {vm.gateway4}/24 dev {gw_dev}", f"addr add {vm.gateway6}/64 dev {gw_dev} nodad",
+                              *_neigh([vm.ipv4, vm.ipv6], vmac, gw_dev)])
+    nsx.ip_batch(vm.netns, _neigh([vm.gateway4, vm.gateway6], bmac, "eth0"))

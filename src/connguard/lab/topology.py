@@ -41,6 +41,7 @@ from typing import Any
 
 from connguard.exceptions import LabError
 from connguard.lab import build as _build
+from connguard.lab import datapath as _datapath
 from connguard.lab import netns as nsx
 from connguard.lab import spawn as _spawn
 from connguard.lab.machines import VM, Client, Host  # noqa: F401  (re-exported)
@@ -60,8 +61,10 @@ class Lab:
     """A lab topology. Build with :meth:`up`, find again with :meth:`load`, remove with :meth:`down`."""
 
     def __init__(self, prefix: str, vms: list[VM], clients: list[Client], sources: int = 0,
-                 hosts: list[Host] | None = None, edge: str | None = None):
+                 hosts: list[Host] | None = None, edge: str | None = None, datapath: str = "routed"):
+        _datapath.check(datapath)
         self.prefix = prefix
+        self.datapath = datapath  # how hosts plug their VMs in (lab/datapath.py)
         self.hosts = hosts or [Host(0, f"{prefix}-host")]
         self.host = self.hosts[0].netns
         self.edge = edge  # the shared client-side router (labs of 2+ hosts), else None
@@ -74,8 +77,10 @@ class Lab:
     # ---------------------------------------------------------------- build / remove
     @classmethod
     def up(cls, vms: int = 2, clients: int = 2, sources: int = 32, prefix: str | None = None,
-           hosts: int = 1) -> Lab:
-        """Build a lab of ``hosts`` hosts with ``vms`` VMs each and ``clients`` clients."""
+           hosts: int = 1, datapath: str = "routed") -> Lab:
+        """Build a lab of ``hosts`` hosts with ``vms`` VMs each and ``clients`` clients, the VMs
+        plugged in by ``datapath`` (routed, bridged or hybrid: lab/datapath.py)."""
+        _datapath.check(datapath)
         nsx.require_root()
         nsx.require_tool("ip")
         _build.check_counts(hosts, vms, clients, sources)
@@ -86,7 +91,7 @@ class Lab:
         if any(n.startswith(prefix + "-") for n in existing) or os.path.exists(cls._path(prefix)):
             raise LabError(f"lab {prefix} already exists")
         host_objs, vm_objs, cl_objs, edge = _build.plan(prefix, hosts, vms, clients, sources)
-        lab = cls(prefix, vm_objs, cl_objs, sources, host_objs, edge)
+        lab = cls(prefix, vm_objs, cl_objs, sources, host_objs, edge, datapath)
         try:
             _build.build(lab)
             lab._save()
@@ -131,7 +136,7 @@ class Lab:
 
     def to_dict(self) -> dict[str, Any]:
         return {"prefix": self.prefix, "host": self.host, "sources": self.sources,
-                "edge": self.edge, "hosts": [_node_dict(h) for h in self.hosts],
+                "edge": self.edge, "datapath": self.datapath, "hosts": [_node_dict(h) for h in self.hosts],
                 "vms": [_node_dict(v) for v in self.vms],
                 "clients": [_node_dict(c) for c in self.clients]}
 
@@ -146,7 +151,7 @@ class Lab:
     def from_dict(cls, d: dict[str, Any]) -> Lab:
         hosts = [Host(**h) for h in d["hosts"]] if d.get("hosts") else None
         return cls(d["prefix"], [VM(**v) for v in d["vms"]], [Client(**c) for c in d["clients"]],
-                   d.get("sources", 0), hosts, d.get("edge"))
+                   d.get("sources", 0), hosts, d.get("edge"), d.get("datapath", "routed"))
 
     @classmethod
     def load(cls, prefix: str) -> Lab:

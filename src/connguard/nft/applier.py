@@ -21,6 +21,7 @@ from connguard.compiler.ruleset import Element, NftSet, Ruleset
 from connguard.exceptions import ApplyError
 from connguard.names import FAMILY, ROLE_PER_PORT, SYNPROXY, TABLE
 from connguard.nft import readback
+from connguard.nft import bridge
 from connguard.nft import render as r
 from connguard.nft.executor import Executor, NftFailure
 from connguard.nft.render import Cmd
@@ -127,6 +128,10 @@ class Applier:
             return []
         if not readback.table_exists(self.executor):
             return [f"table {FAMILY} {TABLE} is missing"]
+        if applied.bridge_taps:  # bridged ports are dispatched by the bridge table's mark
+            broken = bridge.drift(self.executor, applied.bridge_taps)
+            if broken:
+                return broken
         now = self._snapshot(applied)
         if self.baseline is None:  # the read-back after the apply failed: adopt this one
             self.baseline = now
@@ -151,7 +156,17 @@ class Applier:
     def plan(self, desired: Ruleset) -> tuple[str, list[Cmd]]:
         """The ruleset batch, followed by the state's bans (applied as a second batch)."""
         mode, cmds = self._plan(desired)
-        return mode, cmds + self._seeds(desired)
+        return mode, self._bridge(desired, cmds) + self._seeds(desired)
+
+    def _bridge(self, desired: Ruleset, cmds: list[Cmd]) -> list[Cmd]:
+        """The bridge-family marking table, in the same batch, when bridged ports are or were
+        wanted (nft/bridge.py); nothing at all on a routed-only host."""
+        before = self.applied.bridge_taps if self.applied is not None else ()
+        if not desired.bridge_taps and not before:
+            return cmds
+        if not cmds and desired.bridge_taps == before:
+            return cmds
+        return cmds + bridge.commands(desired.bridge_taps)
 
     def _plan(self, desired: Ruleset) -> tuple[str, list[Cmd]]:
         if self.applied is None:
@@ -287,6 +302,7 @@ class Applier:
         start = time.monotonic()
         seeds = self._seeds(desired)
         mode, cmds = self._plan(desired)
+        cmds = self._bridge(desired, cmds)
         if not cmds and not seeds:
             return ApplyResult("noop", 0, time.monotonic() - start)
         if cmds:
@@ -302,6 +318,11 @@ class Applier:
             # synproxy needs the handshake's ACK to be "invalid", not picked up mid-stream; set
             # before the bookkeeping, so that a failure here is retried by the next apply
             self.executor.sysctl("net.netfilter.nf_conntrack_tcp_loose", "0")
+        if desired.bridge_taps:
+            # conntrack and the inet hooks see bridged packets only through br_netfilter; these
+            # switches are per namespace on this kernel (docs/dataplane.md, "Bridged ports")
+            for key in bridge.SYSCTLS:
+                self.executor.sysctl(key, "1")
         if mode == "full":
             self.reset_on_repair = set()
         if cmds:

@@ -15,7 +15,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from connguard.names import BAN, BANNED, BANS_PLACED, COUNTERS, FAMILY, HOST_BAN, OFFENDERS, SET_FULL, TABLE, TO_VM
+from connguard.names import BAN, BANNED, BANS_PLACED, COUNTERS, FAMILY, HOST_BAN, OFFENDERS, SET_FULL, TABLE, TO_BR, TO_VM
 from connguard.nft import netlink as nl
 from connguard.nft import readback as rb
 from connguard.nft.executor import Executor, NftFailure
@@ -183,7 +183,11 @@ def observe(executor: Executor, *, bans_only: bool = False, limit: int | None = 
         for raw in _read(executor, obs, OFFENDERS[v], limit):
             key = _value(nl.parse(raw), nl.ELEM_KEY)
             obs.offenders.append((_ifname(key), str(_addr(key[IFNAMSIZ:], v))))
-    for raw in _read(executor, obs, TO_VM, None):  # at most one element per port
+    try:  # bridged ports (keyed by their bridge): the map exists only on hosts that have them
+        bridged, _ = rb.elements(executor, TO_BR, limit=None)
+    except NftFailure:
+        bridged = []
+    for raw in _read(executor, obs, TO_VM, None) + bridged:  # at most one element per port
         e = nl.parse(raw)
         port, target = _ifname(_value(e, nl.ELEM_KEY)), verdict(e)
         if target.startswith("jump "):
