@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 
 import click
 
@@ -89,4 +90,16 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except ModuleNotFoundError as exc:
+        # An optional dependency a command imports lazily (connguard.extras): name the extra
+        # to install rather than end on a traceback.
+        from connguard.extras import from_import_error
+
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        missing = from_import_error(exc, f"connguard {command}".strip())
+        if missing is None:
+            raise
+        click.echo(f"Error: {missing}", err=True)
+        sys.exit(1)

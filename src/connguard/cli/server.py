@@ -32,6 +32,12 @@ def _widest(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
                    "without \"force\": true (connguard ban add --force).")
 def server_cmd(db_url: str | None, bind: str, log_level: str, widest_prefix: tuple[int, int]) -> None:
     """Run the REST API server (migrates the database first)."""
+    from connguard.extras import MissingExtra, require_for_db
+
+    try:
+        require_for_db(db_url or "sqlite://", "connguard server")
+    except MissingExtra as exc:
+        raise click.ClickException(str(exc)) from None
     import uvicorn
 
     from connguard.db.services.security import WidestPrefix
