@@ -109,8 +109,19 @@ case "$role" in
   server) target=("$src[server,postgresql]") ;;
   all) target=(-e "$src[server,postgresql,test]") ;;
 esac
-echo "installing connguard (role $role) into $prefix"
-"$prefix/bin/python" -m pip install -q --disable-pip-version-check "${target[@]}"
+# An editable install is current while the tree, the role and pyproject.toml (the
+# dependencies) are the ones it was made from: then pip is not run again, so the README's
+# commands, which start with this script, need neither the network nor pip's time twice.
+stamp="role=$role src=$src pyproject=$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$role" = all ] && [ "$(cat "$prefix/.connguard-setup" 2>/dev/null)" = "$stamp" ] \
+    && "$prefix/bin/python" -c 'import connguard' 2>/dev/null; then
+  echo "connguard (role $role) in $prefix is up to date with $src"
+else
+  rm -f "$prefix/.connguard-setup"
+  echo "installing connguard (role $role) into $prefix"
+  "$prefix/bin/python" -m pip install -q --disable-pip-version-check "${target[@]}"
+  [ "$role" != all ] || echo "$stamp" >"$prefix/.connguard-setup"
+fi
 
 mkdir -p "$bindir"
 if [ -e "$link" ] && [ ! -L "$link" ]; then
