@@ -119,7 +119,7 @@ if [ "$mode" = install ]; then
 fi
 
 step "as root, no sudo: ${cmds[1]} (PYTEST_ADDOPTS='tests/unit tests/install')"
-in_root bash -c "cd /root/connguard && PYTEST_ADDOPTS='tests/unit tests/install' ${cmds[1]}" 2>&1 \
+in_root bash -c "cd /root/connguard && export PYTEST_ADDOPTS='tests/unit tests/install' && ${cmds[1]}" 2>&1 \
   | tee -a "$log" | grep -vE '^(installing|creating|debconf)' | tail -4
 
 # The main job in a network namespace of its own (loopback up): its API's 127.0.0.1:9696 is
