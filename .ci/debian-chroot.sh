@@ -79,10 +79,11 @@ debootstrap --variant=minbase "$suite" "$root" ${mirror:+"$mirror"} >>"$log" 2>&
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod +x "$root/usr/sbin/policy-rc.d"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+echo "127.0.1.1 $(hostname)" >>"$root/etc/hosts"  # as the installer writes it: sudo resolves its host
 # This machine's way to the package registries, as a site configures every new host: the CA
 # bundle pip is told to trust here (PIP_CERT or pip.conf's cert: a TLS-inspecting network).
 # Put in the chroot's /etc/pip.conf, which pip reads for root and, through sudo, for a user.
-cert="${PIP_CERT:-$(python3 -m pip config get global.cert 2>/dev/null || true)}"
+cert="${PIP_CERT:-$(python3 -m pip config list 2>/dev/null | sed -n "s/^global\.cert='\(.*\)'\$/\1/p" | head -1)}"
 if [ -n "$cert" ] && [ -f "$cert" ]; then
   mkdir -p "$root/etc/connguard-ci"
   cp "$cert" "$root/etc/connguard-ci/ca.crt"
@@ -113,7 +114,8 @@ fi
 if [ "$mode" = install ]; then
   step "as root: ${cmds[0]%% && *}"
   in_root bash -c "cd /root/connguard && ${cmds[0]%% && *}" >>"$log" 2>&1
-  in_root bash -c "cd /root/connguard && connguard apply examples/state.yaml --dry-run" | grep -q '"nftables"'
+  dry=$(in_root bash -c "cd /root/connguard && connguard apply examples/state.yaml --dry-run")
+  case "$dry" in *'"nftables"'*) ;; *) echo "debian-chroot: apply --dry-run printed no batch" >&2; exit 1 ;; esac
   step "installed: $(in_root connguard --version), $(in_root /opt/connguard/bin/python -V)"
   exit 0
 fi
@@ -170,6 +172,6 @@ echo 'cgop ALL=(ALL) NOPASSWD:ALL' >"$root/etc/sudoers.d/cgop"
 copy_tree /home/cgop/connguard
 in_root chown -R cgop: /home/cgop/connguard
 in_root su - cgop -c "cd ~/connguard && ${cmds[1]} tests/unit/test_extras.py" 2>&1 | tee -a "$log" | tail -2
-in_root su - cgop -c "cd ~/connguard && bash scripts/root.sh connguard apply examples/state.yaml --dry-run" \
-  | grep -q '"nftables"'
+dry=$(in_root su - cgop -c "cd ~/connguard && bash scripts/root.sh connguard apply examples/state.yaml --dry-run")
+case "$dry" in *'"nftables"'*) ;; *) echo "debian-chroot: apply --dry-run as cgop printed no batch" >&2; exit 1 ;; esac
 step "done"
