@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 
 import click
 
@@ -94,6 +95,18 @@ def cli() -> None:
 
 
 def main() -> None:
-    # The name fixed, not argv[0]'s: usage lines and the completion variable
-    # (_CONNGUARD_COMPLETE, connguard.cli.help) are the same however connguard is started.
-    cli(prog_name="connguard")
+    try:
+        # The name fixed, not argv[0]'s: usage lines and the completion variable
+        # (_CONNGUARD_COMPLETE, connguard.cli.help) are the same however connguard is started.
+        cli(prog_name="connguard")
+    except ModuleNotFoundError as exc:
+        # An optional dependency a command imports lazily (connguard.extras): name the extra
+        # to install rather than end on a traceback.
+        from connguard.extras import from_import_error
+
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        missing = from_import_error(exc, f"connguard {command}".strip())
+        if missing is None:
+            raise
+        click.echo(f"Error: {missing}", err=True)
+        sys.exit(1)

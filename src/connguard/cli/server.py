@@ -87,6 +87,12 @@ def server_cmd(config: str | None, migrate: bool | None, **flags: Any) -> None:
     except ConfigError as exc:
         click.echo("connguard server: configuration error:\n  " + "\n  ".join(exc.problems), err=True)
         sys.exit(CONFIG_ERROR)
+    from connguard.extras import MissingExtra, require_for_db
+
+    try:
+        require_for_db(url, "connguard server")
+    except MissingExtra as exc:
+        raise click.ClickException(str(exc)) from None
     logsetup.setup(cfg["log_level"], cfg["log_format"])
     if db_file is not None and db_file.stat().st_mode & 0o077:
         log.warning("the database %s is readable by group or others (mode %04o; it holds token hashes): "

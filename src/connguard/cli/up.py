@@ -98,6 +98,12 @@ def up_cmd(data_dir: str, db_url: str | None, bind: str, host_name: str, netns: 
            no_agent: bool, lab: bool, attack_interval: float, clean: bool, verbose: bool) -> None:
     """Run the API server and this host's agent in one process (Ctrl-C stops both)."""
     from connguard.cli import config
+    from connguard.extras import MissingExtra, require_for_db
+
+    try:  # before anything is made: an agent-only install has no server stack
+        require_for_db(db_url or "sqlite://", "connguard up")
+    except MissingExtra as exc:
+        raise click.ClickException(str(exc)) from None
 
     _logging(verbose)
     if (lab or not no_agent) and os.geteuid() != 0:
