@@ -34,9 +34,10 @@ def test_core_has_no_server_stack(agent_install):
     base, env = agent_install
     code = "import importlib.util as u; print(' '.join(m for m in %r if u.find_spec(m)))" % (
         ("fastapi", "uvicorn", "sqlalchemy", "alembic", "psycopg", "prometheus_client", "pydantic", "httpx"),)
+    # prometheus_client is the core's: the agent serves its own /metrics (--metrics-listen)
     out = subprocess.run([str(base / "venv" / "bin" / "python"), "-c", code], capture_output=True, text=True,
                          env=env, check=True).stdout.split()
-    assert out == ["pydantic", "httpx"], f"importable in the agent role's venv: {out}"
+    assert out == ["prometheus_client", "pydantic", "httpx"], f"importable in the agent role's venv: {out}"
 
 
 def test_agent_commands_run_on_the_core(agent_install):

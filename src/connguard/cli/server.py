@@ -66,12 +66,22 @@ def server_cmd(config: str | None, migrate: bool | None, **flags: Any) -> None:
     def default_db_url() -> str:  # db/session.default_db_url, without importing SQLAlchemy for it
         return f"sqlite:///{data_dir() / 'connguard.db'}"
 
+    from connguard.extras import MissingExtra, require_for_db
+
+    try:  # first: an agent-only install says what to install before anything else is checked
+        require_for_db(flags.get("db") or os.environ.get(env_name("server", "db")) or "sqlite://",
+                       "connguard server")
+    except MissingExtra as exc:
+        raise click.ClickException(str(exc)) from None
     if flags.get("database_password_file"):
         flags["database_password_file"] = os.path.abspath(flags["database_password_file"])
     try:
         cfg, _origin, path = resolve("server", flags, config=config)
         url = cfg["db"] or default_db_url()
         if not cfg["db"]:
+            # the embedded default is the server's own: its directory is made (0700) as
+            # `connguard up` makes it; a database URL the operator gave is never created blindly
+            data_dir().mkdir(mode=0o700, parents=True, exist_ok=True)
             try:
                 check_db_url(url)
             except ValueError as exc:
@@ -87,12 +97,6 @@ def server_cmd(config: str | None, migrate: bool | None, **flags: Any) -> None:
     except ConfigError as exc:
         click.echo("connguard server: configuration error:\n  " + "\n  ".join(exc.problems), err=True)
         sys.exit(CONFIG_ERROR)
-    from connguard.extras import MissingExtra, require_for_db
-
-    try:
-        require_for_db(url, "connguard server")
-    except MissingExtra as exc:
-        raise click.ClickException(str(exc)) from None
     logsetup.setup(cfg["log_level"], cfg["log_format"])
     if db_file is not None and db_file.stat().st_mode & 0o077:
         log.warning("the database %s is readable by group or others (mode %04o; it holds token hashes): "
