@@ -117,7 +117,7 @@ def test_status_reports_ports_rules_and_bans(netns, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["enforcing"] is True
-    assert data["counters"] == {"banned": 0, "set_full": 0}
+    assert data["counters"] == {"banned": 0, "bans_placed": 0, "set_full": 0}
     [port] = data["ports"]
     assert port["interface_name"] == "tapweb1" and port["policy"] == "web"
     assert [h["rule"].split()[0] for h in port["hits"]] == ["connection_rate_limit", "brute_force"]

@@ -18,7 +18,7 @@ import click
 
 from connguard.cli.common import agent_dir, fail, netns_option
 from connguard.exceptions import ConnguardError
-from connguard.names import BAN_SETS, BANNED, SET_FULL
+from connguard.names import BAN_SETS, BANNED, BANS_PLACED, SET_FULL
 
 SHOWN = 1000  # ban and offender elements read per set by default
 EXIT_NOTHING_ENFORCED = 3
@@ -42,12 +42,15 @@ PORTS      each protected interface, its policy and the policy's mode (enforce o
            rule that refuses nothing (e.g. a brute-force meter below its limit)
            shows 0.
 COUNTERS   banned packets: packets dropped because their source is banned;
+           bans placed: bans the kernel's brute-force rules placed (the agent
+           reads the ban sets when this moves, agent/banwatch.py);
            limiter set full: packets that found a per-remote limiter's set full
            and passed that limiter (fail-open, docs/dataplane.md).
 PROBLEMS   what the kernel holds that connguard did not write or cannot read.
 BANS       remote (address or prefix), the port it is banned from ("(all
            ports)": host-wide), when the ban ends (ISO 8601, UTC) and in how long.
-OFFENDERS  monitor mode: remotes that would have been banned, and the port.
+OFFENDERS  remotes refused (enforce mode) or that would have been (monitor
+           mode), and the port.
 
 \b
 Exit status: 0 when something is enforced and the agent that wrote the status
@@ -193,7 +196,7 @@ def _print(data: dict, agent: dict, policies: dict, obs, netns: str | None) -> N
         for h in p["hits"]:
             click.echo(f"      {h['packets']:>10} hits  {h['rule']}")
     click.echo(f"\nCOUNTERS  banned packets {obs.counters.get(BANNED, 0)}, "
-               f"limiter set full {obs.counters.get(SET_FULL, 0)}")
+               f"bans placed {obs.counters.get(BANS_PLACED, 0)}, limiter set full {obs.counters.get(SET_FULL, 0)}")
     if obs.problems:
         click.echo(f"\nPROBLEMS ({len(obs.problems)}: what the kernel holds that connguard did not write or cannot read)")
         for problem in obs.problems:
@@ -205,7 +208,7 @@ def _print(data: dict, agent: dict, policies: dict, obs, netns: str | None) -> N
         ends = f"until {b['expires_at']} (in {_fmt_seconds(b['expires_in'])})" if b["expires_at"] else "no expiry"
         click.echo(f"  {b['ip_address']:<40} {b['interface_name'] or '(all ports)':<16} {ends}")
     if data["offenders"]:
-        click.echo(f"\nOFFENDERS (monitor mode, {len(data['offenders'])})")
+        click.echo(f"\nOFFENDERS (refused, or in monitor mode would have been: {len(data['offenders'])})")
         for o in data["offenders"]:
             click.echo(f"  {o['remote']:<40} {o['interface_name']}")
 
