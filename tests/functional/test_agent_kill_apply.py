@@ -1,5 +1,6 @@
 """``kill -9`` of a server-driven agent in the middle of applying a large change (issue 6):
-10,000 ports move between two policies and back; the agent is killed while its ``nft`` batch
+10,000 ports move between two policies and back, with each executor (the ``nft`` tool, and
+libnftables in-process); the agent is killed while its ``nft`` batch
 runs (0.1 s into it, 0.6 s into it with its ``nft`` killed too, and right after ``nft``
 ended, before the agent's bookkeeping). Read back over netlink, the namespace holds exactly the old or the new ruleset (the digests of
 both are computed beforehand by applying each in a scratch namespace), never a mix; the
@@ -164,7 +165,23 @@ def big_batch(agent, tail) -> int:
             return child
 
 
-def test_kill_9_mid_apply_leaves_old_or_new_and_the_restart_keeps_every_ban(lab, tmp_path):
+def loaded(agent, tail, path, revision: int) -> None:
+    """In-process executor (no ``nft`` child to watch): wait until the agent logged that it
+    loaded the snapshot of ``revision`` (its compile and apply follow at once)."""
+    deadline = time.monotonic() + 60
+    while f"loaded server snapshot revision {revision}:" not in path.read_text():
+        assert time.monotonic() < deadline and agent.poll() is None, f"revision {revision} never loaded: {tail()}"
+        time.sleep(0.005)
+
+
+# cli: the ``nft`` tool in a child process (killed with the agent, or left to finish);
+# lib: libnftables inside the agent (connguard.nft.libnft), killed at several points after the
+# snapshot is loaded: the 10,000-port delta takes seconds to compile and commit here.
+KILLS = {"cli": ((0.0, False), (0.5, True), (None, False)), "lib": ((0.3, False), (1.5, False), (None, False))}
+
+
+@pytest.mark.parametrize("backend", ["cli", "lib"])
+def test_kill_9_mid_apply_leaves_old_or_new_and_the_restart_keeps_every_ban(lab, tmp_path, backend):
     vm, cl = lab.vms[0], lab.clients[0]
     bodies = {False: body(1, vm.tap, False), True: body(2, vm.tap, True)}
     # the expected digests: each state applied alone in a scratch namespace
@@ -190,7 +207,8 @@ def test_kill_9_mid_apply_leaves_old_or_new_and_the_restart_keeps_every_ban(lab,
     argv = [*CLI, "agent", "--server", fake.url, "--token-file", str(tmp_path / "token"), "--host", "host0",
             "--netns", lab.host, "--workdir", str(tmp_path / "w"), "--report-interval", "1", "--interval", "0.3"]
     tail = lambda: (tmp_path / "agent.log").read_text()[-2000:]  # noqa: E731
-    start = lambda: subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)  # noqa: E731
+    env = dict(os.environ, CONNGUARD_NFT_BACKEND=backend)
+    start = lambda: subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True, env=env)  # noqa: E731
     agent = start()
     try:
         with vm.login_service(22):
@@ -202,25 +220,32 @@ def test_kill_9_mid_apply_leaves_old_or_new_and_the_restart_keeps_every_ban(lab,
 
             revision, moved = 2, False
             # (seconds after the batch's nft started, or None: right after it ended; kill nft too)
-            for delay, with_nft in ((0.0, False), (0.5, True), (None, False)):
+            for delay, with_nft in KILLS[backend]:
                 moved, revision = not moved, revision + 1
                 t0 = time.monotonic()
                 fake.serve(body(revision, vm.tap, moved), revision)
-                child = big_batch(agent, tail)
-                if delay is None:
+                if backend == "lib":
+                    loaded(agent, tail, tmp_path / "agent.log", revision)
+                    child, mark = None, (tmp_path / "agent.log").read_text().rindex(f"revision {revision}:")
+                else:
+                    child = big_batch(agent, tail)
+                if delay is None and child is None:  # right after the in-process commit was logged
+                    wait_for(lambda: "applied (" in (tmp_path / "agent.log").read_text()[mark:], 60, 0.001,
+                             what=f"the apply of revision {revision}: {tail()}")
+                elif delay is None:
                     while running(child):
                         time.sleep(0.001)
                 else:
                     time.sleep(delay)
                 os.killpg(agent.pid, signal.SIGKILL) if with_nft else os.kill(agent.pid, signal.SIGKILL)
                 agent.wait(10)
-                if not with_nft:  # the orphaned batch ends on its own (commits, or fails on a cut input)
+                if child is not None and not with_nft:  # the orphaned batch ends on its own (commits, or fails on a cut input)
                     wait_for(lambda: not running(child), 30, 0.05, what="the orphaned nft")
                 now = digest(kernel, owned)
                 held = [m for m in (False, True) if now == expected[m]]
                 assert held, f"after kill -9 ({delay} s into the batch, nft killed: {with_nft}) the kernel " \
                              f"holds neither the old nor the new ruleset"
-                print(f"killed {'after' if delay is None else f'{delay} s into'} the batch (nft killed: {with_nft}): "
+                print(f"[{backend}] killed {'after' if delay is None else f'{delay} s into'} the batch (nft killed: {with_nft}): "
                       f"kernel holds the {'new' if held[0] == moved else 'old'} ruleset")
                 assert {cl.ipv4, SERVER_BAN} <= bans(), f"a ban was lost at the kill: {bans()}"
                 agent = start()
