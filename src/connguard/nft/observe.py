@@ -152,11 +152,13 @@ def _read(executor: Executor, obs: Observation, name: str, limit: int | None) ->
 
 
 def _hit_sets(executor: Executor) -> list[str]:
-    """Per-port hit counter sets: the sets declared with a counter on every element (the
-    compiler declares no other: ``rate_limit.hit_set``), from ``nft -t list sets``, which reads
-    no elements. Found by their declaration, not by their names' spelling."""
+    """Per-port counter sets (refused, admitted, set-full bypasses): the sets keyed by the
+    interface alone and declared with a counter on every element, from ``nft -t list sets``,
+    which reads no elements. Found by their declaration, not by their names' spelling. The
+    offender sets also count per element but are keyed by (port, remote) and can hold a
+    million entries: they are read bounded, by ``read_offenders``, never here."""
     items = executor.query("list", "sets", "table", FAMILY, TABLE, terse=True).get("nftables", [])
-    return [b["name"] for i in items if (b := i.get("set")) and b.get("stmt")]
+    return [b["name"] for i in items if (b := i.get("set")) and b.get("stmt") and b.get("type") == "ifname"]
 
 
 def observe(executor: Executor, *, bans_only: bool = False, limit: int | None = None) -> Observation:
