@@ -88,7 +88,10 @@ def authenticate(session: Session, *, secret: str, now: datetime | None = None) 
         cutoff = now - LAST_USED_RESOLUTION  # another process may have written it meanwhile
         session.execute(update(Token).where(Token.id == token.id, or_(Token.last_used_at.is_(None),
                                                                       Token.last_used_at <= cutoff))
-                        .values(last_used_at=now))
+                        .values(last_used_at=now)
+                        # not evaluated against the session's Token: SQLite hands back naive
+                        # times, and comparing them with the aware cutoff raised (a 500)
+                        .execution_options(synchronize_session=False))
     return Caller(role=token.role, project_id=token.project_id, host=token.host, token_id=token.id)
 
 
