@@ -112,6 +112,11 @@ class StateFileSource:
             self._pending = (seen, now)
         if not self._now and now - self._pending[1] < self.settle and time.time() - stamp[1] / 1e9 < self.settle:
             log.debug("%s changed; waiting %.1f s for it to settle", self.path, self.settle)
+            # look again once it can have settled, not a whole pass interval later (with a long
+            # interval a just-written file at start would otherwise wait that long to be enforced)
+            timer = threading.Timer(self.settle - (now - self._pending[1]) + 0.05, self.wake.set)
+            timer.daemon = True
+            timer.start()
             return None
         self._pending = None
         try:
