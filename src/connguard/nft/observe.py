@@ -15,7 +15,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from connguard.names import BAN, BANNED, BANS_PLACED, COUNTERS, FAMILY, HOST_BAN, OFFENDERS, SET_FULL, TABLE, TO_BR, TO_VM
+from connguard.names import BAN, BANNED, BANS_PLACED, COUNTERS, FAMILY, HOST_BAN, OFFENDERS, SET_FULL, TABLE, TO_BR, TO_VM, hit_set
 from connguard.nft import netlink as nl
 from connguard.nft import readback as rb
 from connguard.nft.executor import Executor, NftFailure
@@ -152,13 +152,18 @@ def _read(executor: Executor, obs: Observation, name: str, limit: int | None) ->
 
 
 def _hit_sets(executor: Executor) -> list[str]:
-    """Per-port counter sets (refused, admitted, set-full bypasses): the sets keyed by the
+    """Per-port refusal counter sets (``h<rule>``; status's hits): of the sets keyed by the
     interface alone and declared with a counter on every element, from ``nft -t list sets``,
-    which reads no elements. Found by their declaration, not by their names' spelling. The
+    which reads no elements, told apart from the admitted and set-full ones by the names module's
+    prefix. The
     offender sets also count per element but are keyed by (port, remote) and can hold a
     million entries: they are read bounded, by ``read_offenders``, never here."""
     items = executor.query("list", "sets", "table", FAMILY, TABLE, terse=True).get("nftables", [])
-    return [b["name"] for i in items if (b := i.get("set")) and b.get("stmt") and b.get("type") == "ifname"]
+    # refusals only: the admitted (n) and set-full (u) counter sets are declared alike and are
+    # read by name, by the reporter
+    refused = hit_set("")
+    return [b["name"] for i in items if (b := i.get("set")) and b.get("stmt") and b.get("type") == "ifname"
+            and b["name"].startswith(refused)]
 
 
 def observe(executor: Executor, *, bans_only: bool = False, limit: int | None = None) -> Observation:
