@@ -6,7 +6,11 @@ from __future__ import annotations
 from connguard.compiler import fragments as f
 from connguard.compiler.context import RuleContext
 from connguard.compiler.ruleset import Chain, Json, Rule
-from connguard import names
+# the per-rule names the compilers use (connguard.names builds them)
+from connguard.names import admitted_set as admitted_name  # noqa: F401
+from connguard.names import bypass_set as bypass_name  # noqa: F401
+from connguard.names import hit_set as hit_name  # noqa: F401
+from connguard.names import refuse_chain  # noqa: F401
 from connguard.model.rules import MatchFields
 
 # Shared long-lived sets and connguard's ct mark bits: their names and values are part of the
@@ -77,8 +81,6 @@ def new_connection_variants(ctx: RuleContext, direction: str, version: int | Non
     return variants
 
 
-def refuse_chain(direction: str, kind: str) -> str:
-    return names.refuse_chain(direction, kind)
 
 
 def refuse_chains() -> list[Chain]:
@@ -146,20 +148,7 @@ def offender(ctx: RuleContext, direction: str, version: int | None) -> list[Json
 # Per-port, per-rule counter sets (one element per port, a counter on each; keyed by the
 # interface alone, so they cannot fill and an update never fails): what the agent reports as
 # monotonic totals. Their names derive from the rule's id, never from its numbers, so a changed
-# rate keeps the counts.
-def hit_name(rid: str) -> str:
-    """Refusals (monitor mode: would-be refusals)."""
-    return names.hit_set(rid)
-
-
-def admitted_name(rid: str) -> str:
-    """Connections that reached the rule and went on (in monitor mode: all of them)."""
-    return names.admitted_set(rid)
-
-
-def bypass_name(rid: str) -> str:
-    """Connections admitted because a set the rule writes was full (the fail-open canaries)."""
-    return names.bypass_set(rid)
+# rate keeps the counts. (connguard.names: hit_set, admitted_set, bypass_set.)
 
 
 def hits(name: str, direction: str) -> Json:
